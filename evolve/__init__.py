@@ -1,0 +1,3 @@
+"""evolve: evolutionary population search over training scripts."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,111 @@
+"""Crash-safe files: whole-file atomic replacement, and a TinyDB storage built on it.
+
+A run is killed with SIGKILL (or loses power) at arbitrary moments while other
+processes browse it. Every file the archive writes is therefore written to a
+temporary file in the same directory, flushed, fsynced and renamed over the old
+one with `os.replace`, so a reader sees the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from tinydb.storages import Storage
+
+from evolve.errors import UserError
+
+TMP_MARK = ".tmp-"  # temp files are ".<name>.tmp-<pid>-<hex>"; only the writer removes stale ones
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable across power loss (POSIX keeps names in the directory)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that no reader or crash ever sees a partial file."""
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def corrupt(path: Path, why: str) -> UserError:
+    return UserError(
+        f"the archive file {path} cannot be read",
+        why,
+        "nothing was changed or deleted; restore the file from a backup, or move it aside "
+        "and resume the run to rebuild what can be rebuilt",
+    )
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; missing file -> FileNotFoundError, anything else bad -> UserError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise corrupt(path, f"it could not be read ({e.strerror or e})") from None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise corrupt(path, f"it is not valid JSON ({e})") from None
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage: atomic whole-file writes; read-only mode for browsing processes.
+
+    With `cache=True` (the single writer only: it holds the run lock, so nobody else
+    changes the file) the parsed data stays in memory and an insert costs one
+    serialise+write instead of parse+serialise+write.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False, cache: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.cache = cache and not read_only
+        self._data: dict[str, dict[str, Any]] | None = None
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        if self._data is not None:
+            return self._data
+        try:
+            data = read_json(self.path)
+        except FileNotFoundError:
+            return None
+        if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
+            raise corrupt(self.path, "it is JSON but not a TinyDB database (tables of documents)")
+        if self.cache:
+            self._data = data
+        return data
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        if self.read_only:
+            raise PermissionError(f"{self.path} is opened read-only")
+        try:
+            atomic_write_json(self.path, data)
+        except BaseException:
+            self._data = None  # TinyDB mutated the cached dict before writing; drop it
+            raise
+        if self.cache:
+            self._data = data

@@ -1,0 +1,44 @@
+"""Content-addressed text files: genome sources and LLM prompts/responses, stored once.
+
+Records hold only the sha256, so a shard stays small however long the texts are,
+and a genome evaluated a hundred times is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from evolve.archive.atomic import atomic_write_bytes
+from evolve.errors import UserError
+
+SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Blobs:
+    """`<folder>/<sha256><suffix>` files, written atomically, never rewritten."""
+
+    def __init__(self, folder: Path, suffix: str, what: str, *, writable: bool) -> None:
+        self.folder, self.suffix, self.what, self.writable = folder, suffix, what, writable
+
+    def path(self, sha: str) -> Path:
+        if not SHA_RE.match(sha or ""):
+            raise UserError(f"{sha!r} is not a {self.what} hash", fix="give the full 64-hex sha256")
+        return self.folder / f"{sha}{self.suffix}"
+
+    def put(self, text: str) -> str:
+        data = text.encode()
+        sha = hashlib.sha256(data).hexdigest()
+        target = self.path(sha)
+        if not target.exists():
+            if not self.writable:
+                raise RuntimeError(f"{self.folder} is opened read-only")
+            atomic_write_bytes(target, data)
+        return sha
+
+    def get(self, sha: str) -> str:
+        try:
+            return self.path(sha).read_text()
+        except FileNotFoundError:
+            raise UserError(f"{self.what} {sha[:12]} is not in {self.folder}") from None

@@ -1,0 +1,133 @@
+"""Run configuration: defaults, a TOML file, then command-line flags, validated once.
+
+Everything the engine, operators and executors need to know about a run lives
+in `RunConfig`; it is stored in the run's archive so `evolve resume` continues
+with exactly the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evolve.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_DESCRIPTORS = [
+    {"name": "model_size", "low": 4.0, "high": 9.0, "bins": 10},
+    {"name": "code_size", "low": 50, "high": 600, "bins": 10},
+]
+
+
+@dataclass
+class RunConfig:
+    name: str = ""
+    archive_dir: str = "archive"
+    seed_genomes: list[str] = field(default_factory=lambda: ["train.py"])
+    pop: int = 16
+    generations: int | None = None
+    time_limit: float | None = None  # seconds of wall time for the whole run
+    budget: float = 300.0  # seconds of training per evaluation
+    grace: float | None = None
+    data: str = "builtin"
+    tokenizer: str = "byte"
+    device: str = "auto"  # auto | cpu | cuda
+    devices: str | None = None  # slot spec for executors: "0,1", "cpu:2x1"...
+    executor: str = "local"  # local | ray
+    ray_address: str | None = None
+    threads: int | None = None
+    eval_tokens: int = 65536
+    descriptors: list[dict[str, Any]] = field(default_factory=lambda: [dict(d) for d in DEFAULT_DESCRIPTORS])
+    operators: dict[str, float] = field(default_factory=lambda: {"hyper_mutate": 1.0, "hyper_crossover": 1.0})
+    operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cxpb: float = 0.2
+    selection: str = "uniform"
+    noise_repeats: int = 3  # evaluations of the seed at the start, to measure noise
+    noise_std: float | None = None  # override the measured noise (bpb)
+    min_noise_std: float = 1e-3
+    z: float = 2.0  # replacement margin in noise standard deviations
+    confirm: int = 3  # evaluations that confirm the reported best
+    rng_seed: int = 0
+    llm: dict[str, Any] = field(default_factory=dict)
+    seed_from: list[str] = field(default_factory=list)
+    seed_top: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"unknown config key(s): {', '.join(unknown)}",
+                            "the run config only knows the documented keys",
+                            f"remove them; known keys: {', '.join(sorted(names))}")
+        return cls(**data)
+
+    def validate(self) -> RunConfig:
+        """Raise UserError for values that cannot make a run; return self."""
+        _positive_int("pop", self.pop, "--pop")
+        _positive_number("budget", self.budget, "--budget")
+        if self.generations is not None:
+            _positive_int("generations", self.generations, "--generations")
+        if self.time_limit is not None:
+            _positive_number("time_limit", self.time_limit, "--time-limit")
+        _positive_int("eval_tokens", self.eval_tokens, "--eval-tokens")
+        _positive_int("noise_repeats", self.noise_repeats, "noise_repeats")
+        _positive_int("confirm", self.confirm, "confirm")
+        if not 0.0 <= self.cxpb <= 1.0:
+            raise UserError(f"cxpb is {self.cxpb}", "it is a probability", "use a value in [0, 1]")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"unknown device {self.device!r}", "devices are auto, cpu or cuda",
+                            "pass --device auto, cpu or cuda")
+        if self.executor not in ("local", "ray"):
+            raise UserError(f"unknown executor {self.executor!r}", "executors are local and ray",
+                            "pass --executor local or --executor ray")
+        if not self.seed_genomes and not self.seed_from:
+            raise UserError("no seed genome", "a run starts from at least one genome",
+                            "pass --seed-genome FILE or --seed-from RUN")
+        return self
+
+
+def _positive_int(name: str, value: Any, flag: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"{name} is {value!r}", f"{name} must be a whole number of at least 1",
+                        f"pass {flag} with a positive integer")
+
+
+def _positive_number(name: str, value: Any, flag: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise UserError(f"{name} is {value!r}", f"{name} must be a positive number of seconds",
+                        f"pass {flag} with a value above 0")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; every error becomes a UserError naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist", "",
+                        "check the path given to --config") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}", str(exc),
+                        "fix the TOML syntax (see README, 'Config file')") from None
+
+
+def build_config(file: str | Path | None, flags: dict[str, Any]) -> RunConfig:
+    """Defaults < config file < flags given on the command line (None means not given)."""
+    data: dict[str, Any] = load_toml(file) if file else {}
+    data.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    for key in ("seed_genomes", "seed_from"):
+        if key in data and isinstance(data[key], (str, tuple)):
+            data[key] = [data[key]] if isinstance(data[key], str) else list(data[key])
+    return RunConfig.from_dict(data).validate()

@@ -1,0 +1,77 @@
+"""The result record of one evaluation: the same shape for success and failure."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+STATUSES = ("ok", "crashed", "timeout", "invalid", "oom", "over_budget", "interrupted", "lost")
+# Statuses that say nothing about the genome itself: the evaluation should be retried.
+INFRASTRUCTURE_STATUSES = ("interrupted", "lost")
+
+
+@dataclass
+class EvalResult:
+    status: str
+    reason: str = ""
+    val_bpb: float | None = None
+    training_seconds: float | None = None
+    wall_seconds: float = 0.0
+    steps: int | None = None
+    tokens: int | None = None
+    params: int | None = None
+    peak_memory_bytes: int | None = None
+    device: str = ""
+    torch_version: str = ""
+    dataset: str = ""  # dataset fingerprint
+    budget: float = 0.0
+    seed: int = 0
+    eval_tokens: int = 0
+    seq_len: int | None = None
+    log_path: str = ""
+    sandbox: str = ""  # which isolation layers were active
+    slot: str = ""
+    hardware: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}; expected one of {STATUSES}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def summary(self) -> str:
+        """The block `evolve eval` prints, in the spirit of autoresearch's train.py."""
+
+        def fmt(value: Any, spec: str) -> str:
+            return "-" if value is None else format(value, spec)
+
+        mem = None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**20
+        rows = [
+            ("status", self.status + (f" ({self.reason})" if self.reason else "")),
+            ("val_bpb", fmt(self.val_bpb, ".6f")),
+            ("training_seconds", fmt(self.training_seconds, ".1f")),
+            ("wall_seconds", fmt(self.wall_seconds, ".1f")),
+            ("peak_memory_mb", fmt(mem, ".1f")),
+            ("num_steps", fmt(self.steps, "d")),
+            ("tokens_trained", fmt(self.tokens, ",d")),
+            ("num_params", fmt(self.params, ",d")),
+            ("device", self.device),
+            ("dataset", self.dataset),
+            ("log", self.log_path),
+        ]
+        return "---\n" + "\n".join(f"{k + ':':<18}{v}" for k, v in rows)
