@@ -71,6 +71,108 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
     sys.exit(0 if result.ok else 1)
 
 
+def run_options(func):
+    """Flags shared by `start` (all of them) and documented once."""
+    options = [
+        click.option("--pop", type=int, default=None, help="Children per generation [default: 16]."),
+        click.option("--generations", type=int, default=None,
+                     help="Stop after N generations (generation 0 holds the seeds) [default: run until stopped]."),
+        click.option("--time-limit", type=float, default=None,
+                     help="Stop issuing work after this many seconds of wall time; running evaluations finish."),
+        click.option("--budget", type=float, default=None, help="Training seconds per evaluation [default: 300]."),
+        click.option("--data", default=None, help="Corpus: builtin, a file or folder, tinystories, climbmix[:N]."),
+        click.option("--name", default=None, help="Run name (folder under --archive-dir) [default: run-DATE-TIME]."),
+        click.option("--archive-dir", default=None, help="Where runs live [default: archive]."),
+        click.option("--seed-genome", "seed_genomes", multiple=True,
+                     help="Seed genome file; repeat for several [default: train.py]."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+                     help="auto: every visible GPU, else the CPU [default: auto]."),
+        click.option("--devices", default=None,
+                     help="Slots: GPU ids '0,1', or 'cpu:N' for N CPU slots [default: all GPUs / one CPU slot]."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+                     help="Where evaluations run [default: local]."),
+        click.option("--ray-address", default=None, help="Ray cluster address for --executor ray, or 'auto'."),
+        click.option("--eval-tokens", type=int, default=None, help="Held-out tokens scored [default: 65536]."),
+        click.option("--selection", default=None, help="Parent selection: uniform, fitness, curiosity."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="TOML file with any run setting; flags override it."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@run_options
+def start(config_file: str | None, **flags: object) -> None:
+    """Start a population search (default seed: train.py, no LLM needed).
+
+    Ctrl-C stops cleanly: evaluations in flight are recorded as interrupted and
+    `evolve resume RUN` continues the run.
+    """
+    from evolve.config import build_config
+    from evolve.engine import start as start_run
+
+    config = build_config(config_file, flags)
+    _drive(lambda on_update: start_run(config, _executor_factory(), on_update))
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--archive-dir", default="archive", show_default=True, help="Where runs live.")
+def resume(run: str, archive_dir: str) -> None:
+    """Continue a stopped or killed RUN with its stored config; nothing is repeated or lost."""
+    from evolve.engine import resume as resume_run
+
+    _drive(lambda on_update: resume_run(run_path(run, archive_dir), _executor_factory(), on_update))
+
+
+def run_path(run: str, archive_dir: str) -> Path:
+    """RUN may be a name under the archive dir or a path to a run folder."""
+    candidate = Path(run)
+    return candidate if candidate.is_dir() or "/" in run else Path(archive_dir) / run
+
+
+def _executor_factory():
+    from evolve.executors.factory import build_executor
+
+    return build_executor
+
+
+def _drive(prepare_run) -> None:
+    """Run the engine with live progress; Ctrl-C stops it cleanly and says how to resume."""
+    import signal
+
+    from evolve.engine.progress import Progress, headline, snapshot
+
+    with Progress() as progress:
+        prepared = prepare_run(progress.update)
+        engine, archive = prepared.engine, prepared.archive
+        for note in prepared.notes:
+            click.echo(note, err=True)
+
+        def interrupt(signum, frame):  # first Ctrl-C: stop cleanly; the loop returns soon
+            click.echo("\nstopping: cancelling evaluations in flight…", err=True)
+            engine.stop(hard=True)
+
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            state = engine.run()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            prepared.executor.shutdown()
+            final = snapshot(engine)
+            archive.close()
+    click.echo(headline(final))
+    best = final["best"]
+    click.echo(f"run {archive.name}: {state.stop_reason}; {final['evals']} evaluations in {archive.path}")
+    if best is not None and best["n"] < engine.config.confirm:
+        click.echo(f"note: the best has {best['n']} evaluation(s), fewer than the {engine.config.confirm} "
+                   "that confirm it", err=True)
+    if state.stop_reason != "finished":
+        click.echo(f"resume with: evolve resume {archive.path}")
+
+
 def read_genome(path: str) -> str:
     """A genome's source, or a UserError that says what is wrong with the file."""
     file = Path(path)

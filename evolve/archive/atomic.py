@@ -46,7 +46,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, json.dumps(data, separators=(",", ":")).encode())
+    atomic_write_bytes(path, _dumps(data).encode())
 
 
 def corrupt(path: Path, why: str) -> UserError:
@@ -109,3 +109,45 @@ class AtomicJSONStorage(Storage):
             raise
         if self.cache:
             self._data = data
+
+
+class ShardStorage(AtomicJSONStorage):
+    """Writer storage for append-only tables: each document is serialised once, then reused.
+
+    Evaluation records are never modified after insertion (ShardSet only inserts), so
+    the JSON text of a document can be memoised by (table, doc_id, the document object).
+    An insert then costs one new `json.dumps` plus joining strings, not re-encoding
+    the whole shard. A document changed in place would keep its old text: don't.
+    """
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._texts: dict[tuple[str, str], tuple[Any, str]] = {}
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        if self.read_only:
+            raise PermissionError(f"{self.path} is opened read-only")
+        old, texts = self._texts, {}
+        parts = []
+        for table, docs in data.items():
+            items = []
+            for doc_id, doc in docs.items():
+                memo = old.get((table, doc_id))
+                if memo is None or memo[0] is not doc:
+                    memo = (doc, f"{_dumps(doc_id)}:{_dumps(doc)}")
+                texts[(table, doc_id)] = memo
+                items.append(memo[1])
+            parts.append(f"{_dumps(table)}:{{{','.join(items)}}}")
+        try:
+            atomic_write_bytes(self.path, f"{{{','.join(parts)}}}".encode())
+        except BaseException:
+            self._data = None
+            self._texts = {}
+            raise
+        self._texts = texts
+        if self.cache:
+            self._data = data
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -146,16 +146,20 @@ class Grid:
 
     def cell_for(self, result: EvalResult, source: str) -> tuple[int, ...] | None:
         """The evaluation's cell, or None when some descriptor cannot be measured."""
-        values = self.describe(result, source)
-        if any(v is None or not math.isfinite(v) for v in values.values()):
-            return None
-        return self.cell_of(values)
+        return self.cell_if_known(self.describe(result, source))
 
-    def to_dict(self) -> list[dict[str, Any]]:
+    def cell_if_known(self, values: Mapping[str, float | None]) -> tuple[int, ...] | None:
+        """`cell_of(values)`, or None when a value is missing or not finite."""
+        known = [values.get(n) for n in self.names]
+        if any(v is None or not math.isfinite(v) for v in known):
+            return None
+        return self.cell_of(known)  # type: ignore[arg-type]
+
+    def to_list(self) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.descriptors]
 
     @classmethod
-    def from_dict(cls, data: Sequence[Mapping[str, Any]]) -> Grid:
+    def from_list(cls, data: Sequence[Mapping[str, Any]]) -> Grid:
         try:
             return cls(
                 [

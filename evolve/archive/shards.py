@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
-from tinydb.table import Document
+from tinydb.table import Document, Table
 
-from evolve.archive.atomic import AtomicJSONStorage, corrupt, read_json
+from evolve.archive.atomic import AtomicJSONStorage, ShardStorage, corrupt, read_json
 
 TABLE = "evaluations"
 SHARD_RE = re.compile(r"^shard-(\d{6,})\.json$")
@@ -63,11 +63,13 @@ class ShardSet:
             return []
         return sorted(int(m.group(1)) for n in names if (m := SHARD_RE.match(n)))
 
-    def _table(self, shard: int):
+    def _table(self, shard: int) -> Table:
         db = self._dbs.pop(shard, None)
         if db is None:
-            storage_kwargs = {"read_only": not self.writer, "cache": self.writer}
-            db = TinyDB(self.path(shard), storage=AtomicJSONStorage, **storage_kwargs)
+            storage = ShardStorage if self.writer else AtomicJSONStorage
+            db = TinyDB(
+                self.path(shard), storage=storage, read_only=not self.writer, cache=self.writer
+            )
             while len(self._dbs) >= OPEN_SHARDS:
                 self._dbs.popitem(last=False)[1].close()
         self._dbs[shard] = db
@@ -107,8 +109,8 @@ class ShardSet:
         except FileNotFoundError:
             return {}
         table = data.get(TABLE, {}) if isinstance(data, dict) else None
-        if not isinstance(table, dict):
-            raise corrupt(path, f"it has no {TABLE!r} table")
+        if not isinstance(table, dict) or not all(isinstance(r, dict) for r in table.values()):
+            raise corrupt(path, f"it has no {TABLE!r} table of records")
         try:
             return {int(k): v for k, v in sorted(table.items(), key=lambda kv: int(kv[0]))}
         except ValueError:

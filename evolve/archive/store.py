@@ -43,6 +43,8 @@ from evolve.archive.tables import EliteSnapshot, Generations
 from evolve.errors import UserError
 from evolve.record import EvalResult
 
+ID_BLOCK = 64  # ids reserved per write of ids.json
+
 
 class RunArchive:
     """A run directory opened for reading (any number of processes) or writing (one)."""
@@ -53,7 +55,7 @@ class RunArchive:
         self._lock = lock
         self.config: dict[str, Any] = check_run_dir(path)
         meta = load_meta(path)
-        self.grid = Grid.from_dict(meta["grid"])
+        self.grid = Grid.from_list(meta["grid"])
         self.rule = EliteRule.from_dict(meta.get("rule", {}))
         self._meta = meta
         self.shards = ShardSet(path / "evals", int(meta["shard_size"]), writer=writer)
@@ -62,7 +64,7 @@ class RunArchive:
         self._snapshot = EliteSnapshot(path / "elites.json", self.grid.shape, writer=writer)
         self._generations = Generations(path / "generations.json", writer=writer)
         self.elite_map = ElitesMap(self.grid.total_cells, self.rule)
-        self._next = 1
+        self._next = self._reserved = 1
         self._seq = 0
         if writer:
             remove_stale_temp_files(path)
@@ -102,7 +104,7 @@ class RunArchive:
                 "format": FORMAT,
                 "shard_size": SHARD_SIZE,
                 "created": time.time(),
-                "grid": (grid or Grid()).to_dict(),
+                "grid": (grid or Grid()).to_list(),
                 "rule": (rule or EliteRule()).to_dict(),
             }
             make_dirs(path)
@@ -167,7 +169,7 @@ class RunArchive:
             reserved = 1
         except (KeyError, TypeError, ValueError):
             raise corrupt(self.path / "ids.json", "it has no integer 'next'") from None
-        self._next = max(reserved, top + 1)
+        self._next = self._reserved = max(reserved, top + 1)
         slim.sort(key=lambda item: item[:2])  # insertion order, as the elites first saw them
         for _, _, record in slim:
             self._observe(record)
@@ -197,10 +199,13 @@ class RunArchive:
     # --- evaluations --------------------------------------------------------------
 
     def new_eval_id(self) -> str:
-        """Reserve the next id (persisted, so ids of evaluations lost in flight are never reused)."""
+        """Reserve the next id. Ids are persisted in blocks, so ids handed out before a crash
+        (evaluations lost in flight, whose logs may exist) are never handed out again."""
         self._require_writer()
         number = self._next
-        atomic_write_json(self.path / "ids.json", {"next": number + 1})
+        if number >= self._reserved:
+            self._reserved = number + ID_BLOCK
+            atomic_write_json(self.path / "ids.json", {"next": self._reserved})
         self._next = number + 1
         return format_id(number)
 
@@ -230,7 +235,7 @@ class RunArchive:
         if self.shards.contains(number):
             return self.shards.get(number)  # type: ignore[return-value]
         descriptors = self.grid.describe(result, source)
-        cell = self.grid.cell_for(result, source)
+        cell = self.grid.cell_if_known(descriptors)
         record: Record = {
             "id": eval_id,
             "generation": generation,
@@ -277,9 +282,8 @@ class RunArchive:
         self._next = max(self._next, max(n for n, _ in batch) + 1)
         try:
             self.shards.insert(batch)
-        except BaseException:
-            self._seq -= len(batch)
-            self.elite_map.forget(r["id"] for _, r in batch)  # they never reached the disk
+        except BaseException:  # keep the elites in step with what reached the disk
+            self.elite_map.forget(r["id"] for n, r in batch if not self.shards.contains(n))
             raise
         self._write_elites()
         return len(batch)

@@ -36,6 +36,8 @@ def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str
                                f"{settings.budget:g} s (+{settings.overrun:g} s tolerance)")
     if "submitted" in outcome.events:
         return None, ""
+    if outcome.killed == "interrupted":
+        return "interrupted", "the evaluation was cancelled (run stopped)"
     if outcome.killed == "oom":
         return "oom", f"memory use passed the limit of {settings.mem_limit_bytes / 2**30:.1f} GiB"
     if outcome.killed == "timeout":

@@ -14,6 +14,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,7 @@ def _python(module: str) -> list[str]:
 
 
 def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Path,
-               log_path: Path) -> EvalResult:
+               log_path: Path, cancel: threading.Event | None = None) -> EvalResult:
     """Evaluate `source` on `dataset`; the record looks the same for success and failure."""
     wall_start = time.monotonic()
     home, evaldir = workdir / "genome", workdir / "eval"
@@ -100,7 +101,7 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
                                   {"EVOLVE_SESSION": json.dumps(child_config)}))
     os.close(ctl_write)
     try:
-        outcome = _supervise(child, ctl_read, clock_start, settings, fence)
+        outcome = _supervise(child, ctl_read, clock_start, settings, fence, cancel)
     finally:
         os.close(ctl_read)
         sandbox.kill_group(child.pid)
@@ -112,7 +113,7 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
 
 
 def _supervise(child: subprocess.Popen, ctl: int, start: float, settings: RunSettings,
-               fence: sandbox.Fence) -> Outcome:
+               fence: sandbox.Fence, cancel: threading.Event | None = None) -> Outcome:
     """Watch the genome until it hands in a model, exits, or runs out of time or memory."""
     outcome = Outcome()
     deadline = start + settings.budget + settings.grace
@@ -121,6 +122,9 @@ def _supervise(child: subprocess.Popen, ctl: int, start: float, settings: RunSet
         now = time.monotonic()
         if now >= deadline:
             outcome.killed = "timeout"
+            break
+        if cancel is not None and cancel.is_set():
+            outcome.killed = "interrupted"
             break
         if reading:
             ready, _, _ = select.select([ctl], [], [], min(0.2, deadline - now))

@@ -1,0 +1,272 @@
+"""The evolution loop: keep every slot busy with the next task, record every result.
+
+Steady state rather than lock-step generations: proposals (possibly slow LLM
+calls) run in a thread pool ahead of the slots, so a slot that frees up finds
+a child ready. A "generation" is the bookkeeping unit of `pop` children; its
+statistics go to the archive's logbook once all of its tasks are done.
+
+Every task is written to `pending/` before it runs and removed after its record
+is stored, so kill -9 loses only what was in flight, and `resume` reruns it
+under the same id.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import zlib
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolve.archive import Decision, RunArchive
+from evolve.archive.pending import PendingTasks, Task
+from evolve.config import RunConfig
+from evolve.engine.proposer import Proposer
+from evolve.executors.base import EvalRequest, Executor
+from evolve.operators import VariationError
+from evolve.record import INFRASTRUCTURE_STATUSES, EvalResult
+
+MAX_LOST = 3  # an evaluation lost to infrastructure this often is recorded as lost
+
+
+@dataclass
+class RunState:
+    """Counters the progress display and the final summary read."""
+
+    started: float = field(default_factory=time.monotonic)
+    issued: int = 0  # children and seeds issued (re-evaluations not counted)
+    planned: float = math.inf
+    done: int = 0  # evaluations recorded by this process
+    total: int = 0  # evaluations in the archive
+    failed_proposals: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    gen: int = 0
+    stop_reason: str = ""
+    last_events: deque = field(default_factory=lambda: deque(maxlen=6))
+
+
+class Engine:
+    def __init__(self, config: RunConfig, archive: RunArchive, executor: Executor,
+                 proposer: Proposer, seeds: list[str], lock: threading.RLock,
+                 on_update: Any = None, proposal_workers: int = 1) -> None:
+        self.config, self.archive, self.executor = config, archive, executor
+        self.proposer, self.seeds, self.lock = proposer, seeds, lock
+        self.pending = PendingTasks(archive.path)
+        self.state = RunState()
+        self.on_update = on_update or (lambda engine: None)
+        self._stop = threading.Event()
+        self._hard_stop = threading.Event()
+        self._ready: deque[Task] = deque()
+        self._running: dict[Future, tuple[Task, EvalRequest]] = {}
+        self._proposing: dict[Future, int] = {}
+        self._proposals = ThreadPoolExecutor(max_workers=proposal_workers, thread_name_prefix="propose")
+        self._per_gen: Counter = Counter()  # evaluations stored per generation
+        self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
+        self._seed_tasks = len(seeds) * config.noise_repeats
+        self._buffer = len(executor.slots) + proposal_workers
+
+    # --- control -----------------------------------------------------------------
+
+    def stop(self, hard: bool = True) -> None:
+        """Stop issuing work; hard=True also cancels evaluations in flight (Ctrl-C)."""
+        self._stop.set()
+        if hard:
+            self._hard_stop.set()
+            for _, request in self._running.values():
+                request.cancel.set()
+
+    # --- main loop -----------------------------------------------------------------
+
+    def run(self) -> RunState:
+        state = self.state
+        if self.config.generations:
+            state.planned = self.config.generations * self.config.pop
+        self._recover()
+        deadline = state.started + self.config.time_limit if self.config.time_limit else math.inf
+        try:
+            while True:
+                if time.monotonic() >= deadline and not self._stop.is_set():
+                    state.stop_reason = "time limit reached"
+                    self.stop(hard=False)
+                if not self._stop.is_set():
+                    self._fill()
+                if not self._running and not self._proposing and not self._ready:
+                    if self._stop.is_set() or not self._confirm_best():
+                        break
+                    continue
+                finished, _ = wait([*self._running, *self._proposing], timeout=0.5,
+                                   return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if future in self._proposing:
+                        self._take_proposal(future)
+                    else:
+                        self._take_result(future)
+                self._close_generations()
+                self.on_update(self)
+        finally:
+            self._proposals.shutdown(wait=False, cancel_futures=True)
+        if not state.stop_reason:
+            state.stop_reason = "finished" if not self._stop.is_set() else "stopped"
+        self.on_update(self)
+        return state
+
+    def _recover(self) -> None:
+        """Count what the archive already holds and queue the tasks a crash left pending."""
+        records = list(self.archive.evaluations())
+        stored = {r["id"] for r in records}
+        self._per_gen.update(int(r.get("generation", 0)) for r in records)
+        self.state.issued = sum(1 for r in records if r.get("operator") != "reeval")
+        self.state.total = len(records)
+        self.state.statuses.update(r.get("status", "?") for r in records)
+        for task in self.pending.all():
+            if task.id in stored:  # killed between storing the record and clearing the task
+                self.pending.done(task.id)
+                continue
+            self._ready.append(task)
+            self.state.issued += task.kind != "reeval"
+        if records or self._ready:
+            self.state.gen = max([int(r.get("generation", 0)) for r in records]
+                                 + [t.gen for t in self._ready])
+        self._update_noise()
+
+    def _fill(self) -> None:
+        """Start evaluations on free slots and keep proposals running ahead of them."""
+        free = len(self.executor.slots) - len(self._running)
+        while free > 0 and self._ready:
+            self._start(self._ready.popleft())
+            free -= 1
+        while (len(self._ready) + len(self._proposing) < self._buffer
+               and self.state.issued < self.state.planned):
+            index = self.state.issued
+            self.state.issued += 1
+            self._proposing[self._proposals.submit(self._propose, index)] = index
+
+    def _start(self, task: Task) -> None:
+        request = EvalRequest(eval_id=task.id, source=self.archive.genome_source(task.genome),
+                              seed=task.seed, log_path=self.archive.log_path(task.id))
+        self._running[self.executor.submit(request)] = (task, request)
+
+    # --- proposals ---------------------------------------------------------------------
+
+    def _propose(self, index: int) -> Task:
+        """Runs in a proposal thread: the index-th seed or child of the run."""
+        gen = index // self.config.pop
+        rng = random.Random(f"{self.config.rng_seed}:{index}")
+        if index < self._seed_tasks:
+            genome = self.seeds[index // self.config.noise_repeats]
+            source = self.archive.genome_source(genome)
+            task = self._task(gen, "seed", source, operator="seed", idea="seed genome")
+        else:
+            child = self.proposer.child(rng)
+            task = self._task(gen, "child", child.source, operator=child.operator,
+                              parents=list(child.parent_ids), idea=child.idea, meta=child.meta)
+        return task
+
+    def _task(self, gen: int, kind: str, source: str, **fields: Any) -> Task:
+        task = self.proposer.make_task(self.archive.new_eval_id, gen, kind, source, seed=0, **fields)
+        task.seed = zlib.crc32(f"{self.config.rng_seed}:{task.id}".encode())
+        self.pending.put(task)
+        return task
+
+    def _take_proposal(self, future: Future) -> None:
+        index = self._proposing.pop(future)
+        try:
+            task = future.result()
+        except VariationError as exc:
+            self.state.failed_proposals += 1
+            self.state.last_events.append(f"proposal {index} failed: {exc}")
+            self.state.issued -= 1  # try that slot of the generation again
+            if self.state.failed_proposals > 20 * max(1, self.state.total):
+                self.state.stop_reason = f"operators keep failing: {exc}"
+                self.stop(hard=False)
+            return
+        self._ready.append(task)
+
+    # --- results -------------------------------------------------------------------------
+
+    def _take_result(self, future: Future) -> None:
+        task, request = self._running.pop(future)
+        result: EvalResult = future.result()
+        if result.status in INFRASTRUCTURE_STATUSES:
+            task.attempts.append({"status": result.status, "reason": result.reason,
+                                  "slot": result.slot, "at": time.time()})
+            self.pending.put(task)
+            lost_often = sum(a["status"] == "lost" for a in task.attempts) >= MAX_LOST
+            if result.status == "interrupted" or self._hard_stop.is_set():
+                return  # stays pending: resume reruns it
+            if not lost_often:
+                self._ready.appendleft(task)  # retry elsewhere, first in line
+                return
+        self._store(task, request.source, result)
+
+    def _store(self, task: Task, source: str, result: EvalResult) -> None:
+        with self.lock:
+            record = self.archive.add_evaluation(
+                result, source, generation=task.gen, parents=task.parents, operator=task.operator,
+                idea=task.idea, eval_id=task.id, prompt=task.meta.get("prompt"),
+                response=task.meta.get("response"))
+        self.pending.done(task.id)
+        inserted = record.get("decision") in (Decision.NEW_CELL.value, Decision.REPLACED.value)
+        for parent in task.parents:
+            self.proposer.curiosity.update(parent, inserted)
+        state = self.state
+        state.done += 1
+        state.total += 1
+        state.statuses[result.status] += 1
+        state.gen = max(state.gen, task.gen)
+        self._per_gen[task.gen] += 1
+        score = f"{result.val_bpb:.4f}" if result.val_bpb is not None else result.reason[:80]
+        state.last_events.append(f"{task.id} {task.kind:<6} {result.status:<8} {score}  {task.idea[:60]}")
+        if task.kind == "seed":
+            self._update_noise()
+
+    def _update_noise(self) -> None:
+        """Once the seed's repeats are in, adopt their spread as the run's noise level."""
+        if self.config.noise_std is not None:
+            noise = self.config.noise_std
+        else:
+            spreads = []
+            for genome in self.seeds:
+                values = [r["result"]["val_bpb"] for r in self.archive.evaluations_of(genome)
+                          if r.get("status") == "ok"]
+                if len(values) >= 2:
+                    mean = sum(values) / len(values)
+                    spreads.append(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            if not spreads:
+                return
+            noise = max(self.config.min_noise_std, math.sqrt(sum(spreads) / len(spreads)))
+        if abs(self.archive.rule.noise_std - noise) > 1e-12:
+            with self.lock:
+                self.archive.set_noise_std(noise)
+
+    def _confirm_best(self) -> bool:
+        """Queue re-evaluations of the best elite until it has `confirm` runs; True if queued."""
+        elites = self.archive.elites()
+        if not elites:
+            return False
+        best = min(elites, key=lambda e: e.mean)
+        missing = self.config.confirm - best.n
+        if missing <= 0:
+            return False
+        source = self.archive.genome_source(best.genome)
+        for _ in range(missing):
+            self._ready.append(self._task(self.state.gen, "reeval", source, operator="reeval",
+                                          parents=[best.genome], idea="re-evaluation of the best"))
+        return True
+
+    def _close_generations(self) -> None:
+        """Write a generation's statistics once every task of it is done."""
+        outstanding = {t.gen for t in self._ready} | {t.gen for t, _ in self._running.values()}
+        outstanding |= {index // self.config.pop for index in self._proposing.values()}
+        produced = self.state.issued // self.config.pop  # generations fully issued
+        for gen in range(produced):
+            if gen in self._closed or gen in outstanding or self._per_gen[gen] == 0:
+                continue
+            with self.lock:
+                self.archive.record_generation(gen, self._per_gen[gen],
+                                               failed_proposals=self.state.failed_proposals)
+            self._closed.add(gen)

@@ -1,0 +1,78 @@
+"""Turns the archive's current state into the next task: a seed, a child, or a re-evaluation.
+
+Children are de-duplicated by normalised-AST hash before any training: a child
+that is only a reformatting of a genome already tried is thrown away and the
+operator asked again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+from evolve.archive import Elite, RunArchive
+from evolve.archive.pending import Task
+from evolve.operators import Child, Parent, VariationError
+from evolve.operators.dedupe import normalized_hash
+from evolve.operators.toolbox import OperatorMix, build_toolbox
+from evolve.selection import CuriosityTracker
+
+MAX_TRIES = 8  # attempts at a fresh, valid child before the proposal counts as failed
+
+
+class Proposer:
+    """Makes tasks; safe to call from several threads (archive reads hold `lock`)."""
+
+    def __init__(self, archive: RunArchive, mix: OperatorMix, selection: str,
+                 seeds: list[str], lock: threading.RLock, curiosity: CuriosityTracker) -> None:
+        self.archive = archive
+        self.toolbox = build_toolbox(mix, selection, curiosity)  # choose / select / vary
+        self.seeds = seeds  # genome hashes of the seed genomes
+        self.lock = lock
+        self.curiosity = curiosity
+        self.seen = {normalized_hash(archive.genome_source(g)) for g in _known_genomes(archive)}
+
+    def parents(self) -> list[Parent]:
+        """Elites as operator parents; before any elite exists, the seed genomes."""
+        with self.lock:
+            elites = self.archive.elites()
+            if elites:
+                return [self._parent(e) for e in elites]
+            return [Parent(id=g, source=self.archive.genome_source(g)) for g in self.seeds]
+
+    def _parent(self, elite: Elite) -> Parent:
+        return Parent(id=elite.genome, source=self.archive.genome_source(elite.genome),
+                      mean=elite.mean, std=elite.std, n=elite.n, cell=elite.cell,
+                      extra={"descriptors": elite.descriptors, "eval_ids": list(elite.eval_ids)})
+
+    def child(self, rng: random.Random) -> Child:
+        """Select parents, vary them, and return a child that was never tried before."""
+        error: Exception | None = None
+        for _ in range(MAX_TRIES):
+            pool = self.parents()
+            operator = self.toolbox.choose(len(pool), rng)
+            chosen = self.toolbox.select(pool, operator.arity, rng)
+            try:
+                child = operator.vary(chosen, rng)
+                digest = normalized_hash(child.source)
+            except VariationError as exc:
+                error = exc
+                continue
+            with self.lock:
+                if digest in self.seen:
+                    error = VariationError(f"{operator.name} produced a duplicate of a known genome")
+                    continue
+                self.seen.add(digest)
+            return child
+        raise VariationError(f"no new valid child after {MAX_TRIES} tries: {error}")
+
+    def make_task(self, new_id: Callable[[], str], gen: int, kind: str, source: str, seed: int,
+                  **fields: object) -> Task:
+        with self.lock:
+            genome = self.archive.put_genome(source)
+            return Task(id=new_id(), gen=gen, kind=kind, genome=genome, seed=seed, **fields)
+
+
+def _known_genomes(archive: RunArchive) -> set[str]:
+    return {record["genome"] for record in archive.evaluations()}

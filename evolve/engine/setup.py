@@ -1,0 +1,113 @@
+"""Wiring for `evolve start` and `evolve resume`: config in, a ready Engine out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evolve.archive import EliteRule, Grid, RunArchive
+from evolve.config import RunConfig
+from evolve.engine.loop import Engine
+from evolve.engine.proposer import Proposer
+from evolve.errors import UserError
+from evolve.executors.base import Executor
+from evolve.harness.data import Dataset, prepare
+from evolve.operators import GenomeSyntaxError, check_syntax
+from evolve.operators.toolbox import OperatorMix
+from evolve.selection import CuriosityTracker
+
+
+@dataclass
+class Prepared:
+    engine: Engine
+    archive: RunArchive
+    dataset: Dataset
+    executor: Executor
+    notes: list[str]
+
+
+def read_seed(path: str) -> str:
+    """A seed genome's source, checked for syntax, or a UserError saying what to fix."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"seed genome {path} does not exist", "",
+                        "pass an existing training script with --seed-genome FILE")
+    try:
+        source = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read seed genome {path}", str(exc), "pass a UTF-8 Python file") from None
+    try:
+        check_syntax(source)
+    except GenomeSyntaxError as exc:
+        raise UserError(f"seed genome {path} is not valid Python", str(exc), "fix the syntax error") from None
+    if "session(" not in source:
+        raise UserError(
+            f"seed genome {path} does not use the evolve harness",
+            "a genome gets its data and hands in its model through evolve.harness.session()",
+            "start from train.py: `run = session()`, train on `run.batches(B, T)` while "
+            "`run.time_left() > 0`, end with `run.submit(model, seq_len=T)`")
+    return source
+
+
+def default_name() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def _fingerprint(dataset: Dataset, device: str) -> dict[str, Any]:
+    import torch
+
+    return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
+            "tokenizer": dataset.tokenizer, "device": device, "torch": torch.__version__,
+            "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prepared:
+    """Create the run's archive and everything the loop needs."""
+    sources = [read_seed(path) for path in config.seed_genomes]
+    grid = Grid.from_dict(config.descriptors)
+    dataset = prepare(config.data, tokenizer=config.tokenizer)
+    config.name = config.name or default_name()
+    seeds = [hashlib.sha256(s.encode()).hexdigest() for s in sources]
+    executor, settings = build_executor(config, dataset)
+    stored = {"config": config.to_dict(), "seeds": seeds,
+              "fingerprint": _fingerprint(dataset, settings.device), "created": time.time()}
+    rule = EliteRule(noise_std=config.noise_std or 1e-3, z=config.z, confirm_n=config.confirm)
+    archive = RunArchive.create(Path(config.archive_dir) / config.name, stored, grid=grid, rule=rule)
+    for source in sources:
+        archive.put_genome(source)
+    return _assemble(config, archive, dataset, executor, seeds, on_update, [])
+
+
+def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None) -> Prepared:
+    """Reopen a stopped or killed run with its stored config, as the single writer."""
+    archive = RunArchive.open(run_dir, writer=True)
+    try:
+        stored = archive.config
+        config = RunConfig.from_dict(stored["config"])
+        dataset = prepare(config.data, tokenizer=config.tokenizer)
+        notes = []
+        if dataset.fingerprint != stored["fingerprint"]["dataset_fingerprint"]:
+            raise UserError(f"the dataset of run {archive.name} changed",
+                            f"it was {stored['fingerprint']['dataset_fingerprint']}, now "
+                            f"{dataset.fingerprint}: scores would not be comparable",
+                            "restore the original data, or start a new run seeded from this one")
+        executor, _ = build_executor(config, dataset)
+        return _assemble(config, archive, dataset, executor, list(stored["seeds"]), on_update, notes)
+    except BaseException:
+        archive.close()
+        raise
+
+
+def _assemble(config: RunConfig, archive: RunArchive, dataset: Dataset, executor: Executor,
+              seeds: list[str], on_update: Any, notes: list[str]) -> Prepared:
+    lock = threading.RLock()
+    mix = OperatorMix(config.operators, cxpb=config.cxpb, options=config.operator_options)
+    proposer = Proposer(archive, mix, config.selection, seeds, lock, CuriosityTracker())
+    engine = Engine(config, archive, executor, proposer, seeds, lock, on_update)
+    return Prepared(engine, archive, dataset, executor, notes)

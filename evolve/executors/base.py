@@ -1,0 +1,35 @@
+"""The executor contract: the engine hands over requests and gets result records back."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from evolve.record import EvalResult
+
+
+@dataclass(eq=False)  # identity semantics: requests live in sets
+class EvalRequest:
+    """One evaluation: the genome's source and where its log goes. Settings come from the executor."""
+
+    eval_id: str
+    source: str
+    seed: int
+    log_path: Path
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Executor(Protocol):
+    slots: list[str]  # human names of the evaluation slots, e.g. ["cuda:0", "cuda:1"]
+
+    def submit(self, request: EvalRequest) -> Future[EvalResult]:
+        """Start (or queue) one evaluation; the future resolves to its record, never raises."""
+
+    def busy(self) -> dict[str, str]:
+        """slot name -> eval id it is running now."""
+
+    def shutdown(self) -> None:
+        """Cancel what is queued, stop what runs, release the slots."""
