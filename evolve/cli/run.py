@@ -1,36 +1,15 @@
-"""`evolve` command line: click commands only; the work happens in the rooms below."""
+"""Commands that run genomes: eval, start, resume."""
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import click
 
+from evolve.cli.group import cli, positive
 from evolve.errors import UserError
-
-
-class _Group(click.Group):
-    """Turns UserError into a clear message and exit code 2, never a traceback."""
-
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            click.echo(exc.message(), err=True)
-            ctx.exit(exc.exit_code)
-
-
-@click.group(cls=_Group)
-@click.version_option(package_name="evolve")
-def cli() -> None:
-    """Evolutionary population search over training scripts, scored by a trusted harness."""
-
-
-def positive(kind: type = float) -> click.ParamType:
-    return click.IntRange(min=1) if kind is int else click.FloatRange(min=0, min_open=True)
 
 
 @cli.command("eval")
@@ -185,13 +164,3 @@ def read_genome(path: str) -> str:
         raise UserError(f"cannot read genome file {path}", str(exc), "pass a UTF-8 Python file") from None
 
 
-def echo_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def main() -> None:
-    cli(prog_name="evolve")
-
-
-if __name__ == "__main__":
-    main()
