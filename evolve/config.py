@@ -42,7 +42,8 @@ class RunConfig:
     devices: str | None = None  # slot spec for executors: "0,1", "cpu:2x1"...
     executor: str = "local"  # local | ray
     ray_address: str | None = None
-    threads: int | None = None
+    threads: int | None = None  # CPU threads per slot (per Ray task)
+    mixed_hardware: bool = False  # allow slots of different hardware classes in one run
     eval_tokens: int = 65536
     descriptors: list[dict[str, Any]] = field(default_factory=lambda: [dict(d) for d in DEFAULT_DESCRIPTORS])
     operators: dict[str, float] = field(default_factory=lambda: {"hyper_mutate": 1.0, "hyper_crossover": 1.0})
@@ -88,9 +89,14 @@ class RunConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"unknown device {self.device!r}", "devices are auto, cpu or cuda",
                             "pass --device auto, cpu or cuda")
+        if self.threads is not None:
+            _positive_int("threads", self.threads, "--threads")
         if self.executor not in ("local", "ray"):
             raise UserError(f"unknown executor {self.executor!r}", "executors are local and ray",
                             "pass --executor local or --executor ray")
+        from evolve.operators.llm.settings import parse_llm
+
+        parse_llm(self.llm)  # unknown keys, bad numbers, a negative cost cap: UserError
         if not self.seed_genomes and not self.seed_from:
             raise UserError("no seed genome", "a run starts from at least one genome",
                             "pass --seed-genome FILE or --seed-from RUN")
@@ -126,6 +132,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 def build_config(file: str | Path | None, flags: dict[str, Any]) -> RunConfig:
     """Defaults < config file < flags given on the command line (None means not given)."""
     data: dict[str, Any] = load_toml(file) if file else {}
+    from evolve.operators.llm.settings import LLM_OPERATORS, fold_flags
+
+    flags = dict(flags)
+    llm = fold_flags(data.get("llm") or {}, flags)  # --llm-* flags go into the [llm] table
+    if llm:
+        data["llm"] = llm
+        if llm.get("models") and "operators" not in data:
+            data["operators"] = dict(LLM_OPERATORS)
     data.update({k: v for k, v in flags.items() if v is not None and v != ()})
     for key in ("seed_genomes", "seed_from"):
         if key in data and isinstance(data[key], (str, tuple)):

@@ -43,6 +43,11 @@ class EvalResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def comparable(self) -> bool:
+        """False when a slot of another hardware class than the run's ran it: keep it out of comparisons."""
+        return self.hardware.get("class") == self.hardware.get("run_class")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -221,6 +221,7 @@ class RunArchive:
         eval_id: str | None = None,
         prompt: str | None = None,
         response: str | None = None,
+        origin: dict[str, Any] | None = None,
     ) -> Record:
         """Record one finished evaluation and update the elites; idempotent by eval_id.
 
@@ -253,6 +254,8 @@ class RunArchive:
             record["prompt_sha256"] = self.put_text(prompt)
         if response is not None:
             record["response_sha256"] = self.put_text(response)
+        if origin is not None:  # imported genome: the run and evaluation it came from
+            record["origin"] = dict(origin)
         self.insert_many([record])
         return record
 

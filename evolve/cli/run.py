@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from evolve.browse.locate import run_path
 from evolve.cli.group import cli, positive
 from evolve.errors import UserError
 
@@ -63,16 +64,39 @@ def run_options(func):
         click.option("--name", default=None, help="Run name (folder under --archive-dir) [default: run-DATE-TIME]."),
         click.option("--archive-dir", default=None, help="Where runs live [default: archive]."),
         click.option("--seed-genome", "seed_genomes", multiple=True,
-                     help="Seed genome file; repeat for several [default: train.py]."),
+                     help="Seed genome file; repeat for several [default: train.py, none with --seed-from]."),
+        click.option("--seed-from", "seed_from", multiple=True,
+                     help="Start from the elites of a past run (name or path); repeat to merge runs; "
+                          "RUN:e000012,e000040 takes those. Re-evaluated here if budget, data or "
+                          "device differ."),
+        click.option("--seed-top", type=int, default=None,
+                     help="With --seed-from: only the K best elites of each run."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
                      help="auto: every visible GPU, else the CPU [default: auto]."),
         click.option("--devices", default=None,
-                     help="Slots: GPU ids '0,1', or 'cpu:N' for N CPU slots [default: all GPUs / one CPU slot]."),
+                     help="Slots: GPU ids '0,1', or 'cpu:N' / 'cpu:NxT' for N CPU slots (of T threads) "
+                          "[default: all GPUs / one CPU slot]."),
         click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
                      help="Where evaluations run [default: local]."),
         click.option("--ray-address", default=None, help="Ray cluster address for --executor ray, or 'auto'."),
+        click.option("--threads", type=int, default=None,
+                     help="CPU threads per slot (per Ray task) [default: the cores split between slots]."),
+        click.option("--mixed-hardware/--no-mixed-hardware", default=None,
+                     help="Allow slots of different hardware classes; off-class results are flagged "
+                          "and kept out of comparisons [default: refuse]."),
         click.option("--eval-tokens", type=int, default=None, help="Held-out tokens scored [default: 65536]."),
         click.option("--selection", default=None, help="Parent selection: uniform, fitness, curiosity."),
+        click.option("--llm-model", "llm_models", multiple=True,
+                     help="LLM for mutation and crossover; repeat for an ensemble (weights, "
+                          "temperatures, prices: [[llm.models]] in --config) [default: none, "
+                          "built-in operators only]."),
+        click.option("--llm-base-url", default=None,
+                     help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
+                          "[default: the OpenAI API; key from OPENAI_API_KEY]."),
+        click.option("--max-llm-cost", type=float, default=None,
+                     help="Hard cap in USD on LLM spend for the run; then built-in operators only."),
+        click.option("--llm-concurrency", type=int, default=None,
+                     help="LLM proposals prepared in parallel with evaluations [default: 4]."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="TOML file with any run setting; flags override it."),
     ]
@@ -89,10 +113,11 @@ def start(config_file: str | None, **flags: object) -> None:
     Ctrl-C stops cleanly: evaluations in flight are recorded as interrupted and
     `evolve resume RUN` continues the run.
     """
+    from evolve.browse.seeding import without_default_seed
     from evolve.config import build_config
     from evolve.engine import start as start_run
 
-    config = build_config(config_file, flags)
+    config = build_config(config_file, without_default_seed(config_file, flags))
     _drive(lambda on_update: start_run(config, _executor_factory(), on_update))
 
 
@@ -104,12 +129,6 @@ def resume(run: str, archive_dir: str) -> None:
     from evolve.engine import resume as resume_run
 
     _drive(lambda on_update: resume_run(run_path(run, archive_dir), _executor_factory(), on_update))
-
-
-def run_path(run: str, archive_dir: str) -> Path:
-    """RUN may be a name under the archive dir or a path to a run folder."""
-    candidate = Path(run)
-    return candidate if candidate.is_dir() or "/" in run else Path(archive_dir) / run
 
 
 def _executor_factory():

@@ -65,6 +65,7 @@ class Engine:
         self._proposing: dict[Future, int] = {}
         self._proposals = ThreadPoolExecutor(max_workers=proposal_workers, thread_name_prefix="propose")
         self._per_gen: Counter = Counter()  # evaluations stored per generation
+        self._reevals: Counter = Counter()  # re-evaluations issued per genome
         self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
         self._seed_tasks = len(seeds) * config.noise_repeats
         self._buffer = len(executor.slots) + proposal_workers
@@ -78,6 +79,12 @@ class Engine:
             self._hard_stop.set()
             for _, request in self._running.values():
                 request.cancel.set()
+
+    llm: Any = None  # the run's LLM handle, set by setup when an LLM is configured
+
+    def llm_stats(self) -> dict[str, Any] | None:
+        """LLM calls, failures, tokens and cost so far, for the progress display (None: no LLM)."""
+        return None if self.llm is None else self.llm.stats()
 
     # --- main loop -----------------------------------------------------------------
 
@@ -94,8 +101,12 @@ class Engine:
                     self.stop(hard=False)
                 if not self._stop.is_set():
                     self._fill()
-                if not self._running and not self._proposing and not self._ready:
-                    if self._stop.is_set() or not self._confirm_best():
+                if self._stop.is_set():
+                    # queued tasks stay in pending/ for resume; proposals are not awaited on Ctrl-C
+                    if not self._running and (self._hard_stop.is_set() or not self._proposing):
+                        break
+                elif not self._running and not self._proposing and not self._ready:
+                    if not self._confirm_best():
                         break
                     continue
                 finished, _ = wait([*self._running, *self._proposing], timeout=0.5,
@@ -208,7 +219,7 @@ class Engine:
             record = self.archive.add_evaluation(
                 result, source, generation=task.gen, parents=task.parents, operator=task.operator,
                 idea=task.idea, eval_id=task.id, prompt=task.meta.get("prompt"),
-                response=task.meta.get("response"))
+                response=task.meta.get("response"), origin=task.meta.get("origin"))
         self.pending.done(task.id)
         inserted = record.get("decision") in (Decision.NEW_CELL.value, Decision.REPLACED.value)
         for parent in task.parents:
@@ -249,9 +260,13 @@ class Engine:
         if not elites:
             return False
         best = min(elites, key=lambda e: e.mean)
-        missing = self.config.confirm - best.n
-        if missing <= 0:
+        queued = [t for t in (*self._ready, *(t for t, _ in self._running.values()))
+                  if t.kind == "reeval" and best.genome in t.parents]
+        missing = self.config.confirm - best.n - len(queued)
+        # a genome whose re-evaluations keep failing is not retried forever
+        if missing <= 0 or self._reevals[best.genome] >= 2 * self.config.confirm:
             return False
+        self._reevals[best.genome] += missing
         source = self.archive.genome_source(best.genome)
         for _ in range(missing):
             self._ready.append(self._task(self.state.gen, "reeval", source, operator="reeval",
@@ -270,3 +285,5 @@ class Engine:
                 self.archive.record_generation(gen, self._per_gen[gen],
                                                failed_proposals=self.state.failed_proposals)
             self._closed.add(gen)
+            if not self._stop.is_set():
+                self._confirm_best()  # keep the reported best confirmed during long runs

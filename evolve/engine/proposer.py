@@ -3,6 +3,12 @@
 Children are de-duplicated by normalised-AST hash before any training: a child
 that is only a reformatting of a genome already tried is thrown away and the
 operator asked again.
+
+Operators with an `attach` method (the LLM operators) are handed this proposer
+as their view of the run: `context()` reads the history they show the LLM and
+`is_known()` lets them tell the LLM at once that a program was already tried.
+Operators with an `available` method that says False (an LLM over its cost cap
+or pausing after failures) are passed over in favour of the others.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from collections.abc import Callable
 
 from evolve.archive import Elite, RunArchive
 from evolve.archive.pending import Task
-from evolve.operators import Child, Parent, VariationError
+from evolve.operators import Child, Operator, Parent, VariationError
 from evolve.operators.dedupe import normalized_hash
+from evolve.operators.llm.context import RunContext, gather
 from evolve.operators.toolbox import OperatorMix, build_toolbox
 from evolve.selection import CuriosityTracker
 
 MAX_TRIES = 8  # attempts at a fresh, valid child before the proposal counts as failed
+REDRAWS = 20  # draws that look for an available operator before using an unavailable one
 
 
 class Proposer:
@@ -27,11 +35,15 @@ class Proposer:
     def __init__(self, archive: RunArchive, mix: OperatorMix, selection: str,
                  seeds: list[str], lock: threading.RLock, curiosity: CuriosityTracker) -> None:
         self.archive = archive
+        self.mix = mix
         self.toolbox = build_toolbox(mix, selection, curiosity)  # choose / select / vary
         self.seeds = seeds  # genome hashes of the seed genomes
         self.lock = lock
         self.curiosity = curiosity
         self.seen = {normalized_hash(archive.genome_source(g)) for g in _known_genomes(archive)}
+        for op in mix.operators:
+            if hasattr(op, "attach"):
+                op.attach(self)
 
     def parents(self) -> list[Parent]:
         """Elites as operator parents; before any elite exists, the seed genomes."""
@@ -51,7 +63,7 @@ class Proposer:
         error: Exception | None = None
         for _ in range(MAX_TRIES):
             pool = self.parents()
-            operator = self.toolbox.choose(len(pool), rng)
+            operator = self._choose(len(pool), rng)
             chosen = self.toolbox.select(pool, operator.arity, rng)
             try:
                 child = operator.vary(chosen, rng)
@@ -66,6 +78,28 @@ class Proposer:
                 self.seen.add(digest)
             return child
         raise VariationError(f"no new valid child after {MAX_TRIES} tries: {error}")
+
+    def _choose(self, n_available: int, rng: random.Random) -> Operator:
+        """Draw by weight among the operators that are available now."""
+        for _ in range(REDRAWS):
+            operator = self.toolbox.choose(n_available, rng)
+            if getattr(operator, "available", lambda: True)():
+                return operator
+        return operator  # nothing else is configured: let it try, or say why it cannot
+
+    def context(self, parents: list[Parent], **limits: int) -> RunContext:
+        """Lineage, log tails, other elites and recent failures, for an LLM prompt."""
+        with self.lock:
+            return gather(self.archive, parents, **limits)
+
+    def is_known(self, source: str) -> bool:
+        """True when a program with the same normalised AST was already tried or proposed."""
+        try:
+            digest = normalized_hash(source)
+        except VariationError:
+            return False
+        with self.lock:
+            return digest in self.seen
 
     def make_task(self, new_id: Callable[[], str], gen: int, kind: str, source: str, seed: int,
                   **fields: object) -> Task:

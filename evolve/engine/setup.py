@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from evolve.archive import EliteRule, Grid, RunArchive
+from evolve.browse.foreign import check_harness
+from evolve.browse.seeding import apply_imports, plan_for
 from evolve.config import RunConfig
 from evolve.engine.loop import Engine
 from evolve.engine.proposer import Proposer
@@ -19,6 +21,7 @@ from evolve.errors import UserError
 from evolve.executors.base import Executor
 from evolve.harness.data import Dataset, prepare
 from evolve.operators import GenomeSyntaxError, check_syntax
+from evolve.operators.llm.wiring import build_llm
 from evolve.operators.toolbox import OperatorMix
 from evolve.selection import CuriosityTracker
 
@@ -46,12 +49,7 @@ def read_seed(path: str) -> str:
         check_syntax(source)
     except GenomeSyntaxError as exc:
         raise UserError(f"seed genome {path} is not valid Python", str(exc), "fix the syntax error") from None
-    if "session(" not in source:
-        raise UserError(
-            f"seed genome {path} does not use the evolve harness",
-            "a genome gets its data and hands in its model through evolve.harness.session()",
-            "start from train.py: `run = session()`, train on `run.batches(B, T)` while "
-            "`run.time_left() > 0`, end with `run.submit(model, seq_len=T)`")
+    check_harness(path, source)  # with what to change for an autoresearch train.py
     return source
 
 
@@ -70,18 +68,23 @@ def _fingerprint(dataset: Dataset, device: str) -> dict[str, Any]:
 def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prepared:
     """Create the run's archive and everything the loop needs."""
     sources = [read_seed(path) for path in config.seed_genomes]
-    grid = Grid.from_dict(config.descriptors)
+    grid = Grid.from_list(config.descriptors)
     dataset = prepare(config.data, tokenizer=config.tokenizer)
+    imports = plan_for(config, dataset) if config.seed_from or config.seed_top else None
     config.name = config.name or default_name()
     seeds = [hashlib.sha256(s.encode()).hexdigest() for s in sources]
     executor, settings = build_executor(config, dataset)
     stored = {"config": config.to_dict(), "seeds": seeds,
               "fingerprint": _fingerprint(dataset, settings.device), "created": time.time()}
-    rule = EliteRule(noise_std=config.noise_std or 1e-3, z=config.z, confirm_n=config.confirm)
+    if imports is not None:
+        stored["imports"] = imports.stored()  # the proposer's first parents, also on resume
+    prior = imports.noise_std if imports is not None else None
+    rule = EliteRule(noise_std=config.noise_std or prior or 1e-3, z=config.z, confirm_n=config.confirm)
     archive = RunArchive.create(Path(config.archive_dir) / config.name, stored, grid=grid, rule=rule)
     for source in sources:
         archive.put_genome(source)
-    return _assemble(config, archive, dataset, executor, seeds, on_update, [])
+    notes = [] if imports is None else apply_imports(archive, imports, config.pop, config.rng_seed)
+    return _assemble(config, archive, dataset, executor, seeds, on_update, notes)
 
 
 def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None) -> Prepared:
@@ -107,7 +110,16 @@ def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None) -> P
 def _assemble(config: RunConfig, archive: RunArchive, dataset: Dataset, executor: Executor,
               seeds: list[str], on_update: Any, notes: list[str]) -> Prepared:
     lock = threading.RLock()
-    mix = OperatorMix(config.operators, cxpb=config.cxpb, options=config.operator_options)
-    proposer = Proposer(archive, mix, config.selection, seeds, lock, CuriosityTracker())
-    engine = Engine(config, archive, executor, proposer, seeds, lock, on_update)
+    llm, options, llm_notes = build_llm(config.llm, config.operators, config.operator_options,
+                                        archive.path)
+    notes.extend(llm_notes)
+    mix = OperatorMix(config.operators, cxpb=config.cxpb, options=options)
+    imported = [i["genome"] for i in archive.config.get("imports", [])]
+    proposer = Proposer(archive, mix, config.selection, seeds + imported, lock, CuriosityTracker())
+    workers = llm.settings.concurrency if llm else 1  # slow LLM calls run ahead of the slots
+    engine = Engine(config, archive, executor, proposer, seeds, lock, on_update,
+                    proposal_workers=workers)
+    if llm is not None:
+        engine.llm = llm
+        llm.on_event = engine.state.last_events.append  # cost cap, pauses: shown in progress
     return Prepared(engine, archive, dataset, executor, notes)

@@ -12,19 +12,25 @@ import os
 import random
 import runpy
 import sys
+import time
+import traceback
 
 from evolve.harness import landlock, limits
 from evolve.harness.session import ENV_VAR
 
-EXIT_NO_SUBMIT = 3
+EXIT_CRASHED, EXIT_NO_SUBMIT = 1, 3
 
 
 def _prologue(config: dict) -> dict:
     joined = limits.join_cgroup(config.get("cgroup"))
     rlimits = limits.set_rlimits(config.get("mem_limit"), config.get("max_procs"),
                                  int(config["max_file_bytes"]))
+    # torch._dynamo and torch.export: seconds of imports that any optimizer and
+    # submit() would otherwise bill to the genome's budget.
     import numpy as np
     import torch
+    import torch._dynamo  # noqa: F401
+    import torch.export  # noqa: F401
 
     torch.set_num_threads(int(config["threads"]))
     random.seed(config["seed"])
@@ -36,13 +42,39 @@ def _prologue(config: dict) -> dict:
     return {"landlock": abi, "cgroup": joined, "rlimits": rlimits, "caps_dropped": dropped}
 
 
+def describe(exc: BaseException, genome: str) -> str:
+    """'TypeError: message (genome.py, line 12)' on one line: what a human looks for first."""
+    if isinstance(exc, SyntaxError):
+        text, line = exc.msg, exc.lineno
+    else:
+        text, line = str(exc), None
+        for frame, lineno in traceback.walk_tb(exc.__traceback__):
+            if frame.f_code.co_filename == genome:
+                line = lineno
+    text = " ".join(str(text).split())[:300]
+    where = f" ({genome}, line {line})" if line else ""
+    return f"{type(exc).__name__}{': ' + text if text else ''}{where}"
+
+
 def main() -> None:
     genome = sys.argv[1]
     config = json.loads(os.environ[ENV_VAR])
     layers = _prologue(config)
+    # The budget starts now, after interpreter start and torch import (overhead, not
+    # training), and before the first line of the genome. The runner stamps the same
+    # moment on its own clock when this message arrives.
+    config["clock_start"] = time.monotonic()
+    os.environ[ENV_VAR] = json.dumps(config)
     os.write(int(config["control_fd"]), (json.dumps({"event": "sandbox", **layers}) + "\n").encode())
     sys.argv = [genome]
-    runpy.run_path(genome, run_name="__main__")
+    try:
+        runpy.run_path(genome, run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: B036 - the genome's failure, reported in one line
+        traceback.print_exc()
+        print(f"evolve: {describe(exc, genome)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CRASHED)
     print("evolve: the genome finished without handing in a model (call run.submit(model, "
           "seq_len) at the end of training)", file=sys.stderr, flush=True)
     sys.exit(EXIT_NO_SUBMIT)

@@ -4,14 +4,23 @@ Runs in its own sandboxed process that never imports genome code. It loads the
 exported graph the genome handed in, checks that it is causal, and computes
 val_bpb on the first `eval_tokens` targets of the held-out split: the same
 tokens for every genome, whatever its batch size or context length.
+
+The model file is hostile input. `torch.export.load` is not made for that (it
+unpickles, loads AOTInductor libraries, sympifies shape expressions and pastes
+names into generated code), so only what a plain `torch.export.save` writes
+gets through `vet_archive`, and only ATen operators get through `check_graph`.
+The verdict goes to a pipe of its own, not to stdout, which is just a log.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 import sys
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -19,10 +28,103 @@ import numpy as np
 from evolve.harness import landlock, limits
 
 ENV_VAR = "EVOLVE_EVAL"
+MAX_ARCHIVE_BYTES = 16 << 30
+# Members of a `torch.export.save` archive of one plain module, below its root folder.
+_MEMBERS = re.compile(r"archive_format|archive_version|byteorder|\.data/version"
+                      r"|\.data/serialization_id|models/model\.json|data/sample_inputs/model\.pt"
+                      r"|data/weights/(weight_\d+|model_weights_config\.json)"
+                      r"|data/constants/(tensor_\d+|model_constants_config\.json)")
+_NAME = re.compile(r"[\w.:\-]*")  # names, op targets, devices: never code
+_TEXT_FIELDS = {"as_string", "as_strings", "in_spec", "out_spec", "torch_version"}  # passed as data
+_HOPS = {"wrap_with_autocast", "wrap_with_set_grad_enabled"}
+CAUSAL_TOL = 1e-3  # nats; a causal model changes by exactly 0 on CPU
 
 
 class Rejected(Exception):
     """The model cannot be scored: the reason goes into the record as `invalid`."""
+
+
+def vet_archive(path: str) -> io.BytesIO:
+    """A copy of the archive that is safe to give `torch.export.load`, or Rejected.
+
+    Node metadata (free text such as stack traces, which FX pastes into code) is
+    dropped; every other string in the program must look like a name.
+    """
+    try:
+        src = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise Rejected(f"the handed-in model is not a torch.export archive: {exc}") from exc
+    out = io.BytesIO()
+    with src, zipfile.ZipFile(out, "w") as dst:
+        infos = src.infolist()
+        if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
+            raise Rejected("the handed-in model archive is larger than 16 GiB")
+        roots = {info.filename.split("/", 1)[0] for info in infos}
+        for info in infos:
+            name = info.filename.split("/", 1)[-1]
+            if len(roots) != 1 or "/" not in info.filename or not _MEMBERS.fullmatch(name):
+                raise Rejected(f"the model archive holds {info.filename!r}, which a plain "
+                               "torch.export.save never writes; refused")
+            data = src.read(info)
+            if name == "models/model.json":
+                data = json.dumps(_clean(json.loads(data), "")).encode()
+            elif name.endswith("_config.json"):
+                _check_payloads(json.loads(data))
+            dst.writestr(info.filename, data)
+    out.seek(0)
+    return out
+
+
+def _clean(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: {} if k == "metadata" else _clean(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v, key) for v in value]
+    if isinstance(value, str) and key not in _TEXT_FIELDS and not _NAME.fullmatch(value):
+        raise Rejected(f"the exported program holds {key} {value[:60]!r}, which is not a name; refused")
+    return value
+
+
+def _check_payloads(config: dict[str, Any]) -> None:
+    for name, payload in config.get("config", {}).items():
+        if payload.get("use_pickle") or not re.fullmatch(r"(weight|tensor)_\d+", payload.get("path_name", "")):
+            raise Rejected(f"the model stores {name!r} as a pickled or custom object; refused")
+
+
+def load_model(path: str) -> Any:
+    """The vetted, loaded and checked ExportedProgram at `path`, or Rejected."""
+    import torch
+
+    archive = vet_archive(path)
+    try:
+        program = torch.export.load(archive)
+    except Exception as exc:
+        raise Rejected(f"the handed-in model could not be loaded: {type(exc).__name__}: "
+                       f"{str(exc)[:300]}") from exc
+    check_graph(program)
+    return program
+
+
+def check_graph(program: Any) -> None:
+    """Only ATen/prims operators (and autocast/grad-mode wrappers) may run in the evaluator."""
+    import operator
+
+    import torch
+
+    for module in program.graph_module.modules():
+        if not isinstance(module, torch.fx.GraphModule):
+            continue
+        for node in module.graph.nodes:
+            target = node.target
+            if node.op in ("placeholder", "output", "get_attr"):
+                continue
+            if node.op == "call_function" and (
+                    target is operator.getitem
+                    or isinstance(target, torch._ops.OpOverload) and target.namespace in ("aten", "prims")
+                    or isinstance(target, torch._ops.HigherOrderOperator) and target.name() in _HOPS):
+                continue
+            raise Rejected(f"the exported graph calls {target!r} ({node.op}), which is not an ATen "
+                           "operator; refused")
 
 
 def _windows(val: np.ndarray, n_targets: int, seq_len: int) -> tuple[Any, Any, Any]:
@@ -43,8 +145,8 @@ def _windows(val: np.ndarray, n_targets: int, seq_len: int) -> tuple[Any, Any, A
 
 def _forward(module: Any, x: Any, vocab: int) -> Any:
     logits = module(x)
-    if not hasattr(logits, "shape") or tuple(logits.shape[:2]) != tuple(x.shape) \
-            or logits.dim() != 3 or logits.shape[2] < vocab:
+    if not hasattr(logits, "shape") or logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(x.shape) \
+            or logits.shape[2] < vocab:
         shape = tuple(getattr(logits, "shape", ()))
         raise Rejected(f"model output has shape {shape}; expected {tuple(x.shape)} + (>= {vocab},)")
     logits = logits[..., :vocab].float()
@@ -53,42 +155,52 @@ def _forward(module: Any, x: Any, vocab: int) -> Any:
     return logits
 
 
-def check_causal(module: Any, x: Any, vocab: int, generator: Any) -> None:
-    """Reject models whose logits at position t depend on tokens after t or on other rows."""
-    import torch
+def _logprobs(module: Any, x: Any, vocab: int) -> Any:
+    return _forward(module, x, vocab).log_softmax(-1).clamp(min=-30.0)
 
-    base = _forward(module, x, vocab)
-    tol = 1e-3 * float(base.abs().max()) + 1e-4
-    cut = x.shape[1] // 2
-    later = x.clone()
-    later[:, cut:] = torch.randint(0, vocab, later[:, cut:].shape, generator=generator).to(x.device)
-    diff = float((_forward(module, later, vocab)[:, :cut] - base[:, :cut]).abs().max())
-    if diff > tol:
-        raise Rejected(f"non-causal model: changing tokens after position {cut} changed earlier "
-                       f"logits by {diff:.3g} (tolerance {tol:.2g})")
-    if x.shape[0] > 1:
-        others = x.clone()
-        others[1:] = torch.randint(0, vocab, others[1:].shape, generator=generator).to(x.device)
-        diff = float((_forward(module, others, vocab)[0] - base[0]).abs().max())
-        if diff > tol:
+
+def check_causal(module: Any, x: Any, vocab: int) -> None:
+    """Reject models whose predictions at position t depend on tokens after t or on other rows.
+
+    Compared as log-probabilities (what the loss sees), so inflating logits cannot
+    widen the tolerance. The replacement tokens are real text from elsewhere in
+    the batch, so a model cannot spot the probe by its randomness; several cuts,
+    so a model cannot be causal in its first half only.
+    """
+    base = _logprobs(module, x, vocab)
+    rows, length = x.shape
+    donor = x.roll(shifts=(1, max(1, length // 3)), dims=(0, 1))
+    for cut in sorted({1, length // 4, length // 2, 3 * length // 4, length - 1}):
+        if not 0 < cut < length:
+            continue
+        probe = x.clone()
+        probe[:, cut:] = donor[:, cut:]
+        diff = float((_logprobs(module, probe, vocab)[:, :cut] - base[:, :cut]).abs().max())
+        if diff > CAUSAL_TOL:
+            raise Rejected(f"non-causal model: changing the tokens from position {cut} on changed "
+                           f"the predictions before it by {diff:.3g} nats (tolerance {CAUSAL_TOL:g})")
+    if rows > 1:
+        probe = x.clone()
+        probe[1:] = donor[1:]
+        diff = float((_logprobs(module, probe, vocab)[0] - base[0]).abs().max())
+        if diff > CAUSAL_TOL:
             raise Rejected(f"model mixes information across the batch: changing other rows "
-                           f"changed row 0's logits by {diff:.3g}")
+                           f"changed row 0's predictions by {diff:.3g} nats")
 
 
 def score(request: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Load the exported model and return val_bpb, parameter count and device facts."""
+    """Load the exported model and return val_bpb and the parameter count."""
     import torch
     import torch.nn.functional as F
 
     device, vocab = config["device"], int(config["vocab_size"])
-    try:
-        program = torch.export.load(request["model"])
-        module = program.module()
-    except Exception as exc:
-        raise Rejected(f"the handed-in model could not be loaded: {exc}") from exc
+    seq_len, batch = request.get("seq_len"), int(config["export_batch"])
+    if not isinstance(seq_len, int) or not 0 < seq_len <= 1 << 20:
+        raise Rejected(f"seq_len {seq_len!r} is not a positive whole number of tokens")
+    program = load_model(request["model"])
+    module = program.module()
     params = sum(int(program.state_dict[name].numel())
                  for name in program.graph_signature.parameters if name in program.state_dict)
-    seq_len, batch = int(request["seq_len"]), int(config["export_batch"])
     n_targets = int(config["eval_tokens"])
     val = np.load(config["val_path"], mmap_mode="r")
     if len(val) < n_targets + 1:
@@ -96,8 +208,7 @@ def score(request: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     x, y, mask = _windows(val, n_targets, seq_len)
     token_bytes = None
     if config.get("token_bytes_path"):
-        token_bytes = torch.from_numpy(np.load(config["token_bytes_path"]).astype(np.int64))
-    generator = torch.Generator().manual_seed(0)
+        token_bytes = torch.from_numpy(np.load(config["token_bytes_path"]).astype(np.int64)).to(device)
     total_nats, total_bytes = 0.0, 0
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch):
@@ -107,24 +218,22 @@ def score(request: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
             mb = mask[padded].to(device)
             mb[len(rows):] = False
             if start == 0:
-                check_causal(module, xb, vocab, generator)
+                check_causal(module, xb, vocab)
             logits = _forward(module, xb, vocab)
             nats = F.cross_entropy(logits.reshape(-1, vocab), yb.reshape(-1), reduction="none")
             total_nats += float((nats * mb.reshape(-1)).sum())
             if token_bytes is None:
                 total_bytes += int(mb.sum())
             else:
-                total_bytes += int((token_bytes.to(device)[yb] * mb).sum())
+                total_bytes += int((token_bytes[yb] * mb).sum())
     return {"val_bpb": total_nats / math.log(2) / total_bytes, "params": params,
             "eval_tokens": n_targets}
 
 
 def device_facts(device: str) -> dict[str, Any]:
-    import platform
-
     import torch
 
-    facts = {"torch_version": torch.__version__, "device_name": platform.processor() or "cpu"}
+    facts = {"torch_version": torch.__version__}
     if device.startswith("cuda") and torch.cuda.is_available():
         facts["device_name"] = torch.cuda.get_device_name(0)
         facts["cuda_version"] = torch.version.cuda
@@ -148,6 +257,9 @@ def _cpu_name() -> str:
 
 def main() -> None:
     config = json.loads(os.environ[ENV_VAR])
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # no pickled code, whatever torch asks for
+    verdict = int(config["verdict_fd"])
+    limits.set_rlimits(config.get("mem_limit"), None, int(config["max_file_bytes"]))
     import torch
 
     torch.set_num_threads(int(config["threads"]))
@@ -156,18 +268,16 @@ def main() -> None:
         read.append(config["token_bytes_path"])
     landlock.restrict(read, [os.getcwd()], landlock.device_paths())
     limits.drop_capabilities()
-    facts = device_facts(config["device"])
+    reply: dict[str, Any] = device_facts(config["device"])
     line = sys.stdin.readline()
-    if not line.strip():
-        return  # the genome handed nothing in; the runner closed our stdin
-    try:
-        reply = {"status": "ok", **score(json.loads(line), config)}
-    except Rejected as exc:
-        reply = {"status": "invalid", "reason": str(exc)}
-    except Exception as exc:  # a model that breaks evaluation is the genome's fault
-        reply = {"status": "invalid", "reason": f"evaluation failed: {type(exc).__name__}: {exc}"}
-    sys.stdout.write(json.dumps({**facts, **reply}) + "\n")
-    sys.stdout.flush()
+    if line.strip():  # an empty line: the genome handed nothing in; report the facts only
+        try:
+            reply.update(status="ok", **score(json.loads(line), config))
+        except Rejected as exc:
+            reply.update(status="invalid", reason=str(exc))
+        except Exception as exc:  # a model that breaks evaluation is the genome's fault
+            reply.update(status="invalid", reason=f"evaluation failed: {type(exc).__name__}: {exc}")
+    os.write(verdict, (json.dumps(reply) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -10,42 +10,66 @@ from typing import Any
 
 EXIT_NO_SUBMIT, EXIT_EXPORT_FAILED = 3, 4
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt)|SystemExit)\b.*")
+_OOM = ("MemoryError", "out of memory", "can't allocate memory", "Cannot allocate memory")
 
 
 @dataclass
 class Outcome:
-    events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> payload + "at"
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> payload + "t" (arrival, our clock)
     exit_code: int | None = None
     max_rss: int | None = None
     killed: str | None = None  # "timeout" or "oom" when the runner killed it
     end: float = 0.0
 
+    @property
+    def budget_start(self) -> float | None:
+        """When the trusted prologue finished (our clock): the training budget starts here."""
+        sandbox = self.events.get("sandbox")
+        return None if sandbox is None else float(sandbox["t"])
+
+    def at(self, event: str) -> float | None:
+        """Seconds from the budget start to when `event` arrived (our clock)."""
+        message, start = self.events.get(event), self.budget_start
+        return None if message is None or start is None else float(message["t"]) - start
+
     def training_seconds(self) -> float | None:
-        done = self.events.get("training_done")
-        return None if done is None else float(done["at"])
+        return self.at("training_done")
 
     def over_budget(self, settings: Any) -> bool:
-        seconds = self.training_seconds()
-        return seconds is not None and seconds > settings.budget + settings.overrun
+        """Trained past budget + overrun, or handed in later than the export allowance permits.
+
+        The genome can write `training_done` itself, early; the arrival of the model
+        bounds the cheat: export may take at most `grace / 2` after the overrun.
+        """
+        seconds, submitted = self.training_seconds(), self.at("submitted")
+        limit = settings.budget + settings.overrun
+        return (seconds is not None and seconds > limit) or \
+            (submitted is not None and submitted > limit + settings.grace / 2)
 
 
 def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str | None, str]:
     """(status, reason) when the genome failed before scoring; (None, "") when it handed in."""
     if outcome.over_budget(settings):
-        return "over_budget", (f"trained for {outcome.training_seconds():.1f} s; the budget is "
-                               f"{settings.budget:g} s (+{settings.overrun:g} s tolerance)")
+        seconds = outcome.training_seconds()
+        handed = outcome.at("submitted")
+        done = f"trained for {seconds:.1f} s" if seconds is not None else "reported no training end"
+        handed = f" and handed in at {handed:.1f} s" if handed is not None else ""
+        return "over_budget", (f"{done}{handed}; the budget is {settings.budget:g} s "
+                               f"(+{settings.overrun:g} s tolerance, +{settings.grace / 2:g} s to export)")
     if "submitted" in outcome.events:
         return None, ""
     if outcome.killed == "interrupted":
-        return "interrupted", "the evaluation was cancelled (run stopped)"
+        return "interrupted", "the evaluation was cancelled (the run was stopped)"
     if outcome.killed == "oom":
-        return "oom", f"memory use passed the limit of {settings.mem_limit_bytes / 2**30:.1f} GiB"
+        return "oom", f"memory use passed the limit of {settings.mem_limit_bytes / 2**30:.1f} GiB; killed"
+    if outcome.killed == "timeout" and outcome.budget_start is None:
+        return "timeout", f"timed out: the sandboxed process did not start within {settings.startup:g} s"
     if outcome.killed == "timeout":
         limit = settings.budget + settings.grace
-        return "timeout", f"no model handed in within budget + grace ({limit:g} s); killed"
+        return "timeout", f"timed out: no model handed in within budget + grace ({limit:g} s); killed"
     error = last_error(log_path)
-    if error and ("MemoryError" in error or "out of memory" in error):
-        return "oom", error
+    if error and any(mark in error for mark in _OOM):
+        return "oom", f"out of memory: {error}"
     code = outcome.exit_code
     if code == EXIT_NO_SUBMIT:
         return "crashed", "the genome finished without handing in a model (run.submit)"
@@ -70,6 +94,8 @@ def last_error(log_path: Path, tail_bytes: int = 8192) -> str:
         return ""
     for line in reversed(lines):
         line = line.strip()
-        if _ERROR_LINE.match(line) or line.startswith("evolve:"):
+        if line.startswith("evolve:"):
+            return line.removeprefix("evolve:").strip()[:500]
+        if _ERROR_LINE.match(line):
             return line[:500]
     return ""

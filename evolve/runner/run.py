@@ -2,14 +2,16 @@
 
 Two processes per evaluation, started together so the evaluator's imports
 overlap training: the sandboxed genome (`evolve.harness.child`) and the trusted
-evaluator (`evolve.harness.evaluate`). The runner owns the clock: it starts the
-budget when it spawns the genome, timestamps the genome's messages itself, and
-kills the whole process group at `budget + grace` whatever the genome does.
+evaluator (`evolve.harness.evaluate`). The runner owns the clock: the budget
+starts when the child reports that its trusted prologue is done (imports are
+overhead, not training), the runner timestamps every message itself, and kills
+the whole process group at `budget + grace` whatever the genome does.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import subprocess
@@ -26,7 +28,8 @@ from evolve.record import EvalResult
 from evolve.runner import sandbox
 from evolve.runner.outcome import Outcome, failure_reason
 
-_HARNESS_HASHES = sandbox.harness_hashes()
+EVENTS = ("sandbox", "training_done", "submitted")  # all the genome side may report
+MAX_MESSAGE = 1 << 20  # bytes of control-pipe text kept without a newline
 
 
 def _total_memory() -> int:
@@ -49,6 +52,7 @@ class RunSettings:
     max_procs: int = 256
     max_file_bytes: int = 4 << 30
     eval_timeout: float | None = None  # default max(60 s, budget / 2)
+    startup: float = 120.0  # the trusted prologue (interpreter, torch imports) may take this long
     seed: int = 0
     slot: str = "cpu0"
 
@@ -66,65 +70,102 @@ def _python(module: str) -> list[str]:
 
 def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Path,
                log_path: Path, cancel: threading.Event | None = None) -> EvalResult:
-    """Evaluate `source` on `dataset`; the record looks the same for success and failure."""
+    """Evaluate `source` on `dataset`; the record looks the same for success and failure.
+
+    Setting `cancel` stops the evaluation early (status `interrupted`, to be retried).
+    """
+    cancel = cancel or threading.Event()
     wall_start = time.monotonic()
+    hashes = sandbox.harness_hashes()
     home, evaldir = workdir / "genome", workdir / "eval"
     for path in (home / "tmp", evaldir / "tmp"):
         path.mkdir(parents=True, exist_ok=True)
+    for stale in (home / MODEL_FILE, home / ("partial." + MODEL_FILE)):
+        stale.unlink(missing_ok=True)  # a reused workdir must not score an old model
     (home / "genome.py").write_text(source)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    fence = sandbox.Fence.create(settings.max_procs)
-    ctl_read, ctl_write = os.pipe()
     cpu = not settings.device.startswith("cuda")
+    mem_limit = settings.mem_limit_bytes if cpu else None  # CUDA reserves huge address space
     common = {"device": settings.device, "threads": settings.threads, "vocab_size": dataset.vocab_size,
-              "export_batch": settings.export_batch}
+              "export_batch": settings.export_batch, "mem_limit": mem_limit,
+              "max_file_bytes": settings.max_file_bytes}
+    verdict_read, verdict_write = os.pipe()
     eval_config = {**common, "val_path": str(dataset.val_path), "model_dir": str(home),
-                   "eval_tokens": settings.eval_tokens,
+                   "eval_tokens": settings.eval_tokens, "verdict_fd": verdict_write,
                    "token_bytes_path": str(dataset.token_bytes_path or "")}
-    with open(log_path, "ab") as log:
+    with open(evaldir / "evaluator.log", "wb") as eval_log:
         evaluator = subprocess.Popen(
             _python("evolve.harness.evaluate"), cwd=evaldir, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            stdout=eval_log, stderr=subprocess.STDOUT, pass_fds=(verdict_write,),
+            start_new_session=True,
             env=sandbox.clean_env(evaldir, settings.threads, settings.cuda_visible,
                                   {"EVOLVE_EVAL": json.dumps(eval_config)}))
-        clock_start = time.monotonic()
-        child_config = {**common, "budget": settings.budget, "clock_start": clock_start,
-                        "seed": settings.seed, "control_fd": ctl_write,
-                        "train_path": str(dataset.train_path),
-                        "mem_limit": settings.mem_limit_bytes if cpu else None,
-                        "max_procs": settings.max_procs, "max_file_bytes": settings.max_file_bytes,
-                        "cgroup": str(fence.path) if fence.path else None}
-        child = subprocess.Popen(
-            _python("evolve.harness.child") + ["genome.py"], cwd=home, stdout=log,
-            stderr=subprocess.STDOUT, pass_fds=(ctl_write,), start_new_session=True,
-            env=sandbox.clean_env(home, settings.threads, settings.cuda_visible,
-                                  {"EVOLVE_SESSION": json.dumps(child_config)}))
-    os.close(ctl_write)
+    os.close(verdict_write)
     try:
-        outcome = _supervise(child, ctl_read, clock_start, settings, fence, cancel)
+        outcome = _run_child(dataset, settings, home, log_path, common, cancel)
+        status, reason = failure_reason(outcome, settings, log_path)
+        reply = _evaluate(evaluator, verdict_read, outcome, status, settings, home / MODEL_FILE,
+                          cancel)
     finally:
-        os.close(ctl_read)
-        sandbox.kill_group(child.pid)
-        fence.kill_all()
-    reply = _evaluate(evaluator, outcome, settings, home / MODEL_FILE)
-    result = _record(outcome, reply, settings, dataset, log_path)
+        sandbox.kill_group(evaluator.pid)
+        evaluator.wait()
+        os.close(verdict_read)
+    _append(log_path, evaldir / "evaluator.log")
+    result = _record(outcome, status, reason, reply, settings, dataset, log_path)
+    if cancel.is_set() and result.status != "ok":
+        result.status, result.reason = "interrupted", "the evaluation was cancelled (the run was stopped)"
+    changed = [name for name, digest in sandbox.harness_hashes().items() if hashes.get(name) != digest]
+    if changed:
+        result.status, result.reason = "invalid", f"harness files were modified: {', '.join(changed)}"
+        result.val_bpb = result.params = None
     result.wall_seconds = time.monotonic() - wall_start
     return result
 
 
+def _run_child(dataset: Dataset, settings: RunSettings, home: Path, log_path: Path,
+               common: dict[str, Any], cancel: threading.Event) -> Outcome:
+    """Start the sandboxed genome, watch it, and leave nothing of it running."""
+    fence = sandbox.Fence.create(settings.max_procs)
+    ctl_read, ctl_write = os.pipe()
+    clock_start = time.monotonic()
+    config = {**common, "budget": settings.budget, "clock_start": clock_start, "seed": settings.seed,
+              "control_fd": ctl_write, "train_path": str(dataset.train_path),
+              "max_procs": settings.max_procs, "cgroup": str(fence.path) if fence.path else None}
+    try:
+        with open(log_path, "ab") as log:
+            child = subprocess.Popen(
+                _python("evolve.harness.child") + ["genome.py"], cwd=home, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, pass_fds=(ctl_write,), start_new_session=True,
+                env=sandbox.clean_env(home, settings.threads, settings.cuda_visible,
+                                      {"EVOLVE_SESSION": json.dumps(config)}))
+        os.close(ctl_write)
+        ctl_write = -1
+        try:
+            return _supervise(child, ctl_read, clock_start, settings, fence, cancel)
+        finally:
+            sandbox.kill_group(child.pid)
+            if child.returncode is None:
+                child.wait()
+    finally:
+        fence.kill_all()
+        for fd in (ctl_read, ctl_write):
+            if fd >= 0:
+                os.close(fd)
+
+
 def _supervise(child: subprocess.Popen, ctl: int, start: float, settings: RunSettings,
-               fence: sandbox.Fence, cancel: threading.Event | None = None) -> Outcome:
+               fence: sandbox.Fence, cancel: threading.Event) -> Outcome:
     """Watch the genome until it hands in a model, exits, or runs out of time or memory."""
     outcome = Outcome()
-    deadline = start + settings.budget + settings.grace
     buffer, reading, next_mem_check = b"", True, 0.0
     while True:
         now = time.monotonic()
-        if now >= deadline:
-            outcome.killed = "timeout"
-            break
-        if cancel is not None and cancel.is_set():
-            outcome.killed = "interrupted"
+        # The budget runs from the end of the trusted prologue (the `sandbox` report).
+        begun = outcome.budget_start
+        deadline = start + (settings.startup if begun is None else
+                            begun + settings.budget + settings.grace)
+        if now >= deadline or cancel.is_set():
+            outcome.killed = "interrupted" if cancel.is_set() else "timeout"
             break
         if reading:
             ready, _, _ = select.select([ctl], [], [], min(0.2, deadline - now))
@@ -136,90 +177,138 @@ def _supervise(child: subprocess.Popen, ctl: int, start: float, settings: RunSet
                     break
         else:
             time.sleep(0.05)
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            child.returncode = os.waitstatus_to_exitcode(status)
-            outcome.exit_code, outcome.max_rss = child.returncode, usage.ru_maxrss * 1024
+        if _exited(child.pid):
             break
         if now >= next_mem_check:
             next_mem_check = now + 0.5
             members = fence.pids() or sandbox.group_members(child.pid)
-            if settings.mem_limit_bytes and sandbox.rss_bytes(members) > settings.mem_limit_bytes:
+            if settings.mem_limit_bytes and sandbox.memory_bytes(members) > settings.mem_limit_bytes:
                 outcome.killed = "oom"
                 break
-    if outcome.exit_code is None:
-        sandbox.kill_group(child.pid)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        outcome.exit_code, outcome.max_rss = child.returncode, usage.ru_maxrss * 1024
+    sandbox.kill_group(child.pid)  # before reaping, while the group id cannot be reused
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    outcome.exit_code, outcome.max_rss = child.returncode, usage.ru_maxrss * 1024
+    if "submitted" not in outcome.events:  # what it wrote just before it exited
+        _take_messages(buffer + _drain(ctl), outcome, start)
     outcome.end = time.monotonic()
     return outcome
 
 
+def _exited(pid: int) -> bool:
+    """Whether the child has ended, leaving it unreaped so its pid stays ours."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _drain(fd: int, limit: int = MAX_MESSAGE) -> bytes:
+    """What is in a pipe now, without waiting for writers that may never close it."""
+    os.set_blocking(fd, False)
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
-    """Parse complete JSON lines from the control pipe; stamp them with our own clock."""
+    """Parse complete JSON lines from the control pipe; stamp them with our own clock.
+
+    `sandbox` and `submitted` keep their first report; `training_done` its last,
+    so a genome cannot report the end of training early and keep training.
+    """
     *lines, rest = buffer.split(b"\n")
     for line in lines:
         try:
             message = json.loads(line)
             event = str(message.pop("event"))
-        except (ValueError, KeyError, AttributeError):
+        except (ValueError, KeyError, AttributeError, TypeError):
             continue  # garbage on the control pipe proves nothing; ignore it
-        if event not in outcome.events:  # first report wins: later ones cannot rewrite time
-            outcome.events[event] = {**message, "at": time.monotonic() - start}
-    return rest
+        if event not in EVENTS or "submitted" in outcome.events:
+            continue
+        if event == "training_done" or event not in outcome.events:
+            outcome.events[event] = {**message, "t": time.monotonic() - start}
+    return rest[-MAX_MESSAGE:]
 
 
-def _evaluate(evaluator: subprocess.Popen, outcome: Outcome, settings: RunSettings,
-              model: Path) -> dict[str, Any]:
+def _evaluate(evaluator: subprocess.Popen, verdict: int, outcome: Outcome, status: str | None,
+              settings: RunSettings, model: Path, cancel: threading.Event) -> dict[str, Any]:
     """Hand the model to the evaluator (or tell it there is none) and read its verdict."""
-    request = b"\n"  # an empty line: nothing to score, exit quietly
-    submitted = outcome.events.get("submitted")
-    if submitted and not outcome.over_budget(settings) and model.is_file():
-        request = (json.dumps({"model": str(model), "seq_len": submitted.get("seq_len")}) + "\n").encode()
+    request: bytes | None = b"\n"  # an empty line: nothing to score, report the device only
+    missing = None
+    if status is None:
+        if model.is_file() and not model.is_symlink():
+            seq_len = outcome.events["submitted"].get("seq_len")
+            request = (json.dumps({"model": str(model), "seq_len": seq_len}) + "\n").encode()
+        else:
+            missing = "the genome reported a hand-in but left no model file"
+    deadline = time.monotonic() + settings.eval_timeout
     try:
-        out, _ = evaluator.communicate(request, timeout=settings.eval_timeout)
-    except subprocess.TimeoutExpired:
-        sandbox.kill_group(evaluator.pid)
-        evaluator.wait()
-        return {"status": "invalid", "reason": f"evaluation took longer than {settings.eval_timeout:.0f} s"}
+        while True:  # in short waits, to notice `cancel`; the input goes with the first only
+            try:
+                evaluator.communicate(request, timeout=0.25)
+                break
+            except subprocess.TimeoutExpired:
+                request = None
+                if cancel.is_set():
+                    return {}
+                if time.monotonic() > deadline:
+                    return {"status": "invalid",
+                            "reason": f"evaluation took longer than {settings.eval_timeout:.0f} s"}
     finally:
         sandbox.kill_group(evaluator.pid)
-    lines = out.decode(errors="replace").strip().splitlines()
+    lines = _drain(verdict).decode(errors="replace").strip().splitlines()
     try:
-        return json.loads(lines[-1]) if lines else {}
+        reply = json.loads(lines[-1]) if lines else {}
     except ValueError:
-        return {"status": "invalid", "reason": "the evaluator gave no verdict (see the log)"}
+        reply = {}
+    if not isinstance(reply, dict):
+        reply = {}
+    if missing:
+        reply.update(status="invalid", reason=missing)
+    return reply
 
 
-def _record(outcome: Outcome, reply: dict[str, Any], settings: RunSettings, dataset: Dataset,
-            log_path: Path) -> EvalResult:
+def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, Any],
+            settings: RunSettings, dataset: Dataset, log_path: Path) -> EvalResult:
     done = outcome.events.get("training_done", {})
-    layers = outcome.events.get("sandbox", {})
     result = EvalResult(
         status="ok", budget=settings.budget, seed=settings.seed, dataset=dataset.fingerprint,
         eval_tokens=settings.eval_tokens, log_path=str(log_path), slot=settings.slot,
-        device=reply.get("device_name", settings.device), torch_version=reply.get("torch_version", ""),
-        training_seconds=done.get("at"), steps=_int(done.get("steps")), tokens=_int(done.get("tokens")),
+        device=str(reply.get("device_name", settings.device)),
+        torch_version=str(reply.get("torch_version", "")),
+        training_seconds=outcome.training_seconds(), steps=_int(done.get("steps")), tokens=_int(done.get("tokens")),
         peak_memory_bytes=_int(done.get("cuda_peak_bytes")) or outcome.max_rss,
         seq_len=_int(outcome.events.get("submitted", {}).get("seq_len")),
-        sandbox=_layers(layers),
+        sandbox=_layers(outcome.events.get("sandbox", {})),
         hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads")
                   if k in reply} | {"kind": settings.device})
-    changed = [name for name, digest in sandbox.harness_hashes().items()
-               if _HARNESS_HASHES.get(name) != digest]
-    if changed:
-        result.status, result.reason = "invalid", f"harness files were modified: {', '.join(changed)}"
-        return result
-    status, reason = failure_reason(outcome, settings, log_path)
     if status is None:
-        status, reason = reply.get("status", "invalid"), reply.get("reason", "")
-        if status == "ok" and "val_bpb" not in reply:
+        status, reason = reply.get("status"), str(reply.get("reason", ""))
+        value = reply.get("val_bpb")
+        if status not in ("ok", "invalid"):
             status, reason = "invalid", "the evaluator gave no verdict (see the log)"
+        elif status == "ok" and not (isinstance(value, float) and math.isfinite(value)):
+            status, reason = "invalid", f"the evaluator returned no finite val_bpb ({value!r})"
     result.status, result.reason = status, reason
     if status == "ok":
-        result.val_bpb, result.params = float(reply["val_bpb"]), int(reply["params"])
+        result.val_bpb, result.params = float(reply["val_bpb"]), _int(reply.get("params"))
     return result
+
+
+def _append(log_path: Path, part: Path) -> None:
+    """Add the evaluator's own output to the genome's log, under a heading."""
+    try:
+        text = part.read_bytes()
+    except OSError:
+        return
+    if text.strip():
+        with open(log_path, "ab") as log:
+            log.write(b"\n--- evaluator ---\n" + text)
 
 
 def _int(value: Any) -> int | None:

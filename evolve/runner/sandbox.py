@@ -53,7 +53,9 @@ class Fence:
                 continue
             path = base / "evolve" / uuid.uuid4().hex[:12]
             try:
-                path.mkdir(parents=True)
+                path.parent.mkdir(exist_ok=True)
+                _try_write(path.parent / "cgroup.subtree_control", "+pids")  # cgroup v2
+                path.mkdir()
                 (path / "pids.max").write_text(str(max_procs))
                 return cls(path)
             except OSError:
@@ -69,10 +71,12 @@ class Fence:
             return []
 
     def kill_all(self) -> None:
-        """SIGKILL everything inside until the cgroup is empty, then remove it."""
+        """Stop all forking, SIGKILL everything inside until it is empty, remove the cgroup."""
         if self.path is None:
             return
-        for _ in range(200):
+        _try_write(self.path / "pids.max", "0")
+        _try_write(self.path / "cgroup.kill", "1")  # cgroup v2, Linux 5.14+
+        for _ in range(500):
             pids = self.pids()
             if not pids:
                 break
@@ -80,6 +84,13 @@ class Fence:
                 _kill(pid)
             time.sleep(0.01)
         _rmdir(self.path)
+
+
+def _try_write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError:
+        pass
 
 
 def _rmdir(path: Path) -> None:
@@ -122,13 +133,20 @@ def group_members(pgid: int) -> list[int]:
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def rss_bytes(pids: list[int]) -> int:
+def memory_bytes(pids: list[int]) -> int:
+    """Proportional set size of the processes: pages shared after fork() are counted once."""
     total = 0
     for pid in pids:
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
         except (OSError, IndexError, ValueError):
-            pass
+            try:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+            except (OSError, IndexError, ValueError):
+                pass
     return total
 
 

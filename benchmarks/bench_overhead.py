@@ -1,0 +1,45 @@
+"""Per-evaluation overhead: wall seconds on the slot not spent in the training budget.
+
+Overhead = wall_seconds - budget: process start, torch import, sandbox set-up,
+export, evaluation and tear-down. Target: <= 3 % of a 300 s budget.
+
+    python benchmarks/bench_overhead.py --budgets 10 30 60 [--genome train.py] [--data builtin]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from evolve.harness.data import prepare
+from evolve.runner import RunSettings, run_genome
+from evolve.runner.devices import resolve_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[10, 30, 60])
+    parser.add_argument("--genome", default="train.py")
+    parser.add_argument("--data", default="builtin")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--eval-tokens", type=int, default=65536)
+    args = parser.parse_args()
+    source = Path(args.genome).read_text()
+    dataset = prepare(args.data)
+    device = resolve_device(args.device)
+    print(f"genome {args.genome}, data {dataset.name}, device {device}, eval_tokens {args.eval_tokens}")
+    print(f"{'budget':>8} {'status':>8} {'train_s':>8} {'wall_s':>8} {'overhead_s':>10} "
+          f"{'overhead_%':>10} {'val_bpb':>8}")
+    for budget in args.budgets:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = RunSettings(budget=budget, device=device, eval_tokens=args.eval_tokens)
+            r = run_genome(source, dataset, settings, Path(tmp) / "work", Path(tmp) / "log.txt")
+        overhead = r.wall_seconds - budget
+        bpb = f"{r.val_bpb:.4f}" if r.val_bpb is not None else r.reason[:40]
+        print(f"{budget:8.0f} {r.status:>8} {r.training_seconds or 0:8.1f} {r.wall_seconds:8.1f} "
+              f"{overhead:10.2f} {100 * overhead / budget:9.1f}% {bpb:>8}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

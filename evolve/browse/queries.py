@@ -1,0 +1,148 @@
+"""What the browsing commands show, as plain data: elites, lineage, diffs, the best genome.
+
+The CLI prints these as tables or as JSON (--json), so both views always agree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from evolve.archive import Elite, RunArchive, count_code_lines
+from evolve.archive.elites import best_elite
+from evolve.browse.locate import Target, first_ids, genome_target, known_genomes, resolve
+from evolve.errors import UserError
+
+MAX_LINEAGE = 10_000  # steps; a guard against a corrupted parent chain
+
+
+def elite_rows(archive: RunArchive) -> list[dict[str, Any]]:
+    """The elites sorted by mean val_bpb, each with where it came from."""
+    firsts = first_ids(archive)
+    rows = []
+    for elite in sorted(archive.elites(), key=lambda e: (e.mean, e.cell)):
+        record = archive.get(elite.eval_ids[0]) or {}
+        result = record.get("result") or {}
+        parents = [p for p in record.get("parents") or [] if p != elite.genome]
+        rows.append({
+            "id": elite.eval_ids[0], "genome": elite.genome, "cell": list(elite.cell),
+            "mean": elite.mean, "std": elite.std, "n": elite.n, "eval_ids": list(elite.eval_ids),
+            "params": result.get("params"),
+            "code_size": count_code_lines(archive.genome_source(elite.genome)),
+            "generation": record.get("generation"), "operator": record.get("operator", ""),
+            "parent": (firsts.get(parents[0]) or parents[0][:12]) if parents else None,
+            "parent_genome": parents[0] if parents else None,
+            "idea": record.get("idea", ""), "origin": record.get("origin"),
+            "descriptors": elite.descriptors,
+        })
+    return rows
+
+
+def genome_stats(archive: RunArchive, genome: str) -> dict[str, Any]:
+    """n, mean and std (ddof=1) of a genome's ok evaluations in this run."""
+    values = [r["result"]["val_bpb"] for r in archive.evaluations_of(genome)
+              if r.get("status") == "ok" and (r.get("result") or {}).get("val_bpb") is not None]
+    if not values:
+        return {"n": 0, "mean": None, "std": None}
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return {"n": len(values), "mean": mean, "std": math.sqrt(var)}
+
+
+def lineage(archive: RunArchive, target: Target) -> list[dict[str, Any]]:
+    """Ancestry from the oldest ancestor to `target`, following first parents.
+
+    Each step carries its change (operator and idea) and delta = its mean val_bpb
+    minus its parent's. An imported genome continues into the run it came from
+    when that run is still on disk.
+    """
+    steps: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    with ExitStack() as stack:
+        current: Target | None = introduction(archive, target)
+        while current is not None and (archive.name, current.genome) not in seen:
+            if len(steps) >= MAX_LINEAGE:
+                break
+            seen.add((archive.name, current.genome))
+            steps.append({"run": archive.name, "id": current.id, "genome": current.genome,
+                          "generation": current.field("generation"),
+                          "operator": current.field("operator", ""), "idea": current.field("idea", ""),
+                          "origin": current.field("origin"), **genome_stats(archive, current.genome)})
+            current, archive = _parent_of(archive, current, stack)
+    steps.reverse()
+    for before, step in zip([None, *steps], steps, strict=False):
+        ok = before is not None and before["mean"] is not None and step["mean"] is not None
+        step["delta"] = step["mean"] - before["mean"] if ok else None
+    return steps
+
+
+def _parent_of(archive: RunArchive, target: Target,
+               stack: ExitStack) -> tuple[Target | None, RunArchive]:
+    parents = target.parents
+    if parents and parents[0] in set(known_genomes(archive)):
+        return genome_target(archive, parents[0]), archive
+    origin = target.field("origin")
+    if isinstance(origin, dict) and origin.get("path") and Path(origin["path"]).is_dir():
+        try:
+            source = stack.enter_context(RunArchive.open(origin["path"]))
+            return _parent_of(source, resolve(source, origin["id"]), stack)
+        except UserError:
+            return None, archive  # the source run moved or changed: the lineage ends at the import
+    return None, archive
+
+
+def introduction(archive: RunArchive, target: Target) -> Target:
+    """The evaluation that brought target's genome into the run (not a later re-evaluation)."""
+    return genome_target(archive, target.genome) if target.record is not None else target
+
+
+def diff_text(archive: RunArchive, a: Target, b: Target | None = None) -> str:
+    """Unified diff from A to B, or from A's parent to A when B is not given."""
+    if b is None:
+        parents = introduction(archive, a).parents
+        if not parents:
+            origin = a.field("origin")
+            where = (f" (imported from {origin.get('run')}:{origin.get('id')}; diff it there)"
+                     if isinstance(origin, dict) else "")
+            raise UserError(f"{a.id} has no parent in run {archive.name}{where}",
+                            "it is a seed or imported genome",
+                            "give a second id to compare it with")
+        old, new = genome_target(archive, parents[0]), a
+    else:
+        old, new = a, b
+    return "".join(difflib.unified_diff(
+        archive.genome_source(old.genome).splitlines(keepends=True),
+        archive.genome_source(new.genome).splitlines(keepends=True),
+        fromfile=f"{old.id} ({old.genome[:12]})", tofile=f"{new.id} ({new.genome[:12]})"))
+
+
+def best(archive: RunArchive) -> tuple[Elite | None, bool]:
+    """The confirmed best (lowest mean among elites with n >= confirm), else the lowest mean.
+
+    Returns the elite and whether it is confirmed.
+    """
+    confirm = archive.rule.confirm_n
+    elite = best_elite(archive.elites(), confirm)
+    return elite, elite is not None and elite.n >= confirm
+
+
+def export_target(archive: RunArchive, ident: str | None) -> tuple[Target, str, bool]:
+    """The genome `evolve export` writes, a note for the user ("" if none), and whether it has
+    the run's confirm count of ok evaluations."""
+    if ident is not None:
+        target = resolve(archive, ident)
+        return target, "", genome_stats(archive, target.genome)["n"] >= archive.rule.confirm_n
+    elite, confirmed = best(archive)
+    if elite is None:
+        raise UserError(f"run {archive.name} has no elite yet",
+                        "no evaluation has scored yet", "wait for a scored evaluation, or give an id")
+    target = genome_target(archive, elite.genome)
+    note = (f"the best, {target.id}: val_bpb {elite.mean:.4f} ± {elite.std:.4f} (n={elite.n})"
+            if confirmed else
+            f"unconfirmed: {target.id} has {elite.n} evaluation(s), fewer than the "
+            f"{archive.rule.confirm_n} that confirm a best; val_bpb {elite.mean:.4f} "
+            f"± {elite.std:.4f}")
+    return target, note, confirmed

@@ -1,0 +1,145 @@
+"""`evolve report`: one self-contained HTML page per run, with its pictures and sources beside it.
+
+The folder opens from disk in any browser (no server, no network): index.html,
+progress.png, grid.png, genomes/<id>.py.txt and diffs/<id>.diff.txt (.txt so
+browsers show them instead of downloading them). A few lines of JS mark
+<body data-images="loaded"> once every picture has decoded, for automated checks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from evolve.archive import RunArchive
+from evolve.browse.gridview import grid_view
+from evolve.browse.locate import genome_target
+from evolve.browse.plots import heatmap_png, progress_png
+from evolve.browse.queries import best, diff_text, elite_rows
+from evolve.browse.runs import run_status, started_at, stored_settings
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; border: 1px solid #eee; }
+.stats td:first-child { font-weight: bold; }
+"""
+
+SCRIPT = """
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var ok = images.length > 0 && images.every(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute("data-images", ok ? "loaded" : "broken");
+});
+"""
+
+
+def write_report(archive: RunArchive, out: Path) -> Path:
+    """Write the report folder `out`; returns the path of its index.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "genomes").mkdir(exist_ok=True)
+    (out / "diffs").mkdir(exist_ok=True)
+    records = sorted(archive.evaluations(), key=lambda r: (r.get("seq") or 0, r["id"]))
+    elites = archive.elites()
+    progress_png(records, elites, out / "progress.png")
+    heatmap_png(grid_view(archive.grid, elites), out / "grid.png")
+    rows = elite_rows(archive)
+    for row in rows:
+        (out / "genomes" / f"{row['id']}.py.txt").write_text(archive.genome_source(row["genome"]))
+        if row["parent_genome"]:
+            target = genome_target(archive, row["genome"])
+            (out / "diffs" / f"{row['id']}.diff.txt").write_text(diff_text(archive, target))
+    page = _page(archive, rows, _stats(archive, records))
+    index = out / "index.html"
+    index.write_text(page)
+    return index
+
+
+def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    config = archive.config
+    run = config.get("config") or {}
+    fingerprint = config.get("fingerprint") or {}
+    settings = stored_settings(config)
+    summary = archive.summary()
+    elite, confirmed = best(archive)
+    statuses = Counter(r.get("status", "?") for r in records)
+    operators = Counter(r.get("operator") or "-" for r in records)
+    gens = [int(g["gen"]) for g in archive.logbook()]
+    started = started_at(archive)
+    return [
+        ("run", f"{archive.name} ({run_status(archive)})"),
+        ("started", time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "-"),
+        ("evaluations", f"{len(records)}: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common())),
+        ("generations", f"{max(gens) + 1 if gens else 0}" + (
+            f" of {run['generations']}" if run.get("generations") else "")),
+        ("elites", f"{len(archive.elites())} of {archive.grid.total_cells} cells "
+                   f"({summary['coverage']:.1%}); QD score {summary['qd_score']:.3f}"),
+        ("best val_bpb", "-" if elite is None else
+         f"{elite.mean:.4f} ± {elite.std:.4f} (n={elite.n}{'' if confirmed else ', unconfirmed'})"),
+        ("noise std", f"{archive.rule.noise_std:.4g} bpb (replacement margin z={archive.rule.z:g})"),
+        ("budget", f"{settings['budget']} s per evaluation, {settings['eval_tokens']} eval tokens"),
+        ("device", f"{settings['device']} ({fingerprint.get('host', '?')}, torch "
+                   f"{fingerprint.get('torch', '?')})"),
+        ("dataset", f"{fingerprint.get('dataset', '?')} ({settings['dataset_fingerprint']})"),
+        ("descriptors", ", ".join(f"{d.name} [{d.low:g}, {d.high:g}) × {d.bins}"
+                                  for d in archive.grid.descriptors)),
+        ("operators", ", ".join(f"{k} {v}" for k, v in operators.most_common())),
+    ]
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _row_html(row: dict[str, Any]) -> str:
+    ident = escape(row["id"])
+    diff = (f'<a href="diffs/{ident}.diff.txt">diff</a>' if row["parent_genome"] else "-")
+    origin = row.get("origin")
+    parent = escape(row["parent"] or (f"{origin.get('run')}:{origin.get('id')}"
+                                      if isinstance(origin, dict) else "-"))
+    cells = [
+        f'<td><a href="genomes/{ident}.py.txt">{ident}</a></td>',
+        f"<td>{escape(str(tuple(row['cell'])))}</td>",
+        f'<td class="num">{row["mean"]:.4f} ± {row["std"]:.4f}</td>',
+        f'<td class="num">{row["n"]}</td>',
+        f'<td class="num">{_fmt(row["params"], ",d")}</td>',
+        f'<td class="num">{row["code_size"]}</td>',
+        f'<td class="num">{_fmt(row["generation"], "d")}</td>',
+        f"<td>{escape(row['operator'] or '-')}</td>",
+        f"<td>{parent}</td>",
+        f"<td>{diff}</td>",
+        f"<td>{escape(row['idea'] or '')}</td>",
+    ]
+    return f'<tr class="elite" data-id="{ident}">{"".join(cells)}</tr>'
+
+
+def _page(archive: RunArchive, rows: list[dict[str, Any]], stats: list[tuple[str, str]]) -> str:
+    head = ["id", "cell", "val_bpb mean ± std", "n", "params", "code lines", "gen", "operator",
+            "parent", "diff", "idea"]
+    stats_html = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in stats)
+    table = "".join(_row_html(r) for r in rows) or '<tr><td colspan="11">no elites yet</td></tr>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>evolve report: {escape(archive.name)}</title>
+<style>{STYLE}</style>
+<script>{SCRIPT}</script>
+</head><body data-images="pending">
+<h1>evolve run {escape(archive.name)}</h1>
+<p>Written {escape(time.strftime("%Y-%m-%d %H:%M"))} from {escape(str(archive.path))}.</p>
+<h2>Statistics</h2>
+<table class="stats" id="stats">{stats_html}</table>
+<h2>Progress</h2>
+<img id="progress" src="progress.png" alt="val_bpb of every evaluation in order">
+<h2>Grid</h2>
+<img id="grid" src="grid.png" alt="MAP-Elites grid coloured by val_bpb">
+<h2>Elites ({len(rows)}, best first)</h2>
+<table id="elites"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
+<tbody>{table}</tbody></table>
+</body></html>
+"""

@@ -1,0 +1,253 @@
+"""Calls to OpenAI-compatible endpoints, with the bookkeeping a long unattended run needs.
+
+Bounded: each HTTP attempt has `timeout` seconds and the openai client retries
+429/5xx/timeouts/dropped connections `max_retries` times with backoff, so one
+call takes at most about (max_retries + 1) * timeout plus the backoff (up to
+8 s a retry, or a server's Retry-After of up to 2 minutes).
+Failures raise `LLMError` (a `VariationError`, which the engine counts and
+survives); repeated failures pause LLM calls for `cooldown` seconds so the
+built-in operators carry the run meanwhile (with no built-in operator
+configured, the next call waits the pause out instead of failing at once). Every call's tokens and cost are
+counted; the totals live in `<run>/llm.json` so a cost cap holds across resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evolve.archive.atomic import atomic_write_json, read_json
+from evolve.errors import UserError
+from evolve.operators.base import VariationError
+from evolve.operators.llm.settings import LLMSettings, ModelSpec
+
+CHARS_PER_TOKEN = 3  # a pessimistic guess, used only where the server reports no usage
+OUTPUT_GUESS = 8192  # output tokens assumed for a call when max_tokens is not set
+# What a 200 reply that is not a chat completion raises (bad JSON, no choices, no message).
+BAD_REPLY = (ValueError, LookupError, AttributeError, TypeError)
+
+
+class LLMError(VariationError):
+    """No usable reply: the call failed after retries, or LLM calls are stopped or paused."""
+
+
+@dataclass
+class Reply:
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    seconds: float
+
+
+class LLM:
+    """A thread-safe handle on the configured model ensemble."""
+
+    def __init__(self, settings: LLMSettings, stats_path: Path | None = None,
+                 on_event: Callable[[str], None] | None = None) -> None:
+        if not settings.enabled:
+            raise ValueError("LLM settings name no model")
+        self.settings = settings
+        self.stats_path = stats_path
+        self.on_event = on_event or (lambda message: None)
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str | None, str], Any] = {}
+        self._reserved = 0.0  # cost set aside for calls in flight
+        self._streak = 0  # failures in a row
+        self._paused_until = 0.0
+        self.totals = _load(stats_path)
+        self.stopped = self.totals.get("stopped", "")
+        for model in settings.models:  # fail at start, not in the middle of the run
+            key_env = model.api_key_env or settings.api_key_env
+            endpoint = model.base_url or settings.base_url or os.environ.get("OPENAI_BASE_URL")
+            if not endpoint and not os.environ.get(key_env):
+                raise UserError(f"no API key for LLM model {model.name}", f"{key_env} is not set",
+                                f"export {key_env}=..., or point --llm-base-url at your server")
+
+    # --- choosing --------------------------------------------------------------------
+
+    def pick(self, rng: random.Random) -> ModelSpec:
+        """A model of the ensemble, drawn by weight."""
+        models = [m for m in self.settings.models if m.weight > 0]
+        return rng.choices(models, weights=[m.weight for m in models])[0]
+
+    def available(self) -> bool:
+        """False once the cost cap stopped calls, and while paused after failures."""
+        return not self.stopped and time.monotonic() >= self._paused_until
+
+    # --- calling ---------------------------------------------------------------------
+
+    def complete(self, messages: list[dict[str, str]], model: ModelSpec) -> Reply:
+        """One chat completion; raises LLMError when it fails or the cost cap is reached."""
+        import openai
+
+        guess = model.cost(sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN,
+                           self.settings.max_tokens or OUTPUT_GUESS)
+        self._admit(guess)
+        started = time.monotonic()
+        try:
+            response = self._client(model).chat.completions.create(
+                model=model.name, messages=messages, **self._options(model))
+            text = response.choices[0].message.content
+            if not isinstance(text, str):
+                raise LLMError(f"{model.name} sent a reply without text")
+        except (openai.OpenAIError, LLMError, *BAD_REPLY) as exc:
+            self._failed(model, guess, exc)
+            raise LLMError(f"LLM call to {model.name} failed: {_describe(exc)}") from exc
+        usage = getattr(response, "usage", None)
+        tokens_in = getattr(usage, "prompt_tokens", None)
+        tokens_out = getattr(usage, "completion_tokens", None)
+        if tokens_in is None or tokens_out is None:  # some servers report no usage
+            tokens_in = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
+            tokens_out = len(text) // CHARS_PER_TOKEN
+        reply = Reply(text, model.name, int(tokens_in), int(tokens_out),
+                      model.cost(int(tokens_in), int(tokens_out)), time.monotonic() - started)
+        self._succeeded(reply, guess)
+        return reply
+
+    def _options(self, model: ModelSpec) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if model.temperature is not None:
+            options["temperature"] = model.temperature
+        if self.settings.max_tokens is not None:
+            options["max_tokens"] = self.settings.max_tokens
+        return options
+
+    def _client(self, model: ModelSpec) -> Any:
+        import openai
+
+        base_url = model.base_url or self.settings.base_url
+        key_env = model.api_key_env or self.settings.api_key_env
+        with self._lock:
+            client = self._clients.get((base_url, key_env))
+            if client is None:  # local servers usually want no key, but the client needs one
+                client = openai.OpenAI(api_key=os.environ.get(key_env) or "unused", base_url=base_url,
+                                       timeout=self.settings.timeout,
+                                       max_retries=self.settings.max_retries)
+                self._clients[(base_url, key_env)] = client
+            return client
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    def _admit(self, guess: float) -> None:
+        """Count the call and set its cost aside, or refuse it for good once over the cap.
+
+        While paused it waits the pause out (the proposer only calls a paused LLM
+        when no other operator is configured), then the call probes the endpoint.
+        """
+        while (left := self._paused_until - time.monotonic()) > 0 and not self.stopped:
+            time.sleep(left)
+        with self._lock:
+            if self.stopped:
+                raise LLMError(self.stopped)
+            cap = self.settings.max_cost
+            if cap is not None and self.totals["cost"] + self._reserved + guess > cap:
+                self.stopped = (f"LLM cost cap ${cap:g} reached (spent ${self.totals['cost']:.4f}): "
+                                "no more LLM calls; built-in operators continue")
+                self.totals["stopped"] = self.stopped
+                self._save()
+                message = self.stopped
+            else:
+                self._reserved += guess
+                self.totals["calls"] += 1
+                return
+        self.on_event(message)
+        raise LLMError(message)
+
+    def _succeeded(self, reply: Reply, guess: float) -> None:
+        with self._lock:
+            self._reserved -= guess
+            self._streak = 0
+            t = self.totals
+            t["input_tokens"] += reply.input_tokens
+            t["output_tokens"] += reply.output_tokens
+            t["tokens"] = t["input_tokens"] + t["output_tokens"]
+            t["cost"] += reply.cost
+            row = t["by_model"].setdefault(reply.model, _zero_model())
+            row["calls"] += 1
+            row["input_tokens"] += reply.input_tokens
+            row["output_tokens"] += reply.output_tokens
+            row["cost"] += reply.cost
+            self._save()
+
+    def _failed(self, model: ModelSpec, guess: float, exc: BaseException) -> None:
+        kind = _kind(exc)
+        message = ""
+        with self._lock:
+            self._reserved -= guess
+            self._streak += 1
+            self.totals["failures"] += 1
+            self.totals["errors"][kind] = self.totals["errors"].get(kind, 0) + 1
+            self.totals["by_model"].setdefault(model.name, _zero_model())["failures"] += 1
+            if self._streak >= self.settings.failures_before_cooldown and self.settings.cooldown > 0:
+                self._paused_until = time.monotonic() + self.settings.cooldown
+                message = (f"LLM paused {self.settings.cooldown:g} s after {self._streak} failures "
+                           f"in a row ({_describe(exc)}); built-in operators meanwhile")
+                self._streak = 0
+            self._save()
+        if message:
+            self.on_event(message)
+
+    def reject(self, reason: str) -> None:
+        """Count a reply that arrived but could not be used (no match, syntax error, ...)."""
+        with self._lock:
+            rejected = self.totals["rejected"]
+            rejected[reason] = rejected.get(reason, 0) + 1
+            self._save()
+
+    def stats(self) -> dict[str, Any]:
+        """Totals for the progress display: calls, failures, cost, tokens and the details."""
+        with self._lock:
+            stats = copy.deepcopy(self.totals)
+        stats["paused"] = time.monotonic() < self._paused_until
+        return stats
+
+    def _save(self) -> None:
+        if self.stats_path is not None:
+            atomic_write_json(self.stats_path, {**self.totals, "max_cost": self.settings.max_cost})
+
+
+def _zero_model() -> dict[str, Any]:
+    return {"calls": 0, "failures": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
+
+
+def _load(path: Path | None) -> dict[str, Any]:
+    """Totals so far: zero for a new run, the stored ones when a run resumes."""
+    totals: dict[str, Any] = {"calls": 0, "failures": 0, "tokens": 0, "input_tokens": 0,
+                              "output_tokens": 0, "cost": 0.0, "errors": {}, "rejected": {},
+                              "by_model": {}, "stopped": ""}
+    if path is not None:
+        try:
+            stored = read_json(path)
+        except FileNotFoundError:
+            stored = {}
+        totals.update({k: v for k, v in stored.items() if k in totals})
+    return totals
+
+
+def _kind(exc: BaseException) -> str:
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, openai.APIStatusError):
+        return f"http_{exc.status_code}"
+    return "bad_reply" if isinstance(exc, (LLMError, *BAD_REPLY)) else "other"
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+

@@ -1,0 +1,140 @@
+"""What the LLM is shown besides the parents' code, read from the run's archive.
+
+The lineage says which ideas led to a parent and what each did to val_bpb, so
+the LLM builds on what worked; recent failures with their reasons keep it from
+repeating them; elites of other cells show other directions that work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolve.archive import RunArchive
+from evolve.archive.shards import format_id
+from evolve.operators.base import Parent
+
+SCAN_FOR_FAILURES = 300  # newest records looked at when collecting recent failures
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass
+class Step:
+    """One change in a lineage: the idea, and val_bpb before and after it (None: unknown)."""
+
+    idea: str
+    operator: str
+    before: float | None
+    after: float | None
+
+
+@dataclass
+class RunContext:
+    lineage: dict[str, list[Step]] = field(default_factory=dict)  # parent id -> oldest first
+    log_tails: dict[str, str] = field(default_factory=dict)  # parent id -> last log lines
+    elites: list[dict[str, Any]] = field(default_factory=list)  # from other cells, best first
+    failures: list[dict[str, Any]] = field(default_factory=list)  # newest first
+
+
+def gather(archive: RunArchive, parents: list[Parent], *, depth: int = 5, log_lines: int = 40,
+           n_elites: int = 3, n_failures: int = 5) -> RunContext:
+    """Read the context for these parents. The caller holds the archive's lock."""
+    reader = _Reader(archive)
+    context = RunContext()
+    for parent in parents:
+        context.lineage[parent.id] = lineage(reader, parent.id, depth)
+        context.log_tails[parent.id] = log_tail(reader, parent, log_lines)
+    context.elites = other_elites(reader, parents, n_elites)
+    context.failures = recent_failures(archive, n_failures)
+    return context
+
+
+class _Reader:
+    """Evaluations by genome, each genome read from disk once per context."""
+
+    def __init__(self, archive: RunArchive) -> None:
+        self.archive = archive
+        self._memo: dict[str, list[dict[str, Any]]] = {}
+
+    def of(self, genome: str) -> list[dict[str, Any]]:
+        if genome not in self._memo:
+            self._memo[genome] = self.archive.evaluations_of(genome)
+        return self._memo[genome]
+
+
+def origin(reader: _Reader, genome: str) -> dict[str, Any] | None:
+    """The record that first evaluated a genome (re-evaluations say nothing about its origin)."""
+    records = [r for r in reader.of(genome) if r.get("operator") != "reeval"]
+    return records[0] if records else None
+
+
+def score(reader: _Reader, genome: str) -> float | None:
+    """Mean val_bpb of a genome's successful evaluations."""
+    values = [(r.get("result") or {}).get("val_bpb") for r in reader.of(genome)
+              if r.get("status") == "ok"]
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def lineage(reader: _Reader, genome: str, depth: int) -> list[Step]:
+    steps: list[Step] = []
+    for _ in range(depth):
+        record = origin(reader, genome)
+        if record is None or not record.get("parents"):
+            break
+        parent = record["parents"][0]
+        steps.append(Step(record.get("idea", ""), record.get("operator", ""),
+                          score(reader, parent), score(reader, genome)))
+        genome = parent
+    return steps[::-1]
+
+
+def log_tail(reader: _Reader, parent: Parent, lines: int) -> str:
+    """The end of the parent's latest training log (where its loss curve ended up)."""
+    if lines <= 0:
+        return ""
+    eval_ids = list(parent.extra.get("eval_ids") or [])
+    if not eval_ids:
+        record = origin(reader, parent.id)
+        eval_ids = [record["id"]] if record else []
+    for eval_id in reversed(eval_ids):
+        try:
+            text = reader.archive.log_path(eval_id).read_text(errors="replace")
+        except (OSError, ValueError):
+            continue
+        return "\n".join(text.splitlines()[-lines:])[-LOG_TAIL_CHARS:]
+    return ""
+
+
+def other_elites(reader: _Reader, parents: list[Parent], n: int) -> list[dict[str, Any]]:
+    own = {p.id for p in parents}
+    cells = {tuple(p.cell) for p in parents if p.cell is not None}
+    found = []
+    for elite in sorted(reader.archive.elites(), key=lambda e: e.mean):
+        if len(found) >= n:
+            break
+        if elite.genome in own or tuple(elite.cell) in cells:
+            continue
+        record = origin(reader, elite.genome)
+        found.append({"genome": elite.genome, "mean": elite.mean, "std": elite.std, "n": elite.n,
+                      "cell": list(elite.cell), "idea": (record or {}).get("idea", "")})
+    return found
+
+
+def recent_failures(archive: RunArchive, n: int) -> list[dict[str, Any]]:
+    if n <= 0:
+        return []
+    numbers = sorted((num for members in archive.shards.index().values() for num in members),
+                     reverse=True)[:SCAN_FOR_FAILURES]
+    found = []
+    for number in numbers:
+        record = archive.get(format_id(number))
+        if record is None or record.get("status") == "ok":
+            continue
+        found.append({"idea": record.get("idea", ""), "status": record.get("status", "?"),
+                      "reason": (record.get("result") or {}).get("reason", ""),
+                      "operator": record.get("operator", "")})
+        if len(found) >= n:
+            break
+    return found

@@ -1,0 +1,172 @@
+"""Turn an LLM reply into a new program: SEARCH/REPLACE blocks, or a whole fenced program.
+
+Nothing is dropped silently: a block whose SEARCH text is not found (even after
+forgiving trailing whitespace and a uniform indentation shift), or found more
+than once, makes the whole reply an `EditError` that goes back to the LLM.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from evolve.operators.base import VariationError
+
+_SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
+_DIVIDER = re.compile(r"^\s*={5,9}\s*$")
+_REPLACE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$")
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.S)
+_IDEA = re.compile(r"^\s*(?:\*\*)?IDEA(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.+?)\s*$", re.M | re.I)
+
+
+class EditError(VariationError):
+    """The reply cannot be turned into a program; `kind` names why, for the statistics."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class Block:
+    search: str
+    replace: str
+
+
+def idea_of(reply: str, fallback: str = "LLM edit") -> str:
+    """The reply's `IDEA:` line, else its first line of prose, cut to fit a table row."""
+    match = _IDEA.search(reply)
+    if match:
+        return match.group(1)[:200]
+    for line in reply.splitlines():
+        line = line.strip().strip("#*").strip()
+        if line and not line.startswith(("```", "<<<<<<<", "=======", ">>>>>>>")):
+            return line[:200]
+    return fallback
+
+
+def parse_blocks(reply: str) -> list[Block]:
+    """Every SEARCH/REPLACE block of the reply, in order; an unfinished block is an error."""
+    blocks: list[Block] = []
+    state, search, replace = "text", [], []
+    for line in reply.splitlines():
+        if state == "text" and _SEARCH.match(line):
+            state, search, replace = "search", [], []
+        elif state == "search" and _DIVIDER.match(line):
+            state = "replace"
+        elif state == "replace" and _REPLACE.match(line):
+            blocks.append(Block("\n".join(search), "\n".join(replace)))
+            state = "text"
+        elif state == "search":
+            search.append(line)
+        elif state == "replace":
+            replace.append(line)
+    if state != "text":
+        raise EditError("malformed", "a SEARCH/REPLACE block is not closed: each block is "
+                        "<<<<<<< SEARCH, the old lines, =======, the new lines, >>>>>>> REPLACE")
+    return blocks
+
+
+def full_program(reply: str) -> str | None:
+    """The longest fenced code block, if the reply has one (a full rewrite)."""
+    codes = [body for lang, body in _FENCE.findall(reply) if lang.lower() in ("", "python", "py")]
+    return max(codes, key=len) if codes else None
+
+
+def apply_reply(reply: str, source: str) -> tuple[str, str]:
+    """The program the reply asks for and how it said so ("diff" or "rewrite")."""
+    blocks = parse_blocks(reply)
+    if blocks:
+        return apply_blocks(source, blocks), "diff"
+    program = full_program(reply)
+    if program is not None and program.strip():
+        return program if program.endswith("\n") else program + "\n", "rewrite"
+    raise EditError("no_code", "the reply has no SEARCH/REPLACE block and no ```python block")
+
+
+def apply_blocks(source: str, blocks: list[Block]) -> str:
+    """Apply the blocks one after another; every block must match exactly one place."""
+    problems = []
+    for number, block in enumerate(blocks, 1):
+        try:
+            source = _apply_one(source, block)
+        except EditError as exc:
+            problems.append(f"block {number}: {exc}")
+    if problems:
+        raise EditError("no_match", "; ".join(problems))
+    return source
+
+
+def _apply_one(source: str, block: Block) -> str:
+    search = _trim_blank_edges(block.search)
+    if not search.strip():
+        raise EditError("no_match", "its SEARCH part is empty; quote the lines to change")
+    count = source.count(search)
+    if count == 1:
+        return source.replace(search, _trim_blank_edges(block.replace), 1)
+    if count > 1:
+        raise EditError("no_match", f"its SEARCH text occurs {count} times; add lines to make it unique")
+    lines, wanted = source.split("\n"), search.split("\n")
+    hits = [i for i in range(len(lines) - len(wanted) + 1) if _shift(lines[i:i + len(wanted)], wanted) is not None]
+    if len(hits) != 1:
+        head = wanted[0].strip()[:80]
+        where = "is not in the program" if not hits else f"matches {len(hits)} places"
+        raise EditError("no_match", f"its SEARCH text starting {head!r} {where}; copy the lines "
+                        "exactly from the current program")
+    start = hits[0]
+    shift = _shift(lines[start:start + len(wanted)], wanted)
+    assert shift is not None
+    new = [_reindent(line, shift) for line in _trim_blank_edges(block.replace).split("\n")]
+    return "\n".join(lines[:start] + new + lines[start + len(wanted):])
+
+
+def _trim_blank_edges(text: str) -> str:
+    lines = text.split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines)
+
+
+def _shift(have: list[str], want: list[str]) -> tuple[str, str] | None:
+    """(remove, add): the indentation the SEARCH lines need to become `have`, or None.
+
+    Lines must agree after stripping trailing whitespace and one uniform change
+    of leading whitespace; blank lines match blank lines.
+    """
+    shift: tuple[str, str] | None = None
+    for got, wanted in zip(have, want, strict=True):
+        got, wanted = got.rstrip(), wanted.rstrip()
+        if not got and not wanted:
+            continue
+        if got.lstrip() != wanted.lstrip() or not got or not wanted:
+            return None
+        g_indent, w_indent = got[:len(got) - len(got.lstrip())], wanted[:len(wanted) - len(wanted.lstrip())]
+        common = len(_common_prefix(g_indent, w_indent))
+        this = (w_indent[common:], g_indent[common:])
+        if shift is None:
+            shift = this
+        elif this != shift:
+            return None
+    return shift or ("", "")
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _reindent(line: str, shift: tuple[str, str]) -> str:
+    remove, add = shift
+    if not line.strip():
+        return line.rstrip()
+    if remove and line.startswith(remove):
+        line = line[len(remove):]
+    elif remove:
+        stripped = line.lstrip()
+        indent = line[:len(line) - len(stripped)]
+        line = indent[len(remove):] + stripped  # fewer spaces than the shift: drop what is there
+    return add + line

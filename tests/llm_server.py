@@ -1,0 +1,156 @@
+"""A local OpenAI-compatible chat server with scripted replies, for tests and benchmarks.
+
+It speaks just enough of `POST /v1/chat/completions` for the real `openai`
+client: each request takes the next scripted step (a reply, an HTTP error, a
+dropped connection, a delay), or asks a `responder` function when the script
+is empty. Every request body is kept in `requests` so tests can read prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Step:
+    """One scripted answer. `status` other than 200 sends an error; `drop` closes the socket."""
+
+    content: str = ""
+    status: int = 200
+    delay: float = 0.0
+    drop: bool = False
+    usage: tuple[int, int] | None = (1000, 200)  # prompt, completion tokens; None: omitted
+    retry_after_ms: int | None = 20  # keeps the client's backoff short in tests
+    raw: bytes | None = None  # sent as the 200 body instead of a chat completion
+
+
+def say(content: str, delay: float = 0.0, usage: tuple[int, int] | None = (1000, 200)) -> Step:
+    return Step(content=content, delay=delay, usage=usage)
+
+
+def fail(status: int, delay: float = 0.0) -> Step:
+    return Step(status=status, delay=delay)
+
+
+def drop(delay: float = 0.0) -> Step:
+    return Step(drop=True, delay=delay)
+
+
+def garbage(body: bytes = b"<html>502 bad gateway</html>") -> Step:
+    return Step(raw=body)
+
+
+Responder = Callable[[dict[str, Any]], Step]
+
+
+class FakeLLM:
+    """Start with `with FakeLLM([...]) as llm:`; point the client at `llm.url`."""
+
+    def __init__(self, script: list[Step] | None = None, responder: Responder | None = None) -> None:
+        self.script: deque[Step] = deque(script or [])
+        self.responder = responder
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeLLM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def add(self, *steps: Step) -> None:
+        with self._lock:
+            self.script.extend(steps)
+
+    def next_step(self, body: dict[str, Any]) -> Step:
+        with self._lock:
+            self.requests.append(body)
+            if self.script:
+                return self.script.popleft()
+        if self.responder is not None:
+            return self.responder(body)
+        return Step(status=500, content="script exhausted", retry_after_ms=None)
+
+    @property
+    def prompts(self) -> list[str]:
+        """The last user message of every request, in arrival order."""
+        return [r["messages"][-1]["content"] for r in self.requests]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out or hang up are part of the script, not errors
+
+
+def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:  # keep test output clean
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+            step = fake.next_step(body)
+            time.sleep(step.delay)
+            if step.drop:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if step.status != 200:
+                payload = {"error": {"message": step.content or f"scripted {step.status}",
+                                     "type": "server_error", "code": None}}
+                headers = {} if step.retry_after_ms is None else {"retry-after-ms": str(step.retry_after_ms)}
+                if step.content == "script exhausted":
+                    headers["x-should-retry"] = "false"
+                self._send(step.status, payload, headers)
+                return
+            self._send(200, step.raw if step.raw is not None else _completion(body.get("model"), step))
+
+        def _send(self, status: int, payload: dict[str, Any] | bytes,
+                  headers: dict[str, str] | None = None) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout): nothing to do
+
+    return Handler
+
+
+def _completion(model: str | None, step: Step) -> dict[str, Any]:
+    reply: dict[str, Any] = {
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+        "model": model or "fake",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": step.content}}],
+    }
+    if step.usage is not None:
+        prompt, completion = step.usage
+        reply["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                          "total_tokens": prompt + completion}
+    return reply

@@ -1,0 +1,273 @@
+"""Hostile and broken genomes: each ends as a failed or invalid record with a clear reason.
+
+Every run happens with OPENAI_API_KEY set in this process (the `evaluate`
+fixture checks that no log shows it) and with a sentinel file outside the
+genome's working directory that must stay as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from evolve.harness import evaluate as evaluator
+from evolve.runner import sandbox
+from tests.conftest import (
+    LANDLOCK_ABI,
+    ROOT,
+    genome,
+    leftovers,
+    needs_fence,
+    needs_landlock,
+    needs_scoped_signals,
+    set_constants,
+)
+
+FAILED = ("crashed", "timeout", "invalid", "oom", "over_budget")
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path):
+    """A file outside every working directory; it must be unchanged after each test."""
+    path = tmp_path / "sentinel.txt"
+    path.write_text("untouched")
+    hashes = sandbox.harness_hashes()
+    yield path
+    assert path.read_text() == "untouched"
+    assert sandbox.harness_hashes() == hashes
+
+
+def assert_failed(run, status: str, *words: str) -> None:
+    result = run.result
+    assert result.status == status, (result.status, result.reason, run.log[-2000:])
+    for word in words:
+        assert word in result.reason, (result.reason, run.log[-2000:])
+    assert result.val_bpb is None and result.params is None
+    assert result.status in FAILED
+    assert not leftovers(run.workdir)
+    os.kill(os.getpid(), 0)  # we are alive
+
+
+def test_syntax_error(evaluate, sentinel):
+    run = evaluate(genome("syntax_error.txt"))
+    assert_failed(run, "crashed", "SyntaxError", "line 5")
+
+
+def test_import_error(evaluate, sentinel):
+    run = evaluate(genome("import_error.py"))
+    assert_failed(run, "crashed", "ModuleNotFoundError", "evolve_no_such_module", "line 2")
+
+
+def test_exception_mid_training(evaluate, sentinel):
+    run = evaluate(genome("crash_mid_training.py"))
+    assert_failed(run, "crashed", "RuntimeError", "boom at step 5")
+
+
+def test_nan_loss(evaluate, sentinel, seed_source):
+    source = set_constants(seed_source, LOG_EVERY=1).replace("    use_bf16 =", "    model.head.weight.data.fill_(float('nan'))\n"
+                                 "    use_bf16 =")
+    run = evaluate(source)
+    assert_failed(run, "crashed", "FloatingPointError", "diverged")
+
+
+def test_nan_model_is_invalid(evaluate, sentinel):
+    run = evaluate(genome("nan_model.py"))
+    assert_failed(run, "invalid", "not finite")
+
+
+def test_infinite_loop_times_out(evaluate, sentinel):
+    run = evaluate(genome("hang.py"), budget=1.0, grace=1.0)
+    assert_failed(run, "timeout", "timed out", "budget + grace (2 s)", "killed")
+
+
+def test_sleep_past_budget_times_out(evaluate, sentinel):
+    run = evaluate(genome("sleep.py"), budget=1.0, grace=1.0)
+    assert_failed(run, "timeout", "timed out")
+
+
+def test_memory_bomb(evaluate, sentinel):
+    run = evaluate(genome("memory_bomb.py"), mem_limit_bytes=2 << 30)
+    assert_failed(run, "oom", "memory")
+
+
+@needs_fence
+def test_fork_bomb(evaluate, sentinel):
+    run = evaluate(genome("fork_bomb.py"), budget=1.0, grace=1.0, max_procs=64)
+    assert run.result.status in ("timeout", "crashed", "oom"), run.result.reason
+    assert_failed(run, run.result.status)
+
+
+def test_fake_val_bpb_print_is_ignored(evaluate, sentinel, seed_source):
+    source = seed_source.replace("    run.submit(", "    print('val_bpb: 0.1', flush=True)\n"
+                                 "    run.submit(")
+    run = evaluate(source, budget=3.0)
+    assert "val_bpb: 0.1" in run.log
+    assert run.result.status == "ok", (run.result.reason, run.log[-2000:])
+    assert run.result.val_bpb > 1.0
+
+
+def test_non_causal_attention(evaluate, sentinel, seed_source):
+    run = evaluate(seed_source.replace("is_causal=True", "is_causal=False"), budget=2.0)
+    assert_failed(run, "invalid", "non-causal")
+
+
+def test_secret_not_visible(evaluate, sentinel):
+    run = evaluate(genome("secret.py"))
+    assert "OPENAI_API_KEY: None" in run.log
+    if LANDLOCK_ABI:
+        assert "/proc/" in run.log and "PermissionError" in run.log
+    assert_failed(run, "crashed", "found no key")
+    environ = next(line for line in run.log.splitlines() if line.startswith("environ:"))
+    assert "OPENAI" not in environ and "PYTEST" not in environ
+
+
+@needs_landlock
+def test_write_outside_workdir(evaluate, sentinel):
+    run = evaluate(genome("write_outside.py", TARGET=str(sentinel)))
+    assert_failed(run, "crashed", "PermissionError", str(sentinel))
+
+
+@needs_landlock
+def test_edit_harness_file(evaluate, sentinel):
+    target = ROOT / "evolve" / "harness" / "session.py"
+    before = target.read_bytes()
+    try:
+        run = evaluate(genome("edit_harness.py"))
+    finally:
+        if target.read_bytes() != before:  # never leave the repository broken
+            target.write_bytes(before)
+    assert_failed(run, "crashed", "PermissionError", "session.py")
+
+
+@needs_landlock
+@pytest.mark.parametrize("which", ["val file", "dataset folder", "cache", "shared data",
+                                   "archive", "evaluator dir", "parent dir"])
+def test_cannot_read_outside(evaluate, sentinel, dataset, which):
+    targets = {"val file": dataset.val_path, "dataset folder": dataset.val_path.parent,
+               "cache": dataset.val_path.parent.parent, "shared data": ROOT.parent / "shared",
+               "archive": ROOT / "archive", "evaluator dir": "../eval", "parent dir": ".."}
+    target = targets[which]
+    if Path(target).is_absolute() and not Path(target).exists():
+        pytest.skip(f"{target} does not exist here")
+    run = evaluate(genome("read_path.py", TARGET=str(target)))
+    assert "LEAKED" not in run.log
+    assert_failed(run, "crashed", "PermissionError")
+
+
+def test_wrong_output_shape(evaluate, sentinel):
+    run = evaluate(genome("wrong_shape.py"))
+    assert_failed(run, "invalid", "shape")
+
+
+def test_trains_past_budget(evaluate, sentinel, seed_source):
+    source = seed_source.replace("while run.time_left() > 0:", "while run.time_left() > -2.5:")
+    run = evaluate(source, budget=2.0, grace=5.0)
+    assert_failed(run, "over_budget", "trained for")
+    assert run.result.training_seconds > 4.0
+
+
+def test_early_training_done_then_training_on(evaluate, sentinel, seed_source):
+    """Reporting the end of training early on the control pipe buys no extra time."""
+    forge = ("    import json, os\n"
+             "    fd = json.loads(os.environ['EVOLVE_SESSION'])['control_fd']\n"
+             "    os.write(fd, b'{\"event\": \"training_done\"}\\n')\n"
+             "    use_bf16 =")
+    source = seed_source.replace("    use_bf16 =", forge)
+    source = source.replace("while run.time_left() > 0:", "while run.time_left() > -3.5:")
+    run = evaluate(source, budget=1.0, grace=6.0)
+    assert_failed(run, "over_budget", "handed in at")
+
+
+@needs_fence
+def test_setsid_daemon_is_killed(evaluate, sentinel):
+    run = evaluate(genome("setsid_daemon.py"))
+    pid = int((run.workdir / "genome" / "daemon.pid").read_text())
+    assert not _alive(pid), f"daemon {pid} outlived the evaluation"
+    assert_failed(run, "crashed", "exited with code 1")
+
+
+@needs_scoped_signals
+def test_kill_parent(evaluate, sentinel):
+    run = evaluate(genome("kill_parent.py"))
+    assert_failed(run, "crashed", "PermissionError")
+
+
+def test_forged_model_with_pickle_payload(evaluate, sentinel):
+    run = evaluate(genome("forged_model.py"))
+    assert_failed(run, "invalid", "refused")
+    assert not (run.workdir / "eval" / "PWNED").exists()
+    assert not (run.workdir / "genome" / "PWNED").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Hostile model files, in process: what the evaluator refuses to load
+
+
+@pytest.fixture
+def honest_archive(tmp_path: Path) -> Path:
+    model = torch.nn.Sequential(torch.nn.Embedding(256, 8), torch.nn.Linear(8, 256)).eval()
+    program = torch.export.export(model, (torch.zeros(2, 4, dtype=torch.long),))
+    path = tmp_path / "model.pt2"
+    torch.export.save(program, path)
+    return path
+
+
+def _tamper(path: Path, edit, extra: dict[str, bytes] | None = None) -> str:
+    """A copy of the archive with `edit(name, data)` applied to each member."""
+    out = path.with_name("tampered.pt2")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        root = src.namelist()[0].split("/")[0]
+        for info in src.infolist():
+            dst.writestr(info, edit(info.filename, src.read(info)))
+        for name, data in (extra or {}).items():
+            dst.writestr(f"{root}/{name}", data)
+    return str(out)
+
+
+def test_honest_archive_loads(honest_archive):
+    program = evaluator.load_model(str(honest_archive))
+    assert program.module()(torch.zeros(2, 4, dtype=torch.long)).shape == (2, 4, 256)
+
+
+def test_refuses_compiled_libraries(honest_archive):
+    evil = _tamper(honest_archive, lambda name, data: data,
+                   {"data/aotinductor/model/model.so": b"\x7fELF"})
+    with pytest.raises(evaluator.Rejected, match="never writes"):
+        evaluator.load_model(evil)
+
+
+def test_refuses_pickled_weights(honest_archive):
+    def edit(name: str, data: bytes) -> bytes:
+        return data.replace(b'"use_pickle": false', b'"use_pickle": true')
+
+    with pytest.raises(evaluator.Rejected, match="pickled"):
+        evaluator.load_model(_tamper(honest_archive, edit))
+
+
+def test_refuses_code_in_names(honest_archive):
+    """FX pastes attribute names into generated Python; a quote would end the string."""
+    def edit(name: str, data: bytes) -> bytes:
+        return data.replace(b'"1.weight"', b'"1.weight\\")+__import__(\\"os\\").system(\\"id"')
+
+    with pytest.raises(evaluator.Rejected, match="not a name"):
+        evaluator.load_model(_tamper(honest_archive, edit))
+
+
+def test_refuses_calls_outside_aten(honest_archive):
+    def edit(name: str, data: bytes) -> bytes:
+        return data.replace(b"torch.ops.aten.linear.default", b"torch.os.system")
+
+    with pytest.raises(evaluator.Rejected):
+        evaluator.load_model(_tamper(honest_archive, edit))

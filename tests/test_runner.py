@@ -1,0 +1,186 @@
+"""The runner on the real seed genome: an `ok` record with every field filled, and the
+causality probe, which must neither accept a peeking model nor reject an honest one."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from evolve.harness import evaluate as evaluator
+from evolve.record import EvalResult
+from evolve.runner import RunSettings, run_genome, sandbox
+from evolve.runner import run as runner
+from tests.conftest import (
+    HAVE_FENCE,
+    LANDLOCK_ABI,
+    SECRET,
+    TINY,
+    genome,
+    leftovers,
+    set_constants,
+)
+
+BUDGET = 8.0
+
+
+@pytest.fixture(scope="module")
+def seed_run(dataset, seed_source, tmp_path_factory):
+    """The seed genome trained for BUDGET seconds, with a secret in our environment."""
+    base = tmp_path_factory.mktemp("seed")
+    hashes = sandbox.harness_hashes()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", SECRET)
+        settings = RunSettings(budget=BUDGET, grace=6.0, threads=1, eval_tokens=2048,
+                               mem_limit_bytes=4 << 30, max_procs=64)
+        result = run_genome(seed_source, dataset, settings, base / "work", base / "seed.log")
+    assert sandbox.harness_hashes() == hashes
+    return result, (base / "seed.log").read_text()
+
+
+def test_seed_genome_ok(seed_run, dataset):
+    result, log = seed_run
+    assert result.status == "ok", (result.reason, log[-3000:])
+    assert result.reason == ""
+    assert math.isfinite(result.val_bpb) and 0 < result.val_bpb < 8.0
+    assert result.params > 0 and result.steps > 0
+    assert result.tokens >= result.steps * TINY["BATCH_SIZE"] * TINY["SEQ_LEN"]
+    assert BUDGET - 0.5 < result.training_seconds <= BUDGET + 1.0
+    assert result.wall_seconds > result.training_seconds
+    assert result.peak_memory_bytes > 0
+    assert result.seq_len == TINY["SEQ_LEN"]
+    assert result.device and result.torch_version == torch.__version__
+    assert result.hardware["kind"] == "cpu" and result.hardware["threads"] == 1
+    assert result.dataset == dataset.fingerprint and result.eval_tokens == 2048
+    assert result.budget == BUDGET
+    assert ("landlock" in result.sandbox) == (LANDLOCK_ABI > 0)
+    assert ("cgroup" in result.sandbox) == HAVE_FENCE
+    assert "rlimit-as" in result.sandbox
+    if os.geteuid() == 0:
+        assert "nocaps" in result.sandbox
+    assert "step 10 | loss" in log and SECRET not in log
+
+
+def test_record_shape_is_the_same_for_failure(seed_run, evaluate):
+    ok = seed_run[0]
+    failed = evaluate(genome("syntax_error.txt")).result
+    assert failed.status == "crashed"
+    assert ok.to_dict().keys() == failed.to_dict().keys()
+    for record in (ok, failed):
+        assert EvalResult.from_dict(json.loads(record.to_json())) == record
+    assert failed.device == ok.device and failed.torch_version == ok.torch_version
+    assert failed.sandbox == ok.sandbox
+
+
+def test_processes_start_isolated_and_together(evaluate, monkeypatch, seed_source):
+    """Both run as `python -I -u -m ...`; the evaluator is already running when the genome starts."""
+    started: list[tuple[list[str], subprocess.Popen]] = []
+    real = subprocess.Popen
+
+    def spy(args, *rest, **kwargs):
+        process = real(args, *rest, **kwargs)
+        started.append((list(args), process))
+        return process
+
+    monkeypatch.setattr(runner.subprocess, "Popen", spy)
+    source = seed_source.replace("    run = session()\n", "    run = session()\n    import sys\n"
+                                 "    print('flags', sys.flags.isolated, sys.flags.ignore_environment)\n")
+    run = evaluate(source, budget=1.0)
+    assert run.result.status == "ok", run.result.reason
+    (eval_args, _), (child_args, _) = started
+    assert eval_args[1:] == ["-I", "-u", "-m", "evolve.harness.evaluate"]
+    assert child_args[1:] == ["-I", "-u", "-m", "evolve.harness.child", "genome.py"]
+    assert "flags 1 1" in run.log
+
+
+def test_reused_workdir_does_not_score_an_old_model(evaluate, tmp_path, dataset):
+    """A genome that only claims a hand-in must not get the previous run's model scored."""
+    stale = tmp_path / "work1" / "genome"
+    stale.mkdir(parents=True)
+    (stale / "model.pt2").write_bytes(b"an old model")
+    run = evaluate(genome("claim_only.py"))
+    assert run.result.status == "invalid"
+    assert "no model file" in run.result.reason
+
+
+def test_cancel_stops_a_running_genome(evaluate):
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    start = time.monotonic()
+    run = evaluate(genome("hang.py"), budget=120.0, cancel=cancel)
+    assert run.result.status == "interrupted", run.result.reason
+    assert time.monotonic() - start < 60  # far from budget + grace
+    assert not leftovers(run.workdir)
+
+
+# ---------------------------------------------------------------------------
+# The causality probe, in process: exact models, no training needed
+
+
+def _seed_model(source: str, vocab: int = 256) -> torch.nn.Module:
+    namespace: dict = {"__name__": "seed"}
+    exec(compile(source, "train.py", "exec"), namespace)
+    return namespace["GPT"](vocab).eval()
+
+
+def _tokens(rows: int = 8, length: int = 32) -> torch.Tensor:
+    text = Path(evaluator.__file__).read_bytes()
+    return torch.tensor(list(text[:rows * length])).view(rows, length)
+
+
+@pytest.mark.parametrize("config", [TINY, {}], ids=["tiny", "full-size"])
+def test_probe_accepts_the_seed_genome(config):
+    source = set_constants((Path(__file__).parents[1] / "train.py").read_text(), **config)
+    model = _seed_model(source)
+    length = config.get("SEQ_LEN", 128)
+    with torch.no_grad():
+        for p in model.parameters():  # beyond init scale, as after training
+            p.add_(torch.randn_like(p) * 0.3)
+        evaluator.check_causal(model, _tokens(8, length), 256)
+
+
+def test_probe_rejects_non_causal_attention(seed_source):
+    model = _seed_model(seed_source.replace("is_causal=True", "is_causal=False"))
+    with torch.no_grad(), pytest.raises(evaluator.Rejected, match="non-causal"):
+        evaluator.check_causal(model, _tokens(), 256)
+
+
+class _Peek(torch.nn.Module):
+    """Predicts the next token by reading it, at positions >= `start` only."""
+
+    def __init__(self, start: int, inflate: bool = False) -> None:
+        super().__init__()
+        self.start, self.inflate = start, inflate
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*idx.shape, 256)
+        nxt = idx.roll(-1, dims=1)
+        peek = torch.nn.functional.one_hot(nxt, 256).float() * 20
+        logits[:, self.start:-1] += peek[:, self.start:-1]
+        if self.inflate:  # shift-invariant for the loss, but a huge max(|logit|)
+            logits[0, 0] += 1e6
+        return logits
+
+
+@pytest.mark.parametrize("model", [_Peek(0), _Peek(16), _Peek(24), _Peek(2, inflate=True)],
+                         ids=["everywhere", "second-half", "last-quarter", "inflated-logits"])
+def test_probe_rejects_peeking(model):
+    with pytest.raises(evaluator.Rejected, match="non-causal"):
+        evaluator.check_causal(model, _tokens(), 256)
+
+
+def test_probe_rejects_batch_mixing():
+    class Mix(torch.nn.Module):
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            mean = torch.nn.functional.one_hot(idx, 256).float().mean(0, keepdim=True)
+            return mean.expand(idx.shape[0], -1, -1).cumsum(1)
+
+    with pytest.raises(evaluator.Rejected, match="across the batch"):
+        evaluator.check_causal(Mix(), _tokens(), 256)
