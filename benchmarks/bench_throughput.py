@@ -6,7 +6,7 @@ Slots get 1 thread each, so "2 slots" needs 2 free cores: the target is at least
 0.95 x N times the 1-slot rate for N slots. Ray runs on a throwaway local cluster
 (a head node, then a worker node, 1 CPU each) unless --ray-address names one.
 
-    python benchmarks/bench_throughput.py [--budget 5] [--evals 6] [--no-ray]
+    python benchmarks/bench_throughput.py [--budget 5] [--evals 6] [--rounds 1] [--no-ray]
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def throughput(executor, evals: int, folder: Path, label: str) -> float:
     rate = evals / wall * 3600
     print(f"{label:<8} {len(executor.slots)} slot(s)  {evals} evals in {wall:6.1f} s  "
           f"{rate:7.0f} evals/h  statuses {','.join(statuses)}", flush=True)
+    for result in results:
+        if not result.ok:
+            print(f"  {result.status}: {result.reason[:200]}")
     return rate
 
 
@@ -103,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=5.0)
     parser.add_argument("--evals", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=1, help="local measurements, interleaved")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--ray-address", default=None, help="an existing cluster instead of a local one")
     args = parser.parse_args()
@@ -119,10 +123,13 @@ def main() -> None:
         warm = LocalExecutor(dataset, settings, [Slot("cpu0", "cpu", None, 1)])
         throughput(warm, 1, folder, "warm-up")  # page cache, .pyc files
         warm.shutdown()
-        for slots in (1, 2):
-            executor = LocalExecutor(dataset, settings, [Slot(f"cpu{i}", "cpu", None, 1) for i in range(slots)])
-            rates[f"local-{slots}"] = throughput(executor, args.evals, folder, f"local-{slots}")
-            executor.shutdown()
+        for _ in range(args.rounds):  # interleaved, so a change in machine load hits both
+            for slots in (1, 2):
+                executor = LocalExecutor(dataset, settings,
+                                         [Slot(f"cpu{i}", "cpu", None, 1) for i in range(slots)])
+                rate = throughput(executor, args.evals, folder, f"local-{slots}")
+                rates[f"local-{slots}"] = rates.get(f"local-{slots}", 0.0) + rate / args.rounds
+                executor.shutdown()
         if not args.no_ray:
             rates.update(ray_rates(args, dataset, settings, folder))
     finally:

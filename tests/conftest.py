@@ -97,6 +97,7 @@ def evaluate(dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         workdir, log_path = tmp_path / f"work{count}", tmp_path / "logs" / f"{count}.log"
         result = run_genome(source, dataset, RunSettings(**settings), workdir, log_path, cancel)
         log = log_path.read_text(errors="replace")
+        print(f"{result.status}: {result.reason}")  # shown when a test fails (or with -s)
         assert SECRET not in log, "the genome saw the parent's OPENAI_API_KEY"
         assert os.environ["OPENAI_API_KEY"] == SECRET
         return Run(result, log, workdir)

@@ -118,12 +118,15 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             if step.status != 200:
                 payload = {"error": {"message": step.content or f"scripted {step.status}",
                                      "type": "server_error", "code": None}}
-                headers = {} if step.retry_after_ms is None else {"retry-after-ms": str(step.retry_after_ms)}
+                headers = {}
+                if step.retry_after_ms is not None:
+                    headers["retry-after-ms"] = str(step.retry_after_ms)
                 if step.content == "script exhausted":
                     headers["x-should-retry"] = "false"
                 self._send(step.status, payload, headers)
                 return
-            self._send(200, step.raw if step.raw is not None else _completion(body.get("model"), step))
+            reply = step.raw if step.raw is not None else _completion(body.get("model"), step)
+            self._send(200, reply)
 
         def _send(self, status: int, payload: dict[str, Any] | bytes,
                   headers: dict[str, str] | None = None) -> None:

@@ -104,14 +104,14 @@ def test_fork_bomb(evaluate, sentinel):
 def test_fake_val_bpb_print_is_ignored(evaluate, sentinel, seed_source):
     source = seed_source.replace("    run.submit(", "    print('val_bpb: 0.1', flush=True)\n"
                                  "    run.submit(")
-    run = evaluate(source, budget=3.0)
+    run = evaluate(source, budget=2.0)
     assert "val_bpb: 0.1" in run.log
     assert run.result.status == "ok", (run.result.reason, run.log[-2000:])
     assert run.result.val_bpb > 1.0
 
 
 def test_non_causal_attention(evaluate, sentinel, seed_source):
-    run = evaluate(seed_source.replace("is_causal=True", "is_causal=False"), budget=2.0)
+    run = evaluate(seed_source.replace("is_causal=True", "is_causal=False"), budget=1.0)
     assert_failed(run, "invalid", "non-causal")
 
 
@@ -144,18 +144,16 @@ def test_edit_harness_file(evaluate, sentinel):
 
 
 @needs_landlock
-@pytest.mark.parametrize("which", ["val file", "dataset folder", "cache", "shared data",
-                                   "archive", "evaluator dir", "parent dir"])
-def test_cannot_read_outside(evaluate, sentinel, dataset, which):
-    targets = {"val file": dataset.val_path, "dataset folder": dataset.val_path.parent,
-               "cache": dataset.val_path.parent.parent, "shared data": ROOT.parent / "shared",
-               "archive": ROOT / "archive", "evaluator dir": "../eval", "parent dir": ".."}
-    target = targets[which]
-    if Path(target).is_absolute() and not Path(target).exists():
-        pytest.skip(f"{target} does not exist here")
-    run = evaluate(genome("read_path.py", TARGET=str(target)))
+def test_cannot_read_outside(evaluate, sentinel, dataset):
+    """Validation data, the data cache, shared data, archives, the evaluator's folder."""
+    targets = [dataset.val_path, dataset.val_path.parent, dataset.val_path.parent.parent,
+               ROOT.parent / "shared", ROOT / "archive", sentinel, "../eval", ".."]
+    targets = [str(t) for t in targets if not Path(t).is_absolute() or Path(t).exists()]
+    run = evaluate(genome("read_path.py", TARGETS=targets))
     assert "LEAKED" not in run.log
-    assert_failed(run, "crashed", "PermissionError")
+    for target in targets:
+        assert f"blocked {target}: PermissionError" in run.log
+    assert_failed(run, "crashed", "PermissionError", f"{len(targets)} of {len(targets)} reads")
 
 
 def test_wrong_output_shape(evaluate, sentinel):
@@ -165,21 +163,24 @@ def test_wrong_output_shape(evaluate, sentinel):
 
 def test_trains_past_budget(evaluate, sentinel, seed_source):
     source = seed_source.replace("while run.time_left() > 0:", "while run.time_left() > -2.5:")
-    run = evaluate(source, budget=2.0, grace=5.0)
+    run = evaluate(source, budget=1.0, grace=5.0)
     assert_failed(run, "over_budget", "trained for")
-    assert run.result.training_seconds > 4.0
+    assert run.result.training_seconds > 3.0
 
 
 def test_early_training_done_then_training_on(evaluate, sentinel, seed_source):
-    """Reporting the end of training early on the control pipe buys no extra time."""
-    forge = ("    import json, os\n"
-             "    fd = json.loads(os.environ['EVOLVE_SESSION'])['control_fd']\n"
-             "    os.write(fd, b'{\"event\": \"training_done\"}\\n')\n"
+    """Reporting the end of training early (and hiding the real report) buys no extra time:
+    the model's arrival is bounded too."""
+    forge = ("    run._send(event='training_done')\n"
+             "    send = run._send\n"
+             "    run._send = lambda **m: None if m['event'] == 'training_done' else send(**m)\n"
              "    use_bf16 =")
     source = seed_source.replace("    use_bf16 =", forge)
-    source = source.replace("while run.time_left() > 0:", "while run.time_left() > -3.5:")
-    run = evaluate(source, budget=1.0, grace=6.0)
+    # hand-in allowed until 1 + 1 + 8 / 2 = 6 s; training ends at 6.5 s; the kill comes at 9 s
+    source = source.replace("while run.time_left() > 0:", "while run.time_left() > -5.5:")
+    run = evaluate(source, budget=1.0, grace=8.0)
     assert_failed(run, "over_budget", "handed in at")
+    assert run.result.training_seconds < 1.0  # the forged report is all the runner saw
 
 
 @needs_fence
@@ -187,7 +188,7 @@ def test_setsid_daemon_is_killed(evaluate, sentinel):
     run = evaluate(genome("setsid_daemon.py"))
     pid = int((run.workdir / "genome" / "daemon.pid").read_text())
     assert not _alive(pid), f"daemon {pid} outlived the evaluation"
-    assert_failed(run, "crashed", "exited with code 1")
+    assert_failed(run, "crashed", "SystemExit: left a daemon behind")
 
 
 @needs_scoped_signals

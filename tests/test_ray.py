@@ -181,6 +181,20 @@ def test_a_node_with_other_data_cannot_take_part(cluster: Cluster, dataset: Data
     assert result.status == "lost" and "fingerprint" in result.reason and log == ""
 
 
+def test_shutdown_cancels_a_running_task(cluster: Cluster, dataset: Dataset, tmp_path: Path) -> None:
+    """What Ctrl-C does: the task stops its genome and the record says interrupted (retried later)."""
+    executor = RayExecutor(dataset, dataclasses.replace(SETTINGS, budget=60.0), cluster.address)
+    future = executor.submit(request("long", tiny_genome(), tmp_path))
+    wait_busy(executor, 1)
+    time.sleep(3.0)  # the genome is running
+    start = time.monotonic()
+    executor.shutdown()
+    result = future.result(timeout=0)
+    assert result.status == "interrupted", result.reason
+    assert time.monotonic() - start < 20  # not the 60 s budget
+    assert result.slot and result.hardware["class"] == executor.hardware_class
+
+
 def test_cli_runs_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
     (tmp_path / "tiny.py").write_text(tiny_genome())
     (tmp_path / "run.toml").write_text("noise_repeats = 1\nconfirm = 1\n")
@@ -209,12 +223,15 @@ def test_a_worker_node_dies_mid_evaluation(cluster: Cluster, dataset: Dataset, t
         results = [future.result(timeout=120) for future in futures]
         lost = [r for r in results if r.status == "lost"]
         assert len(lost) == 1, [(r.status, r.reason) for r in results]  # never silently dropped
-        assert "lost to infrastructure" in lost[0].reason and "NodeDiedError" in lost[0].reason
+        assert "lost to infrastructure" in lost[0].reason  # e.g. NodeDiedError
         assert "lost to infrastructure" in Path(lost[0].log_path).read_text()
         [other] = [r for r in results if r is not lost[0]]
         assert other.status in ("ok", "over_budget"), other.reason  # the head's evaluation finished
-        assert executor.slots == [other.slot]  # the dead node's slot is gone
-        assert any("left out: the node died" in note for note in executor.notes)
+        deadline = time.monotonic() + 45  # at once on NodeDiedError, else when Ray marks it dead
+        while executor.slots != [other.slot]:  # the dead node's slot is gone
+            assert time.monotonic() < deadline, executor.slots
+            time.sleep(0.5)
+        assert any("left out" in note for note in executor.notes)
         # The run goes on: the engine's retry lands on the live node.
         retry = executor.submit(request("retry", "raise SystemExit(3)\n", tmp_path)).result(timeout=120)
         assert retry.status == "crashed" and retry.slot == other.slot

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,20 +35,37 @@ BUDGET = 8.0
 
 @pytest.fixture(scope="module")
 def seed_run(dataset, seed_source, tmp_path_factory):
-    """The seed genome trained for BUDGET seconds, with a secret in our environment."""
+    """The seed genome trained for BUDGET seconds, with a secret in our environment.
+
+    Also records the processes the runner starts: the evaluator must already be
+    running when the genome is spawned, so that its imports overlap training.
+    """
     base = tmp_path_factory.mktemp("seed")
     hashes = sandbox.harness_hashes()
+    started: list[tuple[list[str], bool]] = []
+    spawned: list[subprocess.Popen] = []
+    real = subprocess.Popen
+
+    def spy(args, *rest, **kwargs):
+        others_running = all(process.poll() is None for process in spawned)
+        spawned.append(real(args, *rest, **kwargs))
+        started.append((list(args), others_running))
+        return spawned[-1]
+
+    source = seed_source.replace("    run = session()\n", "    run = session()\n    import sys\n"
+                                 "    print('flags', sys.flags.isolated, sys.flags.ignore_environment)\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPENAI_API_KEY", SECRET)
+        mp.setattr(runner.subprocess, "Popen", spy)
         settings = RunSettings(budget=BUDGET, grace=6.0, threads=1, eval_tokens=2048,
                                mem_limit_bytes=4 << 30, max_procs=64)
-        result = run_genome(seed_source, dataset, settings, base / "work", base / "seed.log")
+        result = run_genome(source, dataset, settings, base / "work", base / "seed.log")
     assert sandbox.harness_hashes() == hashes
-    return result, (base / "seed.log").read_text()
+    return result, (base / "seed.log").read_text(), started
 
 
 def test_seed_genome_ok(seed_run, dataset):
-    result, log = seed_run
+    result, log, _ = seed_run
     assert result.status == "ok", (result.reason, log[-3000:])
     assert result.reason == ""
     assert math.isfinite(result.val_bpb) and 0 < result.val_bpb < 8.0
@@ -79,25 +98,14 @@ def test_record_shape_is_the_same_for_failure(seed_run, evaluate):
     assert failed.sandbox == ok.sandbox
 
 
-def test_processes_start_isolated_and_together(evaluate, monkeypatch, seed_source):
-    """Both run as `python -I -u -m ...`; the evaluator is already running when the genome starts."""
-    started: list[tuple[list[str], subprocess.Popen]] = []
-    real = subprocess.Popen
-
-    def spy(args, *rest, **kwargs):
-        process = real(args, *rest, **kwargs)
-        started.append((list(args), process))
-        return process
-
-    monkeypatch.setattr(runner.subprocess, "Popen", spy)
-    source = seed_source.replace("    run = session()\n", "    run = session()\n    import sys\n"
-                                 "    print('flags', sys.flags.isolated, sys.flags.ignore_environment)\n")
-    run = evaluate(source, budget=1.0)
-    assert run.result.status == "ok", run.result.reason
-    (eval_args, _), (child_args, _) = started
+def test_processes_start_isolated_and_together(seed_run):
+    """Both run as `python -I -u -m ...`; the evaluator is up before the genome starts."""
+    _, log, started = seed_run
+    (eval_args, _), (child_args, evaluator_running) = started
     assert eval_args[1:] == ["-I", "-u", "-m", "evolve.harness.evaluate"]
     assert child_args[1:] == ["-I", "-u", "-m", "evolve.harness.child", "genome.py"]
-    assert "flags 1 1" in run.log
+    assert evaluator_running
+    assert "flags 1 1" in log
 
 
 def test_reused_workdir_does_not_score_an_old_model(evaluate, tmp_path, dataset):
@@ -118,6 +126,32 @@ def test_cancel_stops_a_running_genome(evaluate):
     assert run.result.status == "interrupted", run.result.reason
     assert time.monotonic() - start < 60  # far from budget + grace
     assert not leftovers(run.workdir)
+
+
+def test_nothing_survives_a_killed_runner(dataset, tmp_path):
+    """A search killed with SIGKILL (no cleanup runs) leaves no genome or evaluator behind."""
+    (tmp_path / "dataset.pkl").write_bytes(pickle.dumps(dataset))
+    script = (f"import pickle, pathlib\n"
+              f"from evolve.runner import RunSettings, run_genome\n"
+              f"base = pathlib.Path({str(tmp_path)!r})\n"
+              f"run_genome((base / 'hang.py').read_text(), pickle.loads((base / 'dataset.pkl')"
+              f".read_bytes()), RunSettings(budget=120, threads=1), base / 'work', base / 'log')\n")
+    running = "run = session()\nprint('running', flush=True)\n"
+    (tmp_path / "hang.py").write_text(genome("hang.py").replace("run = session()\n", running))
+    runner_process = subprocess.Popen([sys.executable, "-c", script])
+    log = tmp_path / "log"
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and "running" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(leftovers(tmp_path / "work")) == 2, "the genome and evaluator are not running"
+    finally:
+        runner_process.kill()
+        runner_process.wait()
+    deadline = time.monotonic() + 10
+    while leftovers(tmp_path / "work") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftovers(tmp_path / "work")
 
 
 # ---------------------------------------------------------------------------

@@ -23,7 +23,15 @@ class EvalRequest:
 
 
 class Executor(Protocol):
-    slots: list[str]  # human names of the evaluation slots, e.g. ["cuda:0", "cuda:1"]
+    slots: list[str]  # human names of the evaluation slots, e.g. ["cuda:0", "cuda:1"]; may change
+    # The hardware class results are compared within, e.g. "cuda:NVIDIA H100 80GB HBM3" or
+    # "cpu:AMD EPYC x2 threads". Every record carries hardware["class"] (its slot's) and
+    # hardware["run_class"] (this); EvalResult.comparable says whether they agree.
+    hardware_class: str
+    notes: list[str]  # things the user should see, e.g. Ray nodes left out and why
+
+    def slot_classes(self) -> dict[str, str]:
+        """slot name -> hardware class."""
 
     def submit(self, request: EvalRequest) -> Future[EvalResult]:
         """Start (or queue) one evaluation; the future resolves to its record, never raises."""

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 from evolve.executors.base import EvalRequest
@@ -39,18 +37,10 @@ class LocalExecutor(SlotExecutor):
             return EvalResult(status="interrupted", reason="cancelled before it started",
                               log_path=str(request.log_path))
         try:
-            return run_cancellable(request.source, self.dataset, settings, workdir,
-                                   request.log_path, request.cancel)
+            return run_genome(request.source, self.dataset, settings, workdir, request.log_path,
+                              cancel=request.cancel)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _close(self) -> None:
         shutil.rmtree(self._scratch, ignore_errors=True)
-
-
-def run_cancellable(source: str, dataset: Dataset, settings: RunSettings, workdir: Path,
-                    log_path: Path, cancel: threading.Event) -> EvalResult:
-    """run_genome, stopped early (status 'interrupted') when `cancel` is set, if the runner can."""
-    if "cancel" in inspect.signature(run_genome).parameters:
-        return run_genome(source, dataset, settings, workdir, log_path, cancel=cancel)
-    return run_genome(source, dataset, settings, workdir, log_path)  # runs to its budget

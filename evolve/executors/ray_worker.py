@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from evolve.errors import UserError
-from evolve.executors.local import run_cancellable
 from evolve.harness.data import Dataset, prepare
 from evolve.record import EvalResult
-from evolve.runner import RunSettings, sandbox
+from evolve.runner import RunSettings, run_genome, sandbox
 from evolve.runner.devices import cpu_name, cuda_names, hardware_facts
 
 LOG_LIMIT = 8 << 20  # bytes of log sent back; a genome that prints more keeps its last 8 MiB
@@ -94,7 +93,7 @@ def _run_cancellable(source: str, dataset: Dataset, settings: RunSettings, workd
 
     def target() -> None:
         try:
-            box["result"] = run_cancellable(source, dataset, settings, workdir, log, cancel)
+            box["result"] = run_genome(source, dataset, settings, workdir, log, cancel=cancel)
         except BaseException as exc:  # handed to the task's thread, which raises it to Ray
             box["error"] = exc
 

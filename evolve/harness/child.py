@@ -22,6 +22,7 @@ EXIT_CRASHED, EXIT_NO_SUBMIT = 1, 3
 
 
 def _prologue(config: dict) -> dict:
+    limits.die_with_parent(int(config["runner_pid"]))
     joined = limits.join_cgroup(config.get("cgroup"))
     rlimits = limits.set_rlimits(config.get("mem_limit"), config.get("max_procs"),
                                  int(config["max_file_bytes"]))
@@ -69,7 +70,9 @@ def main() -> None:
     sys.argv = [genome]
     try:
         runpy.run_path(genome, run_name="__main__")
-    except SystemExit:
+    except SystemExit as exc:
+        if exc.code is not None and not isinstance(exc.code, int):  # sys.exit("message")
+            print(f"evolve: SystemExit: {exc.code}", file=sys.stderr, flush=True)
         raise
     except BaseException as exc:  # noqa: B036 - the genome's failure, reported in one line
         traceback.print_exc()

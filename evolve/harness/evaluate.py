@@ -261,6 +261,8 @@ def main() -> None:
     verdict = int(config["verdict_fd"])
     limits.set_rlimits(config.get("mem_limit"), None, int(config["max_file_bytes"]))
     import torch
+    import torch._export.serde.serialize  # noqa: F401 - imported while the genome trains,
+    import torch.export  # noqa: F401 - not after it hands in
 
     torch.set_num_threads(int(config["threads"]))
     read = landlock.python_read_paths() + [config["val_path"], config["model_dir"]]

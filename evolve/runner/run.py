@@ -129,7 +129,7 @@ def _run_child(dataset: Dataset, settings: RunSettings, home: Path, log_path: Pa
     ctl_read, ctl_write = os.pipe()
     clock_start = time.monotonic()
     config = {**common, "budget": settings.budget, "clock_start": clock_start, "seed": settings.seed,
-              "control_fd": ctl_write, "train_path": str(dataset.train_path),
+              "control_fd": ctl_write, "train_path": str(dataset.train_path), "runner_pid": os.getpid(),
               "max_procs": settings.max_procs, "cgroup": str(fence.path) if fence.path else None}
     try:
         with open(log_path, "ab") as log:

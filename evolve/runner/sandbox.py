@@ -54,6 +54,7 @@ class Fence:
             path = base / "evolve" / uuid.uuid4().hex[:12]
             try:
                 path.parent.mkdir(exist_ok=True)
+                _sweep(path.parent)
                 _try_write(path.parent / "cgroup.subtree_control", "+pids")  # cgroup v2
                 path.mkdir()
                 (path / "pids.max").write_text(str(max_procs))
@@ -84,6 +85,16 @@ class Fence:
                 _kill(pid)
             time.sleep(0.01)
         _rmdir(self.path)
+
+
+def _sweep(parent: Path, age: float = 3600.0) -> None:
+    """Remove fences left by runners that were killed (rmdir fails on any cgroup in use)."""
+    for child in parent.iterdir():
+        try:
+            if child.is_dir() and time.time() - child.stat().st_mtime > age:
+                child.rmdir()
+        except OSError:
+            pass
 
 
 def _try_write(path: Path, text: str) -> None:

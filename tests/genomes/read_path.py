@@ -1,14 +1,17 @@
-"""Reads a file or lists a folder it should not see (validation data, caches, archives)."""
+"""Tries to read files and list folders it should not see (validation data, caches, archives)."""
 import os
 
 from evolve.harness import session
 
-TARGET = "/nonexistent"
+TARGETS = ["/nonexistent"]
 
 run = session()
-if os.path.isdir(TARGET):
-    print("LEAK" + "ED", os.listdir(TARGET), flush=True)
-else:
-    with open(TARGET, "rb") as fh:
-        print("LEAK" + "ED", fh.read(64), flush=True)
-raise SystemExit("read it")
+blocked = 0
+for target in TARGETS:
+    try:
+        found = os.listdir(target) if os.path.isdir(target) else open(target, "rb").read(64)
+        print("LEAK" + "ED", target, found[:3], flush=True)
+    except OSError as exc:
+        print(f"blocked {target}: {type(exc).__name__}", flush=True)
+        blocked += 1
+raise PermissionError(f"{blocked} of {len(TARGETS)} reads were blocked")

@@ -7,8 +7,9 @@ call takes at most about (max_retries + 1) * timeout plus the backoff (up to
 Failures raise `LLMError` (a `VariationError`, which the engine counts and
 survives); repeated failures pause LLM calls for `cooldown` seconds so the
 built-in operators carry the run meanwhile (with no built-in operator
-configured, the next call waits the pause out instead of failing at once). Every call's tokens and cost are
-counted; the totals live in `<run>/llm.json` so a cost cap holds across resumes.
+configured, the next call waits the pause out instead of failing at once).
+Every call's tokens and cost are counted; the totals live in `<run>/llm.json`
+so a cost cap holds across resumes.
 """
 
 from __future__ import annotations

@@ -105,9 +105,11 @@ def _apply_one(source: str, block: Block) -> str:
     if count == 1:
         return source.replace(search, _trim_blank_edges(block.replace), 1)
     if count > 1:
-        raise EditError("no_match", f"its SEARCH text occurs {count} times; add lines to make it unique")
+        raise EditError("no_match",
+                        f"its SEARCH text occurs {count} times; add lines to make it unique")
     lines, wanted = source.split("\n"), search.split("\n")
-    hits = [i for i in range(len(lines) - len(wanted) + 1) if _shift(lines[i:i + len(wanted)], wanted) is not None]
+    hits = [i for i in range(len(lines) - len(wanted) + 1)
+            if _shift(lines[i:i + len(wanted)], wanted) is not None]
     if len(hits) != 1:
         head = wanted[0].strip()[:80]
         where = "is not in the program" if not hits else f"matches {len(hits)} places"
@@ -142,7 +144,7 @@ def _shift(have: list[str], want: list[str]) -> tuple[str, str] | None:
             continue
         if got.lstrip() != wanted.lstrip() or not got or not wanted:
             return None
-        g_indent, w_indent = got[:len(got) - len(got.lstrip())], wanted[:len(wanted) - len(wanted.lstrip())]
+        g_indent, w_indent = _indent(got), _indent(wanted)
         common = len(_common_prefix(g_indent, w_indent))
         this = (w_indent[common:], g_indent[common:])
         if shift is None:
@@ -150,6 +152,10 @@ def _shift(have: list[str], want: list[str]) -> tuple[str, str] | None:
         elif this != shift:
             return None
     return shift or ("", "")
+
+
+def _indent(line: str) -> str:
+    return line[:len(line) - len(line.lstrip())]
 
 
 def _common_prefix(a: str, b: str) -> str:
@@ -166,7 +172,5 @@ def _reindent(line: str, shift: tuple[str, str]) -> str:
     if remove and line.startswith(remove):
         line = line[len(remove):]
     elif remove:
-        stripped = line.lstrip()
-        indent = line[:len(line) - len(stripped)]
-        line = indent[len(remove):] + stripped  # fewer spaces than the shift: drop what is there
+        line = _indent(line)[len(remove):] + line.lstrip()  # less indented than the shift
     return add + line
