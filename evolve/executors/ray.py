@@ -165,7 +165,7 @@ class RayExecutor(SlotExecutor):
         deadline = time.monotonic() + settings.budget + settings.grace + settings.eval_timeout + ANSWER_MARGIN
         while not ray.wait([ref], timeout=0.5)[0]:
             if request.cancel.is_set():
-                return self._cancel(ref, request)
+                return self._cancel(ref, slot, request)
             if time.monotonic() > deadline:
                 ray.cancel(ref, force=True)
                 return self._lost(slot, request, "no answer from the node in time")
@@ -187,16 +187,12 @@ class RayExecutor(SlotExecutor):
             self._losses[slot.node or ""] = 0
         return result
 
-    def _cancel(self, ref: Any, request: EvalRequest) -> EvalResult:
+    def _cancel(self, ref: Any, slot: Slot, request: EvalRequest) -> EvalResult:
         """Ask the task to stop its genome (KeyboardInterrupt there); force it if it does not."""
         ray.cancel(ref)
         if ray.wait([ref], timeout=CANCEL_WAIT)[0]:
             try:
-                record, log = ray.get(ref)
-                _append(request.log_path, log)
-                result = EvalResult.from_dict(record)
-                result.log_path = str(request.log_path)
-                return result
+                return self._received(slot, request, *ray.get(ref))
             except RayError:
                 pass
         else:
