@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,14 +31,9 @@ from evolve.runner import RunSettings
 from evolve.runner.devices import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"N_LAYER": 1, "N_HEAD": 2, "N_EMBD": 32, "BATCH_SIZE": 4, "SEQ_LEN": 32}
+sys.path.insert(0, str(ROOT))
 
-
-def tiny_genome() -> str:
-    source = (ROOT / "train.py").read_text()
-    for name, value in TINY.items():
-        source = re.sub(rf"^{name} = [^#\n]+", f"{name} = {value!r} ", source, flags=re.M)
-    return source
+from tests.tiny import tiny_genome  # noqa: E402
 
 
 def throughput(executor, evals: int, folder: Path, label: str) -> float:

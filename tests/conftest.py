@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sysconfig
 import threading
 from dataclasses import dataclass
@@ -16,12 +15,11 @@ from evolve.harness.data import Dataset, prepare
 from evolve.record import EvalResult
 from evolve.runner import RunSettings, run_genome
 from evolve.runner.sandbox import Fence
+from tests.tiny import TINY, set_constants
 
 ROOT = Path(__file__).resolve().parents[1]
 GENOMES = Path(__file__).resolve().parent / "genomes"
 SECRET = "sk-test-do-not-leak-7f3a9c"
-# Small enough that a genome trains hundreds of steps in a couple of seconds on 2 cores.
-TINY = {"SEQ_LEN": 32, "BATCH_SIZE": 8, "N_LAYER": 1, "N_HEAD": 2, "N_EMBD": 32, "LOG_EVERY": 10}
 LANDLOCK_ABI = landlock.abi_version()
 
 
@@ -37,14 +35,6 @@ needs_scoped_signals = pytest.mark.skipif(
     LANDLOCK_ABI < 6, reason="signal scoping needs Landlock ABI 6 (Linux 6.12)")
 needs_fence = pytest.mark.skipif(
     not HAVE_FENCE, reason="no writable cgroup pids controller: fork bombs and setsid() escape")
-
-
-def set_constants(source: str, **values: object) -> str:
-    """Rewrite UPPER_CASE module constants (`NAME = ...` at the start of a line)."""
-    for name, value in values.items():
-        source, count = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", source, flags=re.M)
-        assert count == 1, f"{name} is not a constant of this genome"
-    return source
 
 
 def genome(name: str, **values: object) -> str:

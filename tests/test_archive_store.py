@@ -352,3 +352,17 @@ def test_noise_rule_is_taken_from_the_caller(tmp_path: Path) -> None:
     rec = archive.add_evaluation(ok(1.4999), SOURCE + "# x\nw = 0\n", generation=0)
     assert rec["decision"] == "replaced"
     archive.close()
+
+
+def test_results_from_another_hardware_class_never_compete(run: RunArchive) -> None:
+    home = {"class": "cuda:NVIDIA H100", "run_class": "cuda:NVIDIA H100"}
+    away = {"class": "cuda:NVIDIA A10G", "run_class": "cuda:NVIDIA H100"}
+    first = ok(3.0)
+    first.hardware = home
+    run.add_evaluation(first, "A = 1\n", generation=0)
+    faster = ok(1.0)  # far better, but measured on other hardware
+    faster.hardware = away
+    record = run.add_evaluation(faster, "A = 2\n", generation=0)
+    assert record["decision"] == "off_class"
+    assert [e.mean for e in run.elites()] == [3.0]
+    assert run.get(record["id"])["result"]["val_bpb"] == 1.0  # kept, just not compared

@@ -25,15 +25,15 @@ from evolve.archive.pending import PendingTasks, Task
 from evolve.cli import cli
 from evolve.config import RunConfig
 from evolve.record import EvalResult
-from tests.tiny import tiny_genome, with_constants
+from tests.tiny import set_constants, tiny_genome
 
 ROOT = Path(__file__).resolve().parents[1]
 S0 = tiny_genome()
-A = with_constants(S0, {"LEARNING_RATE": 4e-3})
-B = with_constants(A, {"N_LAYER": 2})
-C = with_constants(A, {"N_EMBD": 48})
-D = with_constants(C, {"WEIGHT_DECAY": 0.05})
-E = with_constants(S0, {"MLP_RATIO": 2})
+A = set_constants(S0, LEARNING_RATE=4e-3)
+B = set_constants(A, N_LAYER=2)
+C = set_constants(A, N_EMBD=48)
+D = set_constants(C, WEIGHT_DECAY=0.05)
+E = set_constants(S0, MLP_RATIO=2)
 FINGERPRINT = {"dataset": "builtin:stdlib", "dataset_fingerprint": "0123456789abcdef",
                "device": "cpu", "host": "test", "torch": "x"}
 

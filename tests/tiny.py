@@ -1,4 +1,4 @@
-"""A tiny variant of the seed genome: same code, constants small enough for 2 s CPU budgets."""
+"""The seed genome made tiny: same code, constants small enough for 2 s CPU budgets."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"N_LAYER": 1, "N_HEAD": 2, "N_EMBD": 32, "BATCH_SIZE": 4, "SEQ_LEN": 32, "LOG_EVERY": 5}
+TINY = {"SEQ_LEN": 32, "BATCH_SIZE": 8, "N_LAYER": 1, "N_HEAD": 2, "N_EMBD": 32, "LOG_EVERY": 10}
 
 
-def with_constants(source: str, values: dict[str, object]) -> str:
-    """Rewrite top-level UPPER_CASE assignments, keeping the rest of the file as it is."""
+def set_constants(source: str, **values: object) -> str:
+    """Rewrite UPPER_CASE module constants (`NAME = ...` at the start of a line)."""
     for name, value in values.items():
-        source, count = re.subn(rf"^{name} = [^#\n]+", f"{name} = {value!r} ", source, flags=re.M)
-        assert count == 1, f"{name} not found"
+        source, count = re.subn(rf"^{name} = [^#\n]+", f"{name} = {value!r}  ", source, flags=re.M)
+        assert count == 1, f"{name} is not a constant of this genome"
     return source
 
 
 def tiny_genome(**overrides: object) -> str:
-    return with_constants((ROOT / "train.py").read_text(), {**TINY, **overrides})
+    return set_constants((ROOT / "train.py").read_text(), **{**TINY, **overrides})

@@ -296,6 +296,9 @@ class RunArchive:
         bpb, cell = result.get("val_bpb"), record.get("cell")
         if record.get("status") != "ok" or cell is None or bpb is None or not math.isfinite(bpb):
             return None
+        hardware = result.get("hardware") or {}
+        if hardware.get("run_class") and hardware.get("class") != hardware["run_class"]:
+            return Decision.OFF_CLASS  # another kind of slot: never compared as if equal
         return self.elite_map.add(
             record["genome"], cell, bpb, record["id"], record.get("descriptors")
         )

@@ -10,7 +10,6 @@ import click
 
 from evolve.browse.locate import run_path
 from evolve.cli.group import cli, positive
-from evolve.errors import UserError
 
 
 @cli.command("eval")
@@ -37,6 +36,7 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
     from evolve.harness.data import prepare
     from evolve.runner import RunSettings, run_genome
     from evolve.runner.devices import resolve_device
+    from evolve.runner.source import read_genome
 
     source = read_genome(genome)
     dataset = prepare(data, tokenizer=tokenizer)
@@ -170,16 +170,5 @@ def _drive(prepare_run) -> None:
     if state.stop_reason != "finished":
         click.echo(f"resume with: evolve resume {archive.path}")
 
-
-def read_genome(path: str) -> str:
-    """A genome's source, or a UserError that says what is wrong with the file."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"genome file {path} does not exist", "",
-                        "pass the path of a training script, e.g. train.py")
-    try:
-        return file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read genome file {path}", str(exc), "pass a UTF-8 Python file") from None
 
 

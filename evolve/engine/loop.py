@@ -69,6 +69,7 @@ class Engine:
         self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
         self._seed_tasks = len(seeds) * config.noise_repeats
         self._buffer = len(executor.slots) + proposal_workers
+        self.llm: Any = None  # the run's LLM handle, set by setup when an LLM is configured
 
     # --- control -----------------------------------------------------------------
 
@@ -79,8 +80,6 @@ class Engine:
             self._hard_stop.set()
             for _, request in self._running.values():
                 request.cancel.set()
-
-    llm: Any = None  # the run's LLM handle, set by setup when an LLM is configured
 
     def llm_stats(self) -> dict[str, Any] | None:
         """LLM calls, failures, tokens and cost so far, for the progress display (None: no LLM)."""
@@ -109,6 +108,10 @@ class Engine:
                     if not self._confirm_best():
                         break
                     continue
+                if not self._running and not self._proposing:
+                    # every slot is gone (e.g. all Ray nodes died): wait for one to come back
+                    self.state.last_events.append("waiting for an evaluation slot")
+                    time.sleep(1.0)
                 finished, _ = wait([*self._running, *self._proposing], timeout=0.5,
                                    return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -222,8 +225,9 @@ class Engine:
                 response=task.meta.get("response"), origin=task.meta.get("origin"))
         self.pending.done(task.id)
         inserted = record.get("decision") in (Decision.NEW_CELL.value, Decision.REPLACED.value)
-        for parent in task.parents:
-            self.proposer.curiosity.update(parent, inserted)
+        if record.get("decision") != Decision.OFF_CLASS.value and result.status != "lost":
+            for parent in task.parents:  # infrastructure says nothing about the parent
+                self.proposer.curiosity.update(parent, inserted)
         state = self.state
         state.done += 1
         state.total += 1
@@ -243,7 +247,7 @@ class Engine:
             spreads = []
             for genome in self.seeds:
                 values = [r["result"]["val_bpb"] for r in self.archive.evaluations_of(genome)
-                          if r.get("status") == "ok"]
+                          if r.get("status") == "ok" and r.get("decision") != Decision.OFF_CLASS.value]
                 if len(values) >= 2:
                     mean = sum(values) / len(values)
                     spreads.append(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

@@ -23,6 +23,7 @@ from evolve.harness.data import Dataset, prepare
 from evolve.operators import GenomeSyntaxError, check_syntax
 from evolve.operators.llm.wiring import build_llm
 from evolve.operators.toolbox import OperatorMix
+from evolve.runner.source import read_genome
 from evolve.selection import CuriosityTracker
 
 
@@ -37,14 +38,7 @@ class Prepared:
 
 def read_seed(path: str) -> str:
     """A seed genome's source, checked for syntax, or a UserError saying what to fix."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"seed genome {path} does not exist", "",
-                        "pass an existing training script with --seed-genome FILE")
-    try:
-        source = file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read seed genome {path}", str(exc), "pass a UTF-8 Python file") from None
+    source = read_genome(path, "seed genome", "--seed-genome FILE")
     try:
         check_syntax(source)
     except GenomeSyntaxError as exc:
@@ -57,12 +51,13 @@ def default_name() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S")
 
 
-def _fingerprint(dataset: Dataset, device: str) -> dict[str, Any]:
+def _fingerprint(dataset: Dataset, device: str, executor: Executor) -> dict[str, Any]:
     import torch
 
     return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
             "tokenizer": dataset.tokenizer, "device": device, "torch": torch.__version__,
-            "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()}
+            "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "hardware_class": executor.hardware_class, "slot_classes": executor.slot_classes()}
 
 
 def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prepared:
@@ -75,7 +70,7 @@ def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prep
     seeds = [hashlib.sha256(s.encode()).hexdigest() for s in sources]
     executor, settings = build_executor(config, dataset)
     stored = {"config": config.to_dict(), "seeds": seeds,
-              "fingerprint": _fingerprint(dataset, settings.device), "created": time.time()}
+              "fingerprint": _fingerprint(dataset, settings.device, executor), "created": time.time()}
     if imports is not None:
         stored["imports"] = imports.stored()  # the proposer's first parents, also on resume
     prior = imports.noise_std if imports is not None else None
@@ -101,10 +96,28 @@ def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None) -> P
                             f"{dataset.fingerprint}: scores would not be comparable",
                             "restore the original data, or start a new run seeded from this one")
         executor, _ = build_executor(config, dataset)
+        _keep_hardware_class(executor, stored["fingerprint"], config.mixed_hardware, archive.name)
         return _assemble(config, archive, dataset, executor, list(stored["seeds"]), on_update, notes)
     except BaseException:
         archive.close()
         raise
+
+
+def _keep_hardware_class(executor: Executor, fingerprint: dict[str, Any], mixed: bool,
+                         name: str) -> None:
+    """A resumed run compares scores only with those from the hardware it started on."""
+    stored = fingerprint.get("hardware_class")
+    if stored is None or stored == executor.hardware_class:
+        return
+    if not mixed:
+        executor.shutdown()
+        raise UserError(f"run {name} was measured on {stored}, but the slots here are "
+                        f"{executor.hardware_class}",
+                        "a 5-minute score on one machine is not a score on another",
+                        "resume on the same hardware, pass --mixed-hardware in the run config "
+                        "(results from other hardware are then kept out of comparisons), or "
+                        "start a new run with --seed-from")
+    executor.hardware_class = stored  # new results are flagged against the original class
 
 
 def _assemble(config: RunConfig, archive: RunArchive, dataset: Dataset, executor: Executor,

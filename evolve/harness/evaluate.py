@@ -239,12 +239,13 @@ def device_facts(device: str) -> dict[str, Any]:
         facts["cuda_version"] = torch.version.cuda
         facts["device_count"] = torch.cuda.device_count()
     else:
-        facts["device_name"] = _cpu_name()
+        facts["device_name"] = cpu_name()
         facts["threads"] = torch.get_num_threads()
     return facts
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model, as the kernel names it: part of a slot's hardware fingerprint."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -252,7 +253,9 @@ def _cpu_name() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "cpu"
+    import platform
+
+    return platform.processor() or "cpu"
 
 
 def main() -> None:

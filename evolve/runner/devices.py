@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from evolve.errors import UserError
+from evolve.harness.evaluate import cpu_name  # noqa: F401  (re-exported: one definition)
 
 # Lists the GPUs a process sees, in a child so that this process never creates a CUDA context.
 _CUDA_PROBE = ("import json, torch\n"
@@ -63,17 +64,6 @@ def cuda_names(visible: str | None) -> list[str]:
                         "check that a CUDA build of torch works: python -c 'import torch; "
                         "print(torch.cuda.is_available())'")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def hardware_facts(device: str, device_name: str, threads: int) -> dict[str, Any]:
