@@ -181,8 +181,11 @@ class Engine:
         return task
 
     def _task(self, gen: int, kind: str, source: str, **fields: Any) -> Task:
-        task = self.proposer.make_task(self.archive.new_eval_id, gen, kind, source, seed=0, **fields)
-        task.seed = zlib.crc32(f"{self.config.rng_seed}:{task.id}".encode())
+        with self.lock:  # proposal threads share the archive writer
+            genome = self.archive.put_genome(source)
+            task_id = self.archive.new_eval_id()
+        seed = zlib.crc32(f"{self.config.rng_seed}:{task_id}".encode())  # set by us, not the genome
+        task = Task(id=task_id, gen=gen, kind=kind, genome=genome, seed=seed, **fields)
         self.pending.put(task)
         return task
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
 
 from evolve.archive import Elite, RunArchive
-from evolve.archive.pending import Task
 from evolve.operators import Child, Operator, Parent, VariationError
 from evolve.operators.dedupe import normalized_hash
 from evolve.operators.llm.context import RunContext, gather
@@ -100,12 +98,6 @@ class Proposer:
             return False
         with self.lock:
             return digest in self.seen
-
-    def make_task(self, new_id: Callable[[], str], gen: int, kind: str, source: str, seed: int,
-                  **fields: object) -> Task:
-        with self.lock:
-            genome = self.archive.put_genome(source)
-            return Task(id=new_id(), gen=gen, kind=kind, genome=genome, seed=seed, **fields)
 
 
 def _known_genomes(archive: RunArchive) -> set[str]:

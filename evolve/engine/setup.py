@@ -75,7 +75,11 @@ def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prep
         stored["imports"] = imports.stored()  # the proposer's first parents, also on resume
     prior = imports.noise_std if imports is not None else None
     rule = EliteRule(noise_std=config.noise_std or prior or 1e-3, z=config.z, confirm_n=config.confirm)
-    archive = RunArchive.create(Path(config.archive_dir) / config.name, stored, grid=grid, rule=rule)
+    try:
+        archive = RunArchive.create(Path(config.archive_dir) / config.name, stored, grid=grid, rule=rule)
+    except BaseException:
+        executor.shutdown()  # e.g. the run exists: release slots (and a Ray connection) first
+        raise
     for source in sources:
         archive.put_genome(source)
     notes = [] if imports is None else apply_imports(archive, imports, config.pop, config.rng_seed)
