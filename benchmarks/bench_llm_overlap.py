@@ -60,7 +60,7 @@ class Timeline:
     """An executor wrapper that notes when each evaluation starts and ends."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.slots = inner, inner.slots
+        self.inner = inner
         self.events: list[tuple[float, int]] = []
         self.walls: list[float] = []
         self._lock = threading.Lock()
@@ -80,11 +80,8 @@ class Timeline:
         future.add_done_callback(done)
         return future
 
-    def busy(self) -> dict[str, str]:
-        return self.inner.busy()
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)  # slots, hardware class, busy(), shutdown()...
 
     def idle(self, begin: float, end: float) -> float:
         """Slot-seconds without an evaluation in [begin, end]."""

@@ -18,8 +18,7 @@ import torch
 
 from evolve.harness import evaluate as evaluator
 from evolve.record import EvalResult
-from evolve.runner import RunSettings, run_genome, sandbox
-from evolve.runner import run as runner
+from evolve.runner import RunSettings, run_genome, sandbox, zygotes
 from tests.conftest import (
     HAVE_FENCE,
     LANDLOCK_ABI,
@@ -37,31 +36,27 @@ BUDGET = 8.0
 def seed_run(dataset, seed_source, tmp_path_factory):
     """The seed genome trained for BUDGET seconds, with a secret in our environment.
 
-    Also records the processes the runner starts: the evaluator must already be
-    running when the genome is spawned, so that its imports overlap training.
+    The genome also prints how it was started: interpreter flags, parent, open fds.
     """
     base = tmp_path_factory.mktemp("seed")
     hashes = sandbox.harness_hashes()
-    started: list[tuple[list[str], bool]] = []
-    spawned: list[subprocess.Popen] = []
-    real = subprocess.Popen
-
-    def spy(args, *rest, **kwargs):
-        others_running = all(process.poll() is None for process in spawned)
-        spawned.append(real(args, *rest, **kwargs))
-        started.append((list(args), others_running))
-        return spawned[-1]
-
-    source = seed_source.replace("    run = session()\n", "    run = session()\n    import sys\n"
-                                 "    print('flags', sys.flags.isolated, sys.flags.ignore_environment)\n")
+    source = seed_source.replace(
+        "    run = session()\n",
+        "    run = session()\n    import os, stat, sys\n"
+        "    def is_socket(fd):\n"
+        "        try:\n"
+        "            return stat.S_ISSOCK(os.fstat(fd).st_mode)\n"
+        "        except OSError:\n"
+        "            return False\n"
+        "    print('flags', sys.flags.isolated, sys.flags.ignore_environment, 'ppid', os.getppid(),"
+        " 'sockets', sum(map(is_socket, range(1024))), 'fd3', os.readlink('/proc/self/fd/3'))\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPENAI_API_KEY", SECRET)
-        mp.setattr(runner.subprocess, "Popen", spy)
         settings = RunSettings(budget=BUDGET, grace=6.0, threads=1, eval_tokens=2048,
-                               mem_limit_bytes=4 << 30, max_procs=64)
+                               mem_limit_bytes=4 << 30, max_procs=64, slot="seed")
         result = run_genome(source, dataset, settings, base / "work", base / "seed.log")
     assert sandbox.harness_hashes() == hashes
-    return result, (base / "seed.log").read_text(), started
+    return result, (base / "seed.log").read_text(), settings
 
 
 def test_seed_genome_ok(seed_run, dataset):
@@ -98,14 +93,20 @@ def test_record_shape_is_the_same_for_failure(seed_run, evaluate):
     assert failed.sandbox == ok.sandbox
 
 
-def test_processes_start_isolated_and_together(seed_run):
-    """Both run as `python -I -u -m ...`; the evaluator is up before the genome starts."""
-    _, log, started = seed_run
-    (eval_args, _), (child_args, evaluator_running) = started
-    assert eval_args[1:] == ["-I", "-u", "-m", "evolve.harness.evaluate"]
-    assert child_args[1:] == ["-I", "-u", "-m", "evolve.harness.child", "genome.py"]
-    assert evaluator_running
-    assert "flags 1 1" in log
+def test_genome_is_forked_from_the_slot_zygote(seed_run):
+    """Forked from a `python -I -u -m evolve.harness.zygote` that holds no secret; the genome
+    inherits no socket (no way to talk to the zygote), and its control pipe is fd 3."""
+    _, log, settings = seed_run
+    line = next(line for line in log.splitlines() if line.startswith("flags "))
+    _, isolated, no_env, _, ppid, _, sockets, _, fd3 = line.split()
+    assert (isolated, no_env) == ("1", "1")
+    zygote = zygotes.for_slot(settings.slot, settings.threads, settings.cuda_visible,
+                              sandbox.harness_hashes())
+    assert int(ppid) == zygote.pid
+    cmdline = Path(f"/proc/{zygote.pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:5] == [b"-I", b"-u", b"-m", b"evolve.harness.zygote"]
+    assert SECRET.encode() not in Path(f"/proc/{zygote.pid}/environ").read_bytes()
+    assert sockets == "0" and fd3.startswith("pipe:")
 
 
 def test_reused_workdir_does_not_score_an_old_model(evaluate, tmp_path, dataset):
@@ -144,14 +145,28 @@ def test_nothing_survives_a_killed_runner(dataset, tmp_path):
         deadline = time.monotonic() + 60
         while not (log.exists() and "running" in log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(leftovers(tmp_path / "work")) == 2, "the genome and evaluator are not running"
+        running = leftovers(tmp_path / "work")
+        assert len(running) == 1, "the genome is not running"
+        zygote = _parent(running[0])
     finally:
         runner_process.kill()
         runner_process.wait()
     deadline = time.monotonic() + 10
-    while leftovers(tmp_path / "work") and time.monotonic() < deadline:
+    while (leftovers(tmp_path / "work") or _alive(zygote)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not leftovers(tmp_path / "work")
+    assert not _alive(zygote), "the runner's zygote outlived it"
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------

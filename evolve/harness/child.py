@@ -1,4 +1,5 @@
-"""Entry point of the sandboxed genome process: `python -m evolve.harness.child GENOME`.
+"""Entry point of the sandboxed genome process, forked from the slot's zygote (or run as
+`python -m evolve.harness.child GENOME`).
 
 Everything here runs before the first line of the genome: join the cgroup, cap
 resources, seed, lock the filesystem and network down, drop capabilities. Then
@@ -27,7 +28,7 @@ def _prologue(config: dict) -> dict:
     rlimits = limits.set_rlimits(config.get("mem_limit"), config.get("max_procs"),
                                  int(config["max_file_bytes"]))
     # torch._dynamo and torch.export: seconds of imports that any optimizer and
-    # submit() would otherwise bill to the genome's budget.
+    # submit() would otherwise bill to the genome's budget (already done in a zygote).
     import numpy as np
     import torch
     import torch._dynamo  # noqa: F401

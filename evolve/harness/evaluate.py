@@ -1,4 +1,4 @@
-"""The trusted evaluator: `python -m evolve.harness.evaluate`.
+"""The trusted evaluator, forked from the slot's zygote (or `python -m evolve.harness.evaluate`).
 
 Runs in its own sandboxed process that never imports genome code. It loads the
 exported graph the genome handed in, checks that it is causal, and computes
@@ -264,8 +264,8 @@ def main() -> None:
     verdict = int(config["verdict_fd"])
     limits.set_rlimits(config.get("mem_limit"), None, int(config["max_file_bytes"]))
     import torch
-    import torch._export.serde.serialize  # noqa: F401 - imported while the genome trains,
-    import torch.export  # noqa: F401 - not after it hands in
+    import torch._export.serde.serialize  # noqa: F401 - before the sandbox closes (a zygote
+    import torch.export  # noqa: F401 - has imported both already)
 
     torch.set_num_threads(int(config["threads"]))
     read = landlock.python_read_paths() + [config["val_path"], config["model_dir"]]

@@ -18,7 +18,7 @@ class Outcome:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> payload + "t" (arrival, our clock)
     exit_code: int | None = None
     max_rss: int | None = None
-    killed: str | None = None  # "timeout" or "oom" when the runner killed it
+    killed: str | None = None  # "timeout", "oom", "interrupted"; "lost" if its zygote died
     end: float = 0.0
 
     @property
@@ -56,6 +56,8 @@ def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str
         handed = f" and handed in at {handed:.1f} s" if handed is not None else ""
         return "over_budget", (f"{done}{handed}; the budget is {settings.budget:g} s "
                                f"(+{settings.overrun:g} s tolerance, +{settings.grace / 2:g} s to export)")
+    if outcome.killed == "lost":
+        return "lost", "the harness zygote that forked the genome died; the evaluation will be retried"
     if "submitted" in outcome.events:
         return None, ""
     if outcome.killed == "interrupted":

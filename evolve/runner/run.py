@@ -1,7 +1,8 @@
 """Run one genome under the harness and return its result record.
 
-Two processes per evaluation, started together so the evaluator's imports
-overlap training: the sandboxed genome (`evolve.harness.child`) and the trusted
+Two processes per evaluation, both forked from the slot's pre-warmed zygote
+(`evolve.runner.zygotes`), so neither pays for interpreter start and torch
+imports: the sandboxed genome (`evolve.harness.child`), then the trusted
 evaluator (`evolve.harness.evaluate`). The runner owns the clock: the budget
 starts when the child reports that its trusted prologue is done (imports are
 overhead, not training), the runner timestamps every message itself, and kills
@@ -14,8 +15,6 @@ import json
 import math
 import os
 import select
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,11 +24,12 @@ from typing import Any
 from evolve.harness.data import Dataset
 from evolve.harness.session import MODEL_FILE
 from evolve.record import EvalResult
-from evolve.runner import sandbox
+from evolve.runner import sandbox, zygotes
 from evolve.runner.outcome import Outcome, failure_reason
 
 EVENTS = ("sandbox", "training_done", "submitted")  # all the genome side may report
 MAX_MESSAGE = 1 << 20  # bytes of control-pipe text kept without a newline
+PASSED_FD = 3  # where the control or verdict pipe lands in the forked process
 
 
 def _total_memory() -> int:
@@ -52,7 +52,7 @@ class RunSettings:
     max_procs: int = 256
     max_file_bytes: int = 4 << 30
     eval_timeout: float | None = None  # default max(60 s, budget / 2)
-    startup: float = 120.0  # the trusted prologue (interpreter, torch imports) may take this long
+    startup: float = 120.0  # fork and trusted prologue may take this long (zygote start not counted)
     seed: int = 0
     slot: str = "cpu0"
 
@@ -61,11 +61,6 @@ class RunSettings:
         self.overrun = self.overrun if self.overrun is not None else max(1.0, 0.02 * self.budget)
         if self.eval_timeout is None:
             self.eval_timeout = max(60.0, self.budget / 2)
-
-
-def _python(module: str) -> list[str]:
-    # -I: ignore PYTHON* variables and user site; -u: the log is written as it happens.
-    return [sys.executable, "-I", "-u", "-m", module]
 
 
 def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Path,
@@ -89,27 +84,20 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
     common = {"device": settings.device, "threads": settings.threads, "vocab_size": dataset.vocab_size,
               "export_batch": settings.export_batch, "mem_limit": mem_limit,
               "max_file_bytes": settings.max_file_bytes}
-    verdict_read, verdict_write = os.pipe()
-    eval_config = {**common, "val_path": str(dataset.val_path), "model_dir": str(home),
-                   "eval_tokens": settings.eval_tokens, "verdict_fd": verdict_write,
-                   "token_bytes_path": str(dataset.token_bytes_path or "")}
-    with open(evaldir / "evaluator.log", "wb") as eval_log:
-        evaluator = subprocess.Popen(
-            _python("evolve.harness.evaluate"), cwd=evaldir, stdin=subprocess.PIPE,
-            stdout=eval_log, stderr=subprocess.STDOUT, pass_fds=(verdict_write,),
-            start_new_session=True,
-            env=sandbox.clean_env(evaldir, settings.threads, settings.cuda_visible,
-                                  {"EVOLVE_EVAL": json.dumps(eval_config)}))
-    os.close(verdict_write)
     try:
-        outcome = _run_child(dataset, settings, home, log_path, common, cancel)
+        zygote = zygotes.for_slot(settings.slot, settings.threads, settings.cuda_visible, hashes)
+        outcome = _run_child(zygote, dataset, settings, home, log_path, common, cancel)
         status, reason = failure_reason(outcome, settings, log_path)
-        reply = _evaluate(evaluator, verdict_read, outcome, status, settings, home / MODEL_FILE,
-                          cancel)
-    finally:
-        sandbox.kill_group(evaluator.pid)
-        evaluator.wait()
-        os.close(verdict_read)
+        eval_config = {**common, "val_path": str(dataset.val_path), "model_dir": str(home),
+                       "eval_tokens": settings.eval_tokens, "verdict_fd": PASSED_FD,
+                       "token_bytes_path": str(dataset.token_bytes_path or "")}
+        reply = {} if status == "lost" else _evaluate(
+            zygote, evaldir, eval_config, outcome, status, settings, home / MODEL_FILE, cancel)
+    except zygotes.ZygoteError as exc:
+        return EvalResult(status="lost", reason=f"{exc}; the evaluation will be retried",
+                          log_path=str(log_path), slot=settings.slot, budget=settings.budget,
+                          seed=settings.seed, dataset=dataset.fingerprint,
+                          wall_seconds=time.monotonic() - wall_start)
     _append(log_path, evaldir / "evaluator.log")
     result = _record(outcome, status, reason, reply, settings, dataset, log_path)
     if cancel.is_set() and result.status != "ok":
@@ -122,30 +110,28 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
     return result
 
 
-def _run_child(dataset: Dataset, settings: RunSettings, home: Path, log_path: Path,
-               common: dict[str, Any], cancel: threading.Event) -> Outcome:
+def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, home: Path,
+               log_path: Path, common: dict[str, Any], cancel: threading.Event) -> Outcome:
     """Start the sandboxed genome, watch it, and leave nothing of it running."""
     fence = sandbox.Fence.create(settings.max_procs)
     ctl_read, ctl_write = os.pipe()
     clock_start = time.monotonic()
     config = {**common, "budget": settings.budget, "clock_start": clock_start, "seed": settings.seed,
-              "control_fd": ctl_write, "train_path": str(dataset.train_path), "runner_pid": os.getpid(),
+              "control_fd": PASSED_FD, "train_path": str(dataset.train_path), "runner_pid": zygote.pid,
               "max_procs": settings.max_procs, "cgroup": str(fence.path) if fence.path else None}
+    env = sandbox.clean_env(home, settings.threads, settings.cuda_visible,
+                            {"EVOLVE_SESSION": json.dumps(config)})
     try:
-        with open(log_path, "ab") as log:
-            child = subprocess.Popen(
-                _python("evolve.harness.child") + ["genome.py"], cwd=home, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, pass_fds=(ctl_write,), start_new_session=True,
-                env=sandbox.clean_env(home, settings.threads, settings.cuda_visible,
-                                      {"EVOLVE_SESSION": json.dumps(config)}))
+        with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
+            child = zygote.spawn("child", ["evolve.harness.child", "genome.py"], home, env, devnull.fileno(), log.fileno(),
+                                 ctl_write)
         os.close(ctl_write)
         ctl_write = -1
         try:
             return _supervise(child, ctl_read, clock_start, settings, fence, cancel)
         finally:
-            sandbox.kill_group(child.pid)
-            if child.returncode is None:
-                child.wait()
+            child.kill()
+            child.wait()
     finally:
         fence.kill_all()
         for fd in (ctl_read, ctl_write):
@@ -153,7 +139,7 @@ def _run_child(dataset: Dataset, settings: RunSettings, home: Path, log_path: Pa
                 os.close(fd)
 
 
-def _supervise(child: subprocess.Popen, ctl: int, start: float, settings: RunSettings,
+def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettings,
                fence: sandbox.Fence, cancel: threading.Event) -> Outcome:
     """Watch the genome until it hands in a model, exits, or runs out of time or memory."""
     outcome = Outcome()
@@ -177,7 +163,7 @@ def _supervise(child: subprocess.Popen, ctl: int, start: float, settings: RunSet
                     break
         else:
             time.sleep(0.05)
-        if _exited(child.pid):
+        if child.poll() is not None:
             break
         if now >= next_mem_check:
             next_mem_check = now + 0.5
@@ -185,19 +171,14 @@ def _supervise(child: subprocess.Popen, ctl: int, start: float, settings: RunSet
             if settings.mem_limit_bytes and sandbox.memory_bytes(members) > settings.mem_limit_bytes:
                 outcome.killed = "oom"
                 break
-    sandbox.kill_group(child.pid)  # before reaping, while the group id cannot be reused
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    outcome.exit_code, outcome.max_rss = child.returncode, usage.ru_maxrss * 1024
+    child.kill()  # the zygote kills the group before it reaps, while the group id cannot be reused
+    outcome.exit_code, outcome.max_rss = child.wait(), child.max_rss
+    if child.lost:
+        outcome.killed = "lost"
     if "submitted" not in outcome.events:  # what it wrote just before it exited
         _take_messages(buffer + _drain(ctl), outcome, start)
     outcome.end = time.monotonic()
     return outcome
-
-
-def _exited(pid: int) -> bool:
-    """Whether the child has ended, leaving it unreaped so its pid stays ours."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def _drain(fd: int, limit: int = MAX_MESSAGE) -> bytes:
@@ -235,10 +216,11 @@ def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
     return rest[-MAX_MESSAGE:]
 
 
-def _evaluate(evaluator: subprocess.Popen, verdict: int, outcome: Outcome, status: str | None,
-              settings: RunSettings, model: Path, cancel: threading.Event) -> dict[str, Any]:
-    """Hand the model to the evaluator (or tell it there is none) and read its verdict."""
-    request: bytes | None = b"\n"  # an empty line: nothing to score, report the device only
+def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], outcome: Outcome,
+              status: str | None, settings: RunSettings, model: Path,
+              cancel: threading.Event) -> dict[str, Any]:
+    """Hand the model to a fresh evaluator (or tell it there is none) and read its verdict."""
+    request = b"\n"  # an empty line: nothing to score, report the device only
     missing = None
     if status is None:
         if model.is_file() and not model.is_symlink():
@@ -246,22 +228,33 @@ def _evaluate(evaluator: subprocess.Popen, verdict: int, outcome: Outcome, statu
             request = (json.dumps({"model": str(model), "seq_len": seq_len}) + "\n").encode()
         else:
             missing = "the genome reported a hand-in but left no model file"
-    deadline = time.monotonic() + settings.eval_timeout
+    verdict_read, verdict_write = os.pipe()
+    request_read, request_write = os.pipe()
+    os.write(request_write, request)  # a line, far below the pipe's capacity
+    os.close(request_write)
+    env = sandbox.clean_env(evaldir, settings.threads, settings.cuda_visible,
+                            {"EVOLVE_EVAL": json.dumps(config)})
     try:
-        while True:  # in short waits, to notice `cancel`; the input goes with the first only
-            try:
-                evaluator.communicate(request, timeout=0.25)
-                break
-            except subprocess.TimeoutExpired:
-                request = None
+        with open(evaldir / "evaluator.log", "wb") as log:
+            evaluator = zygote.spawn("evaluate", ["evolve.harness.evaluate"], evaldir, env, request_read, log.fileno(),
+                                     verdict_write)
+        os.close(verdict_write)
+        verdict_write = -1
+        deadline = time.monotonic() + settings.eval_timeout
+        try:
+            while evaluator.wait(0.25) is None:  # in short waits, to notice `cancel`
                 if cancel.is_set():
                     return {}
                 if time.monotonic() > deadline:
                     return {"status": "invalid",
                             "reason": f"evaluation took longer than {settings.eval_timeout:.0f} s"}
+        finally:
+            evaluator.kill()
+        lines = _drain(verdict_read).decode(errors="replace").strip().splitlines()
     finally:
-        sandbox.kill_group(evaluator.pid)
-    lines = _drain(verdict).decode(errors="replace").strip().splitlines()
+        for fd in (verdict_read, verdict_write, request_read):
+            if fd >= 0:
+                os.close(fd)
     try:
         reply = json.loads(lines[-1]) if lines else {}
     except ValueError:

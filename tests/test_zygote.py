@@ -1,0 +1,79 @@
+"""The slot's zygote: reused while the harness is unchanged, replaced when it changes or dies,
+and a zygote that dies mid-evaluation costs a retry (`lost`), never a genome's record."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from evolve.runner import sandbox, zygotes
+from tests.conftest import genome, leftovers
+
+HANG = genome("hang.py").replace("run = session()\n", "run = session()\nprint('running', flush=True)\n")
+
+
+def _zygote(slot: str = "cpu0") -> zygotes.Zygote:
+    return zygotes.for_slot(slot, 1, None, sandbox.harness_hashes())
+
+
+def test_zygote_is_reused_and_replaced_when_the_harness_changes(evaluate):
+    evaluate(genome("syntax_error.txt"))
+    first = _zygote()
+    assert _zygote() is first and first.alive()
+    stale = {**sandbox.harness_hashes(), "session.py": "0" * 64}
+    replaced = zygotes.for_slot("cpu0", 1, None, stale)
+    assert replaced is not first and replaced.pid != first.pid
+    assert not first.alive() and first.process.returncode is not None
+    assert _zygote() is not replaced  # and back: the hashes differ again
+
+
+def test_dead_zygote_mid_evaluation_is_lost_not_crashed(evaluate, tmp_path):
+    evaluate(genome("syntax_error.txt"))  # the slot's zygote is up
+    victim = _zygote()
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(run=evaluate(HANG, budget=60.0)))
+    thread.start()
+    log = tmp_path / "logs" / "2.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "running" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(victim.pid, signal.SIGKILL)
+    thread.join(30)
+    assert not thread.is_alive(), "the runner did not notice its zygote died"
+    run = box["run"]
+    assert run.result.status == "lost", (run.result.status, run.result.reason)
+    assert "zygote" in run.result.reason
+    assert not leftovers(run.workdir), "the genome outlived its zygote"
+    again = evaluate(genome("syntax_error.txt")).result  # a fresh zygote takes over
+    assert again.status == "crashed" and "SyntaxError" in again.reason
+    assert _zygote().pid != victim.pid
+
+
+def test_closing_a_zygote_kills_its_children(evaluate, tmp_path):
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(run=evaluate(HANG, budget=60.0, slot="close")))
+    thread.start()
+    log = tmp_path / "logs" / "1.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "running" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    zygotes.close_all()
+    thread.join(30)
+    assert box["run"].result.status == "lost"
+    assert not leftovers(box["run"].workdir)
+
+
+def test_a_threaded_process_is_not_forked():
+    """Only the forking thread survives fork(): a zygote with threads must refuse to start."""
+    from evolve.harness.zygote import _unsafe_to_fork
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert "threads" in (_unsafe_to_fork() or "")
+    finally:
+        stop.set()
+        thread.join()
