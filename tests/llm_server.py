@@ -9,6 +9,8 @@ is empty. Every request body is kept in `requests` so tests can read prompts.
 from __future__ import annotations
 
 import json
+import random
+import re
 import socket
 import threading
 import time
@@ -49,6 +51,25 @@ def garbage(body: bytes = b"<html>502 bad gateway</html>") -> Step:
 
 
 Responder = Callable[[dict[str, Any]], Step]
+TUNABLE = ("LEARNING_RATE", "WEIGHT_DECAY", "WARMUP_FRAC", "WARMDOWN_FRAC", "FINAL_LR_FRAC",
+           "GRAD_CLIP")
+PROGRAM = re.compile(r"## The current program.*?```python\n(.*?)```", re.S)
+
+
+def tweaker(latency: float, seed: int = 0) -> Responder:
+    """A fake LLM: after `latency` s, the prompt's program with one constant rescaled."""
+    rng, lock = random.Random(seed), threading.Lock()
+
+    def reply(body: dict[str, Any]) -> Step:
+        source = PROGRAM.search(body["messages"][-1]["content"]).group(1)
+        with lock:
+            name, factor = rng.choice(TUNABLE), rng.uniform(0.5, 1.5)
+        match = re.search(rf"^{name} = ([0-9.e-]+)", source, re.M)
+        value = float(match.group(1)) * factor
+        child = source.replace(match.group(0), f"{name} = {value:.6g}", 1)
+        return Step(content=f"IDEA: {name} x{factor:.2f}\n```python\n{child}```\n", delay=latency)
+
+    return reply
 
 
 class FakeLLM:
@@ -58,6 +79,7 @@ class FakeLLM:
         self.script: deque[Step] = deque(script or [])
         self.responder = responder
         self.requests: list[dict[str, Any]] = []
+        self.active = self.max_active = 0  # requests being answered now, and the most at once
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -77,6 +99,11 @@ class FakeLLM:
     def add(self, *steps: Step) -> None:
         with self._lock:
             self.script.extend(steps)
+
+    def arrived(self, change: int) -> None:
+        with self._lock:
+            self.active += change
+            self.max_active = max(self.max_active, self.active)
 
     def next_step(self, body: dict[str, Any]) -> Step:
         with self._lock:
@@ -110,7 +137,14 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
             step = fake.next_step(body)
-            time.sleep(step.delay)
+            fake.arrived(+1)
+            try:
+                time.sleep(step.delay)
+                self._answer(step, body)
+            finally:
+                fake.arrived(-1)
+
+        def _answer(self, step: Step, body: dict[str, Any]) -> None:
             if step.drop:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)

@@ -14,7 +14,11 @@ import sysconfig
 from pathlib import Path
 
 from evolve.archive import RunArchive
-from tests.llm_server import FakeLLM, drop, fail, say
+from evolve.config import RunConfig
+from evolve.engine import start
+from evolve.engine.loop import AUTO_START
+from evolve.executors.factory import build_executor
+from tests.llm_server import FakeLLM, drop, fail, say, tweaker
 from tests.tiny import tiny_genome
 
 SEED = tiny_genome()
@@ -105,3 +109,29 @@ def test_a_run_keeps_going_through_every_kind_of_llm_trouble(tmp_path: Path, mon
             response = archive.text(record["response_sha256"])
             assert "Research program for the test run" in prompt  # program.md of the cwd
             assert "N_EMBD = 32" in prompt and response.startswith(f"IDEA: {record['idea']}")
+
+
+def test_auto_concurrency_keeps_enough_llm_calls_in_flight(tmp_path: Path, monkeypatch) -> None:
+    """Slow LLM, fast evaluations: the engine measures both and runs more than its starting
+    number of LLM calls at once, so that slots do not wait (and never more than its cap)."""
+    monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.py").write_text(SEED)
+    (tmp_path / "program.md").write_text("Lower val_bpb.\n")
+    corpus(tmp_path / "corpus.txt")
+    with FakeLLM(responder=tweaker(latency=6.0)) as fake:
+        config = RunConfig(
+            name="auto", archive_dir=str(tmp_path / "archive"), seed_genomes=["tiny.py"], pop=4,
+            time_limit=20, budget=1.0, eval_tokens=2048, device="cpu", devices="cpu:2",
+            data="corpus.txt", noise_repeats=1, confirm=1, operators={"llm_mutate": 1.0},
+            llm={"models": [{"name": "fake"}], "base_url": fake.url, "timeout": 30}).validate()
+        prepared = start(config, build_executor)
+        try:
+            prepared.engine.run()
+        finally:
+            prepared.executor.shutdown()
+            prepared.archive.close()
+        workers = prepared.engine.proposal_workers()
+    cap = max(16, 2 * 2)  # 2 slots
+    assert AUTO_START < fake.max_active <= cap, (fake.max_active, workers)
+    assert AUTO_START < workers <= cap

@@ -96,7 +96,8 @@ def run_options(func):
         click.option("--max-llm-cost", type=float, default=None,
                      help="Hard cap in USD on LLM spend for the run; then built-in operators only."),
         click.option("--llm-concurrency", type=int, default=None,
-                     help="LLM proposals prepared in parallel with evaluations [default: 4]."),
+                     help="LLM proposals prepared in parallel with evaluations [default: auto, "
+                          "enough that slots never wait, from measured LLM and evaluation times]."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="TOML file with any run setting; flags override it."),
     ]

@@ -31,6 +31,19 @@ from evolve.operators import VariationError
 from evolve.record import INFRASTRUCTURE_STATUSES, EvalResult
 
 MAX_LOST = 3  # an evaluation lost to infrastructure this often is recorded as lost
+AUTO_START = 4  # proposals in flight before there are measurements to size them by
+AUTO_MARGIN = 1.5  # in flight = margin x slots x proposal latency / evaluation time
+
+
+class _Mean:
+    """An exponential moving mean: recent proposal latencies and evaluation times."""
+
+    def __init__(self, weight: float = 0.3) -> None:
+        self.value: float | None = None
+        self.weight = weight
+
+    def add(self, x: float) -> None:
+        self.value = x if self.value is None else (1 - self.weight) * self.value + self.weight * x
 
 
 @dataclass
@@ -52,7 +65,8 @@ class RunState:
 class Engine:
     def __init__(self, config: RunConfig, archive: RunArchive, executor: Executor,
                  proposer: Proposer, seeds: list[str], lock: threading.RLock,
-                 on_update: Any = None, proposal_workers: int = 1) -> None:
+                 on_update: Any = None, proposal_workers: int | None = 1) -> None:
+        """`proposal_workers` None: as many proposals in flight as keep the slots busy."""
         self.config, self.archive, self.executor = config, archive, executor
         self.proposer, self.seeds, self.lock = proposer, seeds, lock
         self.pending = PendingTasks(archive.path)
@@ -63,12 +77,14 @@ class Engine:
         self._ready: deque[Task] = deque()
         self._running: dict[Future, tuple[Task, EvalRequest]] = {}
         self._proposing: dict[Future, int] = {}
-        self._proposals = ThreadPoolExecutor(max_workers=proposal_workers, thread_name_prefix="propose")
+        self._fixed_workers = proposal_workers
+        self._max_workers = proposal_workers or max(16, 2 * len(executor.slots))
+        self._proposals = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="propose")
+        self._propose_seconds, self._eval_seconds = _Mean(), _Mean()
         self._per_gen: Counter = Counter()  # evaluations stored per generation
         self._reevals: Counter = Counter()  # re-evaluations issued per genome
         self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
         self._seed_tasks = len(seeds) * config.noise_repeats
-        self._buffer = len(executor.slots) + proposal_workers
         self.llm: Any = None  # the run's LLM handle, set by setup when an LLM is configured
 
     # --- control -----------------------------------------------------------------
@@ -153,11 +169,21 @@ class Engine:
         while free > 0 and self._ready:
             self._start(self._ready.popleft())
             free -= 1
-        while (len(self._ready) + len(self._proposing) < self._buffer
-               and self.state.issued < self.state.planned):
+        wanted = len(self.executor.slots) + self.proposal_workers()
+        while len(self._ready) + len(self._proposing) < wanted and self.state.issued < self.state.planned:
             index = self.state.issued
             self.state.issued += 1
             self._proposing[self._proposals.submit(self._propose, index)] = index
+
+    def proposal_workers(self) -> int:
+        """Proposals to run at once: fixed, or by Little's law so that no slot waits for one."""
+        if self._fixed_workers is not None:
+            return self._fixed_workers
+        latency, evaluation = self._propose_seconds.value, self._eval_seconds.value
+        if latency is None or not evaluation:
+            return min(AUTO_START, self._max_workers)
+        needed = math.ceil(AUTO_MARGIN * len(self.executor.slots) * latency / evaluation)
+        return max(1, min(self._max_workers, needed))
 
     def _start(self, task: Task) -> None:
         request = EvalRequest(eval_id=task.id, source=self.archive.genome_source(task.genome),
@@ -175,7 +201,9 @@ class Engine:
             source = self.archive.genome_source(genome)
             task = self._task(gen, "seed", source, operator="seed", idea="seed genome")
         else:
+            began = time.monotonic()
             child = self.proposer.child(rng)
+            self._propose_seconds.add(time.monotonic() - began)
             task = self._task(gen, "child", child.source, operator=child.operator,
                               parents=list(child.parent_ids), idea=child.idea, meta=child.meta)
         return task
@@ -208,6 +236,8 @@ class Engine:
     def _take_result(self, future: Future) -> None:
         task, request = self._running.pop(future)
         result: EvalResult = future.result()
+        if result.wall_seconds:
+            self._eval_seconds.add(result.wall_seconds)
         if result.status in INFRASTRUCTURE_STATUSES:
             task.attempts.append({"status": result.status, "reason": result.reason,
                                   "slot": result.slot, "at": time.time()})

@@ -133,7 +133,8 @@ def _assemble(config: RunConfig, archive: RunArchive, dataset: Dataset, executor
     mix = OperatorMix(config.operators, cxpb=config.cxpb, options=options)
     imported = [i["genome"] for i in archive.config.get("imports", [])]
     proposer = Proposer(archive, mix, config.selection, seeds + imported, lock, CuriosityTracker())
-    workers = llm.settings.concurrency if llm else 1  # slow LLM calls run ahead of the slots
+    # Slow LLM calls run ahead of the slots: a fixed number, or (None) sized from measurements.
+    workers = llm.settings.concurrency if llm else 1
     engine = Engine(config, archive, executor, proposer, seeds, lock, on_update,
                     proposal_workers=workers)
     if llm is not None:

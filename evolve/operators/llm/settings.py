@@ -61,7 +61,9 @@ class LLMSettings:
     max_tokens: int | None = None  # sent to the server only when set
     resamples: int = 3  # extra LLM turns after an unusable reply
     rewrite_share: float = 0.2  # share of proposals asked as a full rewrite
-    concurrency: int = 4  # proposals prepared in parallel with the evaluations
+    # Proposals prepared in parallel with the evaluations. None: enough that no slot waits,
+    # from measured LLM latency and evaluation time (4 to start, at most max(16, 2 x slots)).
+    concurrency: int | None = None
     cooldown: float = 60.0  # seconds without LLM calls after repeated failures
     failures_before_cooldown: int = 3
     program: str = "program.md"  # research instructions, re-read for every prompt
@@ -78,7 +80,8 @@ class LLMSettings:
         where = self.base_url or "the OpenAI API"
         names = ", ".join(f"{m.name} (w={m.weight:g}, ${_price(m)})" for m in self.models)
         cap = "no cost cap" if self.max_cost is None else f"cost cap ${self.max_cost:g}"
-        return f"LLM: {names} via {where}; {cap}; {self.concurrency} proposals in parallel"
+        parallel = "auto" if self.concurrency is None else self.concurrency
+        return f"LLM: {names} via {where}; {cap}; proposals in parallel: {parallel}"
 
 
 def _price(m: ModelSpec) -> str:
