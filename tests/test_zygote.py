@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 from evolve.runner import sandbox, zygotes
 from tests.conftest import genome, leftovers
@@ -16,6 +17,17 @@ HANG = genome("hang.py").replace("run = session()\n", "run = session()\nprint('r
 
 def _zygote(slot: str = "cpu0") -> zygotes.Zygote:
     return zygotes.for_slot(slot, 1, None, sandbox.harness_hashes())
+
+
+def _hang_in_background(evaluate, log: Path, **settings) -> tuple[threading.Thread, dict]:
+    """A genome that spins forever, evaluated in a thread; returns once it is training."""
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(run=evaluate(HANG, budget=60.0, **settings)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "running" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return thread, box
 
 
 def test_zygote_is_reused_and_replaced_when_the_harness_changes(evaluate):
@@ -32,13 +44,7 @@ def test_zygote_is_reused_and_replaced_when_the_harness_changes(evaluate):
 def test_dead_zygote_mid_evaluation_is_lost_not_crashed(evaluate, tmp_path):
     evaluate(genome("syntax_error.txt"))  # the slot's zygote is up
     victim = _zygote()
-    box = {}
-    thread = threading.Thread(target=lambda: box.update(run=evaluate(HANG, budget=60.0)))
-    thread.start()
-    log = tmp_path / "logs" / "2.log"
-    deadline = time.monotonic() + 60
-    while not (log.exists() and "running" in log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    thread, box = _hang_in_background(evaluate, tmp_path / "logs" / "2.log")
     os.kill(victim.pid, signal.SIGKILL)
     thread.join(30)
     assert not thread.is_alive(), "the runner did not notice its zygote died"
@@ -52,13 +58,7 @@ def test_dead_zygote_mid_evaluation_is_lost_not_crashed(evaluate, tmp_path):
 
 
 def test_closing_a_zygote_kills_its_children(evaluate, tmp_path):
-    box = {}
-    thread = threading.Thread(target=lambda: box.update(run=evaluate(HANG, budget=60.0, slot="close")))
-    thread.start()
-    log = tmp_path / "logs" / "1.log"
-    deadline = time.monotonic() + 60
-    while not (log.exists() and "running" in log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    thread, box = _hang_in_background(evaluate, tmp_path / "logs" / "1.log", slot="close")
     zygotes.close_all()
     thread.join(30)
     assert box["run"].result.status == "lost"
@@ -77,3 +77,18 @@ def test_a_threaded_process_is_not_forked():
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_frozen_zygote_does_not_hang_the_runner(evaluate, tmp_path):
+    """A zygote that stops answering (here SIGSTOP) is killed, and its children with it."""
+    evaluate(genome("syntax_error.txt"))
+    frozen = _zygote()
+    cancel = threading.Event()
+    thread, box = _hang_in_background(evaluate, tmp_path / "logs" / "2.log", cancel=cancel)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    cancel.set()
+    thread.join(zygotes.STOP_TIMEOUT + 20)
+    assert not thread.is_alive(), "the runner waits forever for a frozen zygote"
+    assert box["run"].result.status == "interrupted"
+    assert not leftovers(box["run"].workdir)
+    assert not frozen.alive()

@@ -130,8 +130,7 @@ def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, 
         try:
             return _supervise(child, ctl_read, clock_start, settings, fence, cancel)
         finally:
-            child.kill()
-            child.wait()
+            child.stop()
     finally:
         fence.kill_all()
         for fd in (ctl_read, ctl_write):
@@ -171,8 +170,8 @@ def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettin
             if settings.mem_limit_bytes and sandbox.memory_bytes(members) > settings.mem_limit_bytes:
                 outcome.killed = "oom"
                 break
-    child.kill()  # the zygote kills the group before it reaps, while the group id cannot be reused
-    outcome.exit_code, outcome.max_rss = child.wait(), child.max_rss
+    # The zygote kills the group before it reaps, while the group id cannot be reused.
+    outcome.exit_code, outcome.max_rss = child.stop(), child.max_rss
     if child.lost:
         outcome.killed = "lost"
     if "submitted" not in outcome.events:  # what it wrote just before it exited
@@ -249,7 +248,7 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], out
                     return {"status": "invalid",
                             "reason": f"evaluation took longer than {settings.eval_timeout:.0f} s"}
         finally:
-            evaluator.kill()
+            evaluator.stop()
         lines = _drain(verdict_read).decode(errors="replace").strip().splitlines()
     finally:
         for fd in (verdict_read, verdict_write, request_read):

@@ -23,6 +23,7 @@ from evolve.harness.zygote import MAX_PACKET
 from evolve.runner import sandbox
 
 READY_TIMEOUT = 120.0  # interpreter start and torch imports, on a loaded machine
+STOP_TIMEOUT = 10.0  # a killed child's exit report takes milliseconds from a working zygote
 
 
 class ZygoteError(RuntimeError):
@@ -55,7 +56,19 @@ class Child:
     def kill(self) -> None:
         """SIGKILL its process group, through the zygote (which knows whether it is still ours)."""
         if not self._done.is_set():
-            self.zygote.send({"op": "kill", "pid": self.pid})
+            try:
+                self.zygote.send({"op": "kill", "pid": self.pid})
+            except ZygoteError:
+                pass  # a dead zygote's children die with it
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """Kill and wait; a zygote that does not report the exit in time (stopped, hung) is
+        killed itself, which takes its children along."""
+        self.kill()
+        if self.wait(timeout) is None:
+            self.zygote.abort()
+            self.wait()
+        return self.returncode
 
     def _finish(self, status: int | None, max_rss: int | None) -> None:
         self.status, self.max_rss, self.lost = status, max_rss, status is None
@@ -122,6 +135,14 @@ class Zygote:
         if isinstance(box[0], str):
             raise ZygoteError(f"the harness zygote could not start {entry}: {box[0]}")
         return box[0]
+
+    def abort(self) -> None:
+        """SIGKILL the zygote (our child, so its pid is ours until we reap it)."""
+        self.closed = True
+        try:
+            self.process.kill()
+        except OSError:
+            pass
 
     def alive(self) -> bool:
         return not self.closed and self.process.poll() is None
