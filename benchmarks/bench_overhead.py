@@ -1,8 +1,8 @@
 """Per-evaluation overhead: wall seconds on the slot not spent in the training budget.
 
-Overhead = wall_seconds - budget: fork from the slot's zygote, sandbox set-up,
+Overhead = wall_seconds - budget: fork from the zygote, sandbox set-up,
 export, evaluation and tear-down. The zygote's own start (interpreter, torch
-imports) happens once per slot per run and is printed on its own line.
+imports) happens once per run and is printed on its own line.
 Target: <= 3 % of a 300 s budget.
 
     python benchmarks/bench_overhead.py --budgets 10 30 60 [--genome train.py] [--data builtin]
@@ -33,8 +33,8 @@ def main() -> None:
     device = resolve_device(args.device)
     print(f"genome {args.genome}, data {dataset.name}, device {device}, eval_tokens {args.eval_tokens}")
     start, base = time.monotonic(), RunSettings(device=device)
-    zygotes.for_slot(base.slot, base.threads, base.cuda_visible, sandbox.harness_hashes())
-    print(f"zygote start (once per slot per run): {time.monotonic() - start:.1f} s")
+    zygotes.get(base.threads, base.cuda_visible, sandbox.harness_hashes())
+    print(f"zygote start (once per run): {time.monotonic() - start:.1f} s")
     print(f"{'budget':>8} {'status':>8} {'train_s':>8} {'wall_s':>8} {'overhead_s':>10} "
           f"{'overhead_%':>10} {'val_bpb':>8}")
     for budget in args.budgets:

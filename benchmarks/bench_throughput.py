@@ -2,7 +2,7 @@
 
 The tiny seed genome (train.py with 1 layer of width 32) is evaluated `--evals`
 times per setup, all submitted at once; throughput is evaluations / wall time.
-A warm-up first starts every slot's zygote (once per slot per run, not per evaluation).
+A warm-up first starts the zygote (once per process and slot environment, not per evaluation).
 Slots get 1 thread each, so "2 slots" needs 2 free cores: the target is at least
 0.95 x N times the 1-slot rate for N slots. Ray runs on a throwaway local cluster
 (a head node, then a worker node, 1 CPU each) unless --ray-address names one.
@@ -116,8 +116,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     rates = {}
     try:
-        # Page cache, .pyc files, and each slot's zygote: started once per slot per run
-        # (about 2 s), so not part of the steady-state rate.
+        # Page cache, .pyc files, and the slots' zygote: started once per run (about 2 s),
+        # so not part of the steady-state rate.
         warm = LocalExecutor(dataset, settings, [Slot(f"cpu{i}", "cpu", None, 1) for i in range(2)])
         throughput(warm, 2, folder, "warm-up")
         warm.shutdown()
@@ -155,7 +155,7 @@ def ray_rates(args: argparse.Namespace, dataset, settings: RunSettings, folder: 
                 cluster.add_worker()
             executor = RayExecutor(dataset, settings, cluster.address, threads=1)
             assert len(executor.slots) == slots, executor.slots
-            throughput(executor, slots, folder, f"warm-up-{slots}")  # the workers' zygotes
+            throughput(executor, slots, folder, f"warm-up-{slots}")  # the Ray workers' zygotes
             rates[f"ray-{slots}"] = throughput(executor, args.evals, folder, f"ray-{slots}")
             executor.shutdown()
     finally:

@@ -100,8 +100,7 @@ def test_genome_is_forked_from_the_slot_zygote(seed_run):
     line = next(line for line in log.splitlines() if line.startswith("flags "))
     _, isolated, no_env, _, ppid, _, sockets, _, fd3 = line.split()
     assert (isolated, no_env) == ("1", "1")
-    zygote = zygotes.for_slot(settings.slot, settings.threads, settings.cuda_visible,
-                              sandbox.harness_hashes())
+    zygote = zygotes.get(settings.threads, settings.cuda_visible, sandbox.harness_hashes())
     assert int(ppid) == zygote.pid
     cmdline = Path(f"/proc/{zygote.pid}/cmdline").read_bytes().split(b"\0")
     assert cmdline[1:5] == [b"-I", b"-u", b"-m", b"evolve.harness.zygote"]

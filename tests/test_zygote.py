@@ -1,5 +1,5 @@
-"""The slot's zygote: reused while the harness is unchanged, replaced when it changes or dies,
-and a zygote that dies mid-evaluation costs a retry (`lost`), never a genome's record."""
+"""Zygotes: reused while the harness is unchanged, replaced when it changes or dies, closed
+when idle, and a zygote that dies mid-evaluation costs a retry (`lost`), never a genome's record."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from tests.conftest import genome, leftovers
 HANG = genome("hang.py").replace("run = session()\n", "run = session()\nprint('running', flush=True)\n")
 
 
-def _zygote(slot: str = "cpu0") -> zygotes.Zygote:
-    return zygotes.for_slot(slot, 1, None, sandbox.harness_hashes())
+def _zygote(threads: int = 1) -> zygotes.Zygote:
+    return zygotes.get(threads, None, sandbox.harness_hashes())
 
 
 def _hang_in_background(evaluate, log: Path, **settings) -> tuple[threading.Thread, dict]:
@@ -35,7 +35,7 @@ def test_zygote_is_reused_and_replaced_when_the_harness_changes(evaluate):
     first = _zygote()
     assert _zygote() is first and first.alive()
     stale = {**sandbox.harness_hashes(), "session.py": "0" * 64}
-    replaced = zygotes.for_slot("cpu0", 1, None, stale)
+    replaced = zygotes.get(1, None, stale)
     assert replaced is not first and replaced.pid != first.pid
     assert not first.alive() and first.process.returncode is not None
     assert _zygote() is not replaced  # and back: the hashes differ again
@@ -58,7 +58,7 @@ def test_dead_zygote_mid_evaluation_is_lost_not_crashed(evaluate, tmp_path):
 
 
 def test_closing_a_zygote_kills_its_children(evaluate, tmp_path):
-    thread, box = _hang_in_background(evaluate, tmp_path / "logs" / "1.log", slot="close")
+    thread, box = _hang_in_background(evaluate, tmp_path / "logs" / "1.log")
     zygotes.close_all()
     thread.join(30)
     assert box["run"].result.status == "lost"
@@ -92,3 +92,18 @@ def test_a_frozen_zygote_does_not_hang_the_runner(evaluate, tmp_path):
     assert box["run"].result.status == "interrupted"
     assert not leftovers(box["run"].workdir)
     assert not frozen.alive()
+
+
+def test_idle_zygotes_are_closed_busy_ones_kept(evaluate, tmp_path, monkeypatch):
+    """A process that used many environments (a Ray worker) keeps only the zygotes in use."""
+    monkeypatch.setattr(zygotes, "IDLE_TTL", 0.0)
+    cancel = threading.Event()
+    thread, _ = _hang_in_background(evaluate, tmp_path / "logs" / "1.log", cancel=cancel)
+    busy = _zygote()
+    other = _zygote(threads=2)  # another environment: the busy zygote has a child, so it stays
+    assert busy.alive() and other.alive() and busy is not other
+    cancel.set()
+    thread.join(30)
+    time.sleep(0.05)
+    assert _zygote(threads=2) is other
+    assert not busy.alive(), "an idle zygote of another environment was kept"

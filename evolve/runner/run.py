@@ -85,7 +85,7 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
               "export_batch": settings.export_batch, "mem_limit": mem_limit,
               "max_file_bytes": settings.max_file_bytes}
     try:
-        zygote = zygotes.for_slot(settings.slot, settings.threads, settings.cuda_visible, hashes)
+        zygote = zygotes.get(settings.threads, settings.cuda_visible, hashes)
         outcome = _run_child(zygote, dataset, settings, home, log_path, common, cancel)
         status, reason = failure_reason(outcome, settings, log_path)
         eval_config = {**common, "val_path": str(dataset.val_path), "model_dir": str(home),

@@ -1,9 +1,12 @@
-"""The runner's side of the zygotes (`evolve.harness.zygote`): one per slot, started on first use.
+"""The runner's side of the zygotes (`evolve.harness.zygote`), started on first use.
 
-A slot's zygote starts with the slot's clean environment (threads, GPU) and is
-replaced when the harness files change under it, so a child never runs stale
-harness code. It lives as long as this process: it exits when its socket
-closes, and its children die with it (PDEATHSIG).
+A zygote starts with a slot's clean environment (threads, GPU); slots with the
+same environment share one, which forks for each in turn. It is replaced when
+the harness files change under it, so a child never runs stale harness code,
+and closed after IDLE_TTL unused, so a long-lived process (a Ray worker that
+served many GPUs) keeps only the zygotes it uses. A zygote exits when its
+socket closes, whatever way this process ends, and its children die with it
+(PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from evolve.harness.zygote import MAX_PACKET
@@ -24,6 +28,7 @@ from evolve.runner import sandbox
 
 READY_TIMEOUT = 120.0  # interpreter start and torch imports, on a loaded machine
 STOP_TIMEOUT = 10.0  # a killed child's exit report takes milliseconds from a working zygote
+IDLE_TTL = 300.0  # seconds without a child before a zygote of another environment is closed
 
 
 class ZygoteError(RuntimeError):
@@ -96,6 +101,7 @@ class Zygote:
         self._ready = threading.Event()
         self._refusal: str | None = None
         self.closed = False
+        self.last_used = time.monotonic()
         self.log_path = self.home / "zygote.log"  # its own output: warnings, tracebacks
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -121,9 +127,15 @@ class Zygote:
         except OSError as exc:
             raise ZygoteError(f"the harness zygote is gone ({exc})") from exc
 
+    def idle_for(self) -> float:
+        """Seconds since it last had a child (0 while it has one)."""
+        with self._lock:
+            return 0.0 if self._children else time.monotonic() - self.last_used
+
     def spawn(self, entry: str, argv: list[str], cwd: Path, env: dict[str, str],
               stdin: int, out: int, extra: int) -> Child:
         """Fork `entry` ("child" or "evaluate") with these fds as 0, 1+2 and 3."""
+        self.last_used = time.monotonic()
         request_id = next(self._ids)
         arrived, box = threading.Event(), []
         with self._lock:
@@ -196,6 +208,7 @@ class Zygote:
         elif op == "exited":
             with self._lock:
                 child = self._children.pop(message["pid"], None)
+                self.last_used = time.monotonic()
             if child is not None:
                 child._finish(int(message["status"]), int(message["maxrss"]))
 
@@ -205,19 +218,34 @@ _locks: dict[tuple, threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def for_slot(slot: str, threads: int, cuda_visible: str | None, hashes: dict[str, str]) -> Zygote:
-    """The slot's running zygote, started (or replaced, if dead or stale) as needed."""
-    key = (slot, threads, cuda_visible)
+def get(threads: int, cuda_visible: str | None, hashes: dict[str, str]) -> Zygote:
+    """The running zygote for this environment, started (or replaced, if dead or stale) as needed."""
+    key = (threads, cuda_visible)
+    _close_idle(key)
     with _registry_lock:
         lock = _locks.setdefault(key, threading.Lock())
-    with lock:  # slots start their zygotes in parallel; one slot never starts two
+    with lock:  # environments start their zygotes in parallel; one never starts two
         zygote = _zygotes.get(key)
         if zygote is not None and (not zygote.alive() or zygote.hashes != hashes):
             zygote.close()
             zygote = None
         if zygote is None:
             zygote = _zygotes[key] = Zygote(threads, cuda_visible, hashes)
+        zygote.last_used = time.monotonic()  # not closed as idle before its caller forks
         return zygote
+
+
+def _close_idle(keep: tuple) -> None:
+    with _registry_lock:
+        others = [(key, zygote) for key, zygote in _zygotes.items() if key != keep]
+    for key, zygote in others:
+        if zygote.idle_for() > IDLE_TTL and _locks[key].acquire(blocking=False):
+            try:
+                if _zygotes.get(key) is zygote and zygote.idle_for() > IDLE_TTL:
+                    del _zygotes[key]
+                    zygote.close()
+            finally:
+                _locks[key].release()
 
 
 def close_all() -> None:
