@@ -8,9 +8,11 @@ the LLM's troubles counted in the run's llm.json and shown in the summary.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 from evolve.archive import RunArchive
@@ -135,3 +137,35 @@ def test_auto_concurrency_keeps_enough_llm_calls_in_flight(tmp_path: Path, monke
     cap = max(16, 2 * 2)  # 2 slots
     assert AUTO_START < fake.max_active <= cap, (fake.max_active, workers)
     assert AUTO_START < workers <= cap
+
+
+def test_ctrl_c_does_not_wait_for_slow_llm_calls(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C while LLM calls are in flight exits at once; the abandoned calls are counted at
+    their worst-case cost (the server may bill them), and it says how to resume."""
+    monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "tiny.py").write_text(SEED)
+    (tmp_path / "program.md").write_text("Lower val_bpb.\n")
+    (tmp_path / "run.toml").write_text("noise_repeats = 1\nconfirm = 1\n[operators]\nllm_mutate = 1\n"
+                                       '[[llm.models]]\nname = "fake"\nprice_in = 1.0\nprice_out = 4.0\n')
+    corpus(tmp_path / "corpus.txt")
+    with FakeLLM(responder=tweaker(latency=120.0)) as fake:
+        args = ["--pop", "2", "--generations", "2", "--name", "r", "--seed-genome", "tiny.py",
+                "--budget", "1", "--eval-tokens", "2048", "--devices", "cpu:1", "--data", "corpus.txt",
+                "--config", "run.toml", "--llm-base-url", fake.url]
+        proc = subprocess.Popen([sys.executable, "-m", "evolve.cli", "start", *args], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not fake.requests and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert fake.requests, "no LLM call was made"
+        time.sleep(1.0)
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+    assert proc.returncode == 0, err[-3000:]
+    assert took < 20, f"Ctrl-C took {took:.0f} s: it waited for the LLM"
+    assert "evolve resume" in out
+    stats = json.loads((tmp_path / "archive" / "r" / "llm.json").read_text())
+    assert stats["abandoned"] == len(fake.requests) and stats["cost"] > 0
+    assert not stats.get("stopped")  # abandoning calls does not stop the LLM for the resume

@@ -111,8 +111,9 @@ def run_options(func):
 def start(config_file: str | None, **flags: object) -> None:
     """Start a population search (default seed: train.py, no LLM needed).
 
-    Ctrl-C stops cleanly: evaluations in flight are recorded as interrupted and
-    `evolve resume RUN` continues the run.
+    Ctrl-C stops cleanly and at once: evaluations in flight are recorded as
+    interrupted, LLM calls in flight are abandoned (counted at their worst-case
+    cost), and `evolve resume RUN` continues the run.
     """
     from evolve.browse.seeding import without_default_seed
     from evolve.config import build_config

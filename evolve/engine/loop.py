@@ -18,13 +18,14 @@ import threading
 import time
 import zlib
 from collections import Counter, deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.archive import Decision, RunArchive
 from evolve.archive.pending import PendingTasks, Task
 from evolve.config import RunConfig
+from evolve.engine.daemons import DaemonPool
 from evolve.engine.proposer import Proposer
 from evolve.executors.base import EvalRequest, Executor
 from evolve.operators import VariationError
@@ -79,7 +80,7 @@ class Engine:
         self._proposing: dict[Future, int] = {}
         self._fixed_workers = proposal_workers
         self._max_workers = proposal_workers or max(16, 2 * len(executor.slots))
-        self._proposals = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="propose")
+        self._proposals = DaemonPool(self._max_workers, "propose")  # Ctrl-C never waits for an LLM
         self._propose_seconds, self._eval_seconds = _Mean(), _Mean()
         self._per_gen: Counter = Counter()  # evaluations stored per generation
         self._reevals: Counter = Counter()  # re-evaluations issued per genome
@@ -138,7 +139,9 @@ class Engine:
                 self._close_generations()
                 self.on_update(self)
         finally:
-            self._proposals.shutdown(wait=False, cancel_futures=True)
+            self._proposals.shutdown()
+            if self._proposing and self.llm is not None:
+                self.llm.abandon()  # calls still in flight are counted at their worst-case cost
         if not state.stop_reason:
             state.stop_reason = "finished" if not self._stop.is_set() else "stopped"
         self.on_update(self)

@@ -64,6 +64,8 @@ class LLM:
         self._reserved = 0.0  # cost set aside for calls in flight
         self._streak = 0  # failures in a row
         self._paused_until = 0.0
+        self._in_flight = 0
+        self._abandoned = False  # the run stopped with calls in flight; they are counted already
         self.totals = _load(stats_path)
         self.stopped = self.totals.get("stopped", "")
         for model in settings.models:  # fail at start, not in the middle of the run
@@ -147,8 +149,8 @@ class LLM:
         while (left := self._paused_until - time.monotonic()) > 0 and not self.stopped:
             time.sleep(left)
         with self._lock:
-            if self.stopped:
-                raise LLMError(self.stopped)
+            if self.stopped or self._abandoned:
+                raise LLMError(self.stopped or "the run is stopping")
             cap = self.settings.max_cost
             if cap is not None and self.totals["cost"] + self._reserved + guess > cap:
                 self.stopped = (f"LLM cost cap ${cap:g} reached (spent ${self.totals['cost']:.4f}): "
@@ -158,13 +160,28 @@ class LLM:
                 message = self.stopped
             else:
                 self._reserved += guess
+                self._in_flight += 1
                 self.totals["calls"] += 1
                 return
         self.on_event(message)
         raise LLMError(message)
 
+    def abandon(self) -> None:
+        """The run stops without waiting for the calls in flight: count each at its worst-case
+        cost, since the server may bill it, so the cost cap still holds after a resume."""
+        with self._lock:
+            if self._abandoned or not self._in_flight:
+                return
+            self._abandoned = True
+            self.totals["abandoned"] = self.totals.get("abandoned", 0) + self._in_flight
+            self.totals["cost"] += self._reserved
+            self._save()
+
     def _succeeded(self, reply: Reply, guess: float) -> None:
         with self._lock:
+            self._in_flight -= 1
+            if self._abandoned:
+                return
             self._reserved -= guess
             self._streak = 0
             t = self.totals
@@ -183,6 +200,9 @@ class LLM:
         kind = _kind(exc)
         message = ""
         with self._lock:
+            self._in_flight -= 1
+            if self._abandoned:
+                return
             self._reserved -= guess
             self._streak += 1
             self.totals["failures"] += 1
