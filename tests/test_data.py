@@ -20,6 +20,7 @@ import pytest
 from evolve.errors import UserError
 from evolve.harness.data import (
     BUILTIN_CAP,
+    BUILTIN_HELDOUT_CAP,
     DOC_SEP,
     Dataset,
     builtin_corpus,
@@ -72,7 +73,7 @@ def write_parquet(path: Path, docs: list, column: str = "text") -> None:
 # builtin
 
 
-def test_builtin_is_deterministic_and_split_in_two(tmp_path, cache):
+def test_builtin_is_deterministic_and_holds_out_the_stdlib_tests(tmp_path, cache):
     ds = prepare("builtin")
     again = prepare("builtin", cache_dir=tmp_path / "other-cache")
     assert ds.fingerprint == again.fingerprint and len(ds.fingerprint) == 16
@@ -83,10 +84,16 @@ def test_builtin_is_deterministic_and_split_in_two(tmp_path, cache):
         None,
     )
     train, val = load(ds)
-    corpus = builtin_corpus(Path(sysconfig.get_paths()["stdlib"]))
-    assert train + val == corpus  # train is the head, val the tail: no shared position
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    corpus = builtin_corpus(stdlib)
+    heldout = stdlib / "test"
+    if str(heldout) in ds.sealed:  # the interpreter ships its test suite: hold out its start
+        assert train == corpus and val == builtin_corpus(heldout, BUILTIN_HELDOUT_CAP)
+        assert val.startswith(b"# file: __init__.py\n") and len(val) > BUILTIN_HELDOUT_CAP // 2
+    else:  # the corpus's tail instead
+        assert train + val == corpus and 0.09 < len(val) / len(corpus) < 0.11
+    assert str(ds.val_path) in ds.sealed
     assert len(corpus) <= BUILTIN_CAP and len(corpus) > BUILTIN_CAP - (1 << 20)
-    assert 0.09 < len(val) / len(corpus) < 0.11
     assert train.startswith(b"# file: __future__.py\n") and train.endswith(b"\n")
     headers = re.findall(rb"^# file: (\S+)$", corpus, re.M)
     assert headers == sorted(headers) and len(headers) > 100

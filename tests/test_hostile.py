@@ -8,6 +8,7 @@ genome's working directory that must stay as it was.
 from __future__ import annotations
 
 import os
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pytest
 import torch
 
 from evolve.harness import evaluate as evaluator
-from evolve.runner import sandbox
+from evolve.harness import landlock
+from evolve.harness.data import prepare
+from evolve.runner import RunSettings, run_genome, sandbox
 from tests.conftest import (
     LANDLOCK_ABI,
     ROOT,
@@ -272,3 +275,38 @@ def test_refuses_calls_outside_aten(honest_archive):
 
     with pytest.raises(evaluator.Rejected):
         evaluator.load_model(_tamper(honest_archive, edit))
+
+
+@needs_landlock
+def test_builtin_heldout_sources_are_sealed(sentinel, tmp_path):
+    """The builtin corpus holds out the start of the stdlib's test suite: a genome cannot read
+    those files (nor val.npy), while the rest of the standard library stays importable."""
+    builtin = prepare("builtin", cache_dir=tmp_path / "cache")
+    heldout = Path(sysconfig.get_paths()["stdlib"]) / "test"
+    if str(heldout) not in builtin.sealed:
+        pytest.skip("this interpreter ships without its test suite: builtin holds out its tail")
+    targets = [str(heldout / "__init__.py"), str(heldout), str(builtin.val_path)]
+    source = genome("read_path.py", TARGETS=targets).replace(
+        "run = session()\n", "run = session()\nimport tomllib, wave\n"
+        "print('imported', tomllib.__name__, wave.__name__, len(open(wave.__file__).read()))\n")
+    result = run_genome(source, builtin, RunSettings(budget=2.0, threads=1, eval_tokens=2048),
+                        tmp_path / "work", tmp_path / "log")
+    log = (tmp_path / "log").read_text()
+    assert "imported tomllib wave" in log and "LEAKED" not in log
+    for target in targets:
+        assert f"blocked {target}: PermissionError" in log
+    assert result.status == "crashed" and "3 of 3 reads" in result.reason
+
+
+def test_carve_cuts_sealed_paths_out_of_readable_folders(tmp_path):
+    """Landlock only grants: a folder above a sealed path becomes its entries, down the path."""
+    for rel in ("lib/a.py", "lib/test/held.py", "lib/sub/b.py", "bin/python"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "lib")
+    allowed = [str(tmp_path), str(tmp_path / "lib"), str(tmp_path / "lib" / "sub")]
+    carved = landlock.carve(allowed, [str(tmp_path / "link" / "test")])
+    # Rules bind inodes: lib/a.py also grants link/a.py, and the sealed path is found by its
+    # real path whichever name it is given by.
+    assert carved == [str(tmp_path / p) for p in ("bin", "lib/a.py", "lib/sub")]
+    assert landlock.carve(allowed, []) == allowed

@@ -39,7 +39,7 @@ def _prologue(config: dict) -> dict:
     np.random.seed(config["seed"] % 2**32)
     torch.manual_seed(config["seed"])
     read = landlock.python_read_paths() + [config["train_path"]]
-    abi = landlock.restrict(read, [os.getcwd()], landlock.device_paths())
+    abi = landlock.restrict(read, [os.getcwd()], landlock.device_paths(), config.get("sealed", ()))
     dropped = limits.drop_capabilities()
     return {"landlock": abi, "cgroup": joined, "rlimits": rlimits, "caps_dropped": dropped}
 

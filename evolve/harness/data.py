@@ -31,6 +31,10 @@ from evolve.harness.download import download
 
 FORMAT = 1  # bump when the corpus recipe or the cache layout changes
 BUILTIN_CAP = 8 << 20  # builtin corpus: stop adding stdlib files at 8 MiB
+# builtin held-out text: the start of the stdlib's own test suite, a folder that no
+# training code imports, so the sandbox can seal it (see Dataset.sealed).
+BUILTIN_HELDOUT_DIR = "test"
+BUILTIN_HELDOUT_CAP = 1 << 20
 BUILTIN_SKIP_DIRS = {
     "test",
     "tests",
@@ -65,6 +69,9 @@ class Dataset:
     train_path: Path  # .npy, 1-D uint8/uint16 token ids
     val_path: Path  # .npy, held-out split, never shown to a genome
     token_bytes_path: Path | None  # .npy int32 bytes per token id (None: 1 byte each)
+    # Paths a genome must not read because they hold the held-out text: the source
+    # files and val.npy. The sandbox cuts them out of whatever it lets the genome read.
+    sealed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class _Source:
     name: str
     identity: dict[str, Any]  # JSON-able; equal identities mean equal corpora
     load: Callable[[], tuple[bytes, bytes]]  # -> (train text, val text)
+    sealed: tuple[str, ...] = ()  # where the held-out text can be read from
 
 
 def default_cache_dir() -> Path:
@@ -98,7 +106,7 @@ def prepare(
     if meta is None:
         meta = _build(cache, spec, source, tokenizer)
         _write_atomic(index, _json_writer({"fingerprint": meta["fingerprint"]}))
-    return _dataset(cache / meta["fingerprint"], meta, source.name)
+    return _dataset(cache / meta["fingerprint"], meta, source)
 
 
 def _build(cache: Path, spec: str, source: _Source, tokenizer: str) -> dict[str, Any]:
@@ -140,7 +148,8 @@ def _resolve(spec: str, cache: Path) -> _Source:
             "only .txt files and .parquet files with a 'text' column are understood",
             "convert the corpus to plain text (.txt) or to parquet with a 'text' column",
         )
-    return _Source(path.name, _files_identity("file", path, [path]), lambda: _split(_read(path)))
+    return _Source(path.name, _files_identity("file", path, [path]), lambda: _split(_read(path)),
+                   sealed=(str(path.resolve()),))
 
 
 def _files_identity(kind: str, root: Path, files: list[Path]) -> dict[str, Any]:
@@ -168,7 +177,8 @@ def _folder_source(folder: Path) -> _Source:
     def load() -> tuple[bytes, bytes]:
         return _split(_concat(_read(f) for f in files))
 
-    return _Source(f"{folder.name}/", _files_identity("folder", folder, files), load)
+    return _Source(f"{folder.name}/", _files_identity("folder", folder, files), load,
+                   sealed=(str(folder.resolve()),))
 
 
 def _is_corpus_file(path: Path, root: Path) -> bool:
@@ -221,9 +231,20 @@ def _concat(pieces) -> bytes:
 
 
 def _builtin_source() -> _Source:
+    """Train on the stdlib's modules; hold out the start of its test suite, which the
+    sandbox seals. An interpreter shipped without its tests holds out the corpus's
+    tail instead, which a genome could read (the stdlib must stay importable)."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
+    heldout = stdlib / BUILTIN_HELDOUT_DIR
     identity = {"kind": "builtin", "stdlib": str(stdlib), "python": sys.version, "cap": BUILTIN_CAP}
-    return _Source("builtin:stdlib", identity, lambda: _split(builtin_corpus(stdlib)))
+    if sum(path.stat().st_size for _, path in _stdlib_files(heldout)) < 2 * BUILTIN_HELDOUT_CAP:
+        return _Source("builtin:stdlib", identity, lambda: _split(builtin_corpus(stdlib)))
+
+    def load() -> tuple[bytes, bytes]:
+        return builtin_corpus(stdlib), builtin_corpus(heldout, BUILTIN_HELDOUT_CAP)
+
+    identity |= {"heldout": BUILTIN_HELDOUT_DIR, "heldout_cap": BUILTIN_HELDOUT_CAP}
+    return _Source("builtin:stdlib", identity, load, sealed=(str(heldout),))
 
 
 def builtin_corpus(stdlib: Path, cap: int = BUILTIN_CAP) -> bytes:
@@ -426,10 +447,11 @@ def _store(folder: Path, encoded: tokenizing.Encoded, meta: dict[str, Any]) -> N
     _write_atomic(folder / "meta.json", _json_writer(meta))
 
 
-def _dataset(folder: Path, meta: dict[str, Any], name: str) -> Dataset:
+def _dataset(folder: Path, meta: dict[str, Any], source: _Source) -> Dataset:
     token_bytes = folder / "token_bytes.npy"
     return Dataset(
-        name=name,
+        name=source.name,
+        sealed=(*source.sealed, str(folder / "val.npy")),
         fingerprint=meta["fingerprint"],
         tokenizer=meta["tokenizer"],
         vocab_size=meta["vocab_size"],

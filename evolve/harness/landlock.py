@@ -60,16 +60,19 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def restrict(read: Iterable[str], write: Iterable[str], devices: Iterable[str] = ()) -> int:
+def restrict(read: Iterable[str], write: Iterable[str], devices: Iterable[str] = (),
+             sealed: Iterable[str] = ()) -> int:
     """Confine this process; return the ABI used (0: no Landlock on this kernel).
 
-    `read`: paths (dirs or files) readable and executable. `write`: paths with
-    full access. `devices`: device files that may be opened read-write with ioctl
-    (GPU nodes). Missing paths are skipped.
+    `read`: paths (dirs or files) readable and executable, except the `sealed`
+    ones below them (see `carve`). `write`: paths with full access. `devices`:
+    device files that may be opened read-write with ioctl (GPU nodes). Missing
+    paths are skipped.
     """
     abi = abi_version()
     if abi == 0:
         return 0
+    read = carve(read, sealed)
     handled = _fs_rights(abi)
     fields = [("fs", ctypes.c_uint64)]
     values = [handled]
@@ -95,6 +98,37 @@ def restrict(read: Iterable[str], write: Iterable[str], devices: Iterable[str] =
     finally:
         os.close(ruleset)
     return abi
+
+
+def carve(allowed: Iterable[str], sealed: Iterable[str]) -> list[str]:
+    """`allowed` with the `sealed` paths cut out.
+
+    Landlock only grants, and a rule on a folder covers everything below it, so
+    a folder that holds a sealed path is replaced by its entries, down the path
+    to the sealed one, which gets no rule. This is how the sources of held-out
+    text (the builtin corpus's part of the standard library) stay unreadable
+    while the rest of the Python installation is readable.
+    """
+    sealed = {os.path.realpath(p) for p in sealed}
+    out: list[str] = []
+
+    def add(path: str) -> None:
+        real = os.path.realpath(path)
+        if real in sealed:
+            return
+        if not any(s.startswith(real.rstrip("/") + "/") for s in sealed):
+            out.append(path)
+            return
+        try:
+            entries = sorted(os.scandir(real), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            add(entry.path)
+
+    for path in allowed:
+        add(path)
+    return list(dict.fromkeys(out))
 
 
 def _add_path(ruleset: int, path: str, rights: int) -> None:

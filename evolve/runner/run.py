@@ -118,7 +118,8 @@ def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, 
     clock_start = time.monotonic()
     config = {**common, "budget": settings.budget, "clock_start": clock_start, "seed": settings.seed,
               "control_fd": PASSED_FD, "train_path": str(dataset.train_path), "runner_pid": zygote.pid,
-              "max_procs": settings.max_procs, "cgroup": str(fence.path) if fence.path else None}
+              "max_procs": settings.max_procs, "cgroup": str(fence.path) if fence.path else None,
+              "sealed": list(dataset.sealed)}
     env = sandbox.clean_env(home, settings.threads, settings.cuda_visible,
                             {"EVOLVE_SESSION": json.dumps(config)})
     try:
