@@ -46,7 +46,7 @@ class EvalResult:
     @property
     def comparable(self) -> bool:
         """False when a slot of another hardware class than the run's ran it: keep it out of comparisons."""
-        return self.hardware.get("class") == self.hardware.get("run_class")
+        return not off_class(self.hardware)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,3 +80,8 @@ class EvalResult:
             ("log", self.log_path),
         ]
         return "---\n" + "\n".join(f"{k + ':':<18}{v}" for k, v in rows)
+
+
+def off_class(hardware: dict[str, Any]) -> bool:
+    """A result from a slot of another class than the run's: never compared as if equal."""
+    return bool(hardware.get("run_class")) and hardware.get("class") != hardware["run_class"]

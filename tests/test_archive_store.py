@@ -366,3 +366,6 @@ def test_results_from_another_hardware_class_never_compete(run: RunArchive) -> N
     assert record["decision"] == "off_class"
     assert [e.mean for e in run.elites()] == [3.0]
     assert run.get(record["id"])["result"]["val_bpb"] == 1.0  # kept, just not compared
+    run.close()
+    with RunArchive.open(run.path, writer=True) as again:  # a resume rebuilds the map from disk
+        assert [e.mean for e in again.elites()] == [3.0]

@@ -14,6 +14,7 @@ from evolve.archive.atomic import atomic_write_bytes
 from evolve.errors import UserError
 
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+CACHE_SIZE = 512  # texts kept in memory: the proposer reads every elite's source per child
 
 
 class Blobs:
@@ -21,6 +22,7 @@ class Blobs:
 
     def __init__(self, folder: Path, suffix: str, what: str, *, writable: bool) -> None:
         self.folder, self.suffix, self.what, self.writable = folder, suffix, what, writable
+        self._cache: dict[str, str] = {}  # a text never changes under its hash: read it once
 
     def path(self, sha: str) -> Path:
         if not SHA_RE.match(sha or ""):
@@ -38,7 +40,13 @@ class Blobs:
         return sha
 
     def get(self, sha: str) -> str:
-        try:
-            return self.path(sha).read_text()
-        except FileNotFoundError:
-            raise UserError(f"{self.what} {sha[:12]} is not in {self.folder}") from None
+        text = self._cache.get(sha)
+        if text is None:
+            try:
+                text = self.path(sha).read_text()
+            except FileNotFoundError:
+                raise UserError(f"{self.what} {sha[:12]} is not in {self.folder}") from None
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)), None)  # the oldest
+            self._cache[sha] = text
+        return text

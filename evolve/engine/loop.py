@@ -261,8 +261,8 @@ class Engine:
                 response=task.meta.get("response"), origin=task.meta.get("origin"))
         self.pending.done(task.id)
         inserted = record.get("decision") in (Decision.NEW_CELL.value, Decision.REPLACED.value)
-        if record.get("decision") != Decision.OFF_CLASS.value and result.status != "lost":
-            for parent in task.parents:  # infrastructure says nothing about the parent
+        if task.kind == "child" and result.comparable and result.status != "lost":
+            for parent in task.parents:  # re-evaluations and infrastructure say nothing of a parent
                 self.proposer.curiosity.update(parent, inserted)
         state = self.state
         state.done += 1
@@ -277,21 +277,16 @@ class Engine:
 
     def _update_noise(self) -> None:
         """Once the seed's repeats are in, adopt their spread as the run's noise level."""
-        if self.config.noise_std is not None:
-            noise = self.config.noise_std
-        else:
-            spreads = []
-            for genome in self.seeds:
-                values = [r["result"]["val_bpb"] for r in self.archive.evaluations_of(genome)
-                          if r.get("status") == "ok" and r.get("decision") != Decision.OFF_CLASS.value]
-                if len(values) >= 2:
-                    mean = sum(values) / len(values)
-                    spreads.append(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-            if not spreads:
-                return
-            noise = max(self.config.min_noise_std, math.sqrt(sum(spreads) / len(spreads)))
-        if abs(self.archive.rule.noise_std - noise) > 1e-12:
-            with self.lock:
+        with self.lock:
+            if self.config.noise_std is not None:
+                noise = self.config.noise_std
+            else:  # pooled variance of the seeds' in-class scores, kept by the elite map
+                stats = [self.archive.elite_map.genomes.get(genome) for genome in self.seeds]
+                variances = [s.std ** 2 for s in stats if s is not None and s.n >= 2]
+                if not variances:
+                    return
+                noise = max(self.config.min_noise_std, math.sqrt(sum(variances) / len(variances)))
+            if abs(self.archive.rule.noise_std - noise) > 1e-12:
                 self.archive.set_noise_std(noise)
 
     def _confirm_best(self) -> bool:
@@ -299,7 +294,7 @@ class Engine:
         elites = self.archive.elites()
         if not elites:
             return False
-        best = min(elites, key=lambda e: e.mean)
+        best = min(elites, key=lambda e: e.mean)  # the lowest mean, confirmed or not: it needs confirming
         queued = [t for t in (*self._ready, *(t for t, _ in self._running.values()))
                   if t.kind == "reeval" and best.genome in t.parents]
         missing = self.config.confirm - best.n - len(queued)

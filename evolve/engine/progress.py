@@ -12,14 +12,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from evolve.archive.elites import best_elite, summarize
+
 
 def snapshot(engine: Any) -> dict[str, Any]:
     """What a person watching the run wants to know, as plain data."""
     state, archive = engine.state, engine.archive
     with engine.lock:
-        summary = archive.summary()
         elites = archive.elites()
-    best = min(elites, key=lambda e: e.mean) if elites else None
+    summary = summarize(elites, archive.grid.total_cells, archive.rule)
+    best = best_elite(elites, archive.rule.confirm_n)  # as the summary and the logbook: confirmed first
     elapsed = time.monotonic() - state.started
     eta = None
     if state.done and math.isfinite(state.planned):
@@ -33,7 +35,7 @@ def snapshot(engine: Any) -> dict[str, Any]:
         "slots": engine.executor.busy(), "slot_names": engine.executor.slots,
         "failed_proposals": state.failed_proposals, "statuses": dict(state.statuses),
         "elapsed": elapsed, "eta": eta, "events": list(state.last_events),
-        "llm": getattr(engine, "llm_stats", lambda: None)(),
+        "llm": engine.llm_stats(),
     }
 
 
