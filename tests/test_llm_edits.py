@@ -75,3 +75,11 @@ def test_idea_comes_from_the_idea_line_else_the_first_prose_line() -> None:
     assert idea_of("```python\nx\n```\n") == "x"
     assert idea_of("# Lower the LR\n" + block("a", "b")) == "Lower the LR"
     assert idea_of("", "LLM edit") == "LLM edit"
+
+
+def test_search_matches_whole_lines_only() -> None:
+    """`BATCH = 1` is not a part of `BATCH = 16`; `LR = 3e-3` is not a part of `MIN_LR = 3e-3`."""
+    with pytest.raises(EditError, match="not in the program"):
+        apply_reply(block("BATCH = 1", "BATCH = 8"), PROGRAM)
+    source, _ = apply_reply(block("LR = 3e-3", "LR = 1e-3"), "MIN_LR = 3e-3\n" + PROGRAM)
+    assert source == "MIN_LR = 3e-3\n" + PROGRAM.replace("LR = 3e-3", "LR = 1e-3")

@@ -287,3 +287,29 @@ def test_ensemble_draws_models_by_weight_with_their_temperatures(rig, fake) -> N
     assert set(sent) == {("big", 0.2), ("small", 1.1)}
     assert sum(m == "small" for m, _ in sent) > sum(m == "big" for m, _ in sent)
     assert set(r.stats()["by_model"]) == {"big", "small"}
+
+
+def test_calls_in_flight_neither_stop_the_cap_for_good_nor_escape_abandon(tmp_path, fake) -> None:
+    """Worst cases set aside for calls in flight refuse one more call, not all later ones; a
+    run that stops abandons its calls (counted, kept across a resume) and starts none after."""
+    model = {"name": "fake-1", "price_in": 1.0, "price_out": 4.0}
+    settings = parse_llm({"models": [model], "base_url": fake.url, "timeout": 10, "max_retries": 0,
+                          "max_cost": 0.05, "max_tokens": 5000})  # worst case $0.02 a call
+    llm = LLM(settings, stats_path=tmp_path / STATS_FILE)
+    spec, messages = settings.models[0], [{"role": "user", "content": "x"}]
+    fake.add(say("slow", delay=1.5), say("slow", delay=1.5))
+    slow = [threading.Thread(target=llm.complete, args=(messages, spec)) for _ in range(2)]
+    for thread in slow:
+        thread.start()
+    time.sleep(0.5)  # both in flight: $0.04 set aside
+    with pytest.raises(LLMError, match="in flight"):
+        llm.complete(messages, spec)
+    assert llm.available() and not llm.stats()["stopped"]
+    llm.abandon()
+    with pytest.raises(LLMError, match="stopping"):
+        llm.complete(messages, spec)
+    for thread in slow:
+        thread.join()
+    stored = LLM(settings, stats_path=tmp_path / STATS_FILE).stats()
+    assert stored["abandoned"] == 2 and stored["cost"] == pytest.approx(0.04, abs=1e-3)
+    assert not stored["stopped"]

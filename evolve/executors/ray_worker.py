@@ -21,6 +21,7 @@ from typing import Any
 
 from evolve.errors import UserError
 from evolve.harness.data import Dataset, prepare
+from evolve.logtail import tail
 from evolve.record import EvalResult
 from evolve.runner import RunSettings, run_genome, sandbox
 from evolve.runner.devices import cpu_name, cuda_names, hardware_facts
@@ -111,12 +112,5 @@ def _run_cancellable(source: str, dataset: Dataset, settings: RunSettings, workd
 
 
 def _tail(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            if size > LOG_LIMIT:
-                fh.seek(size - LOG_LIMIT)
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return f"[first {size - LOG_LIMIT} bytes of the log cut]\n{text}" if size > LOG_LIMIT else text
+    text, cut = tail(path, LOG_LIMIT)
+    return f"[first {cut} bytes of the log cut]\n{text}" if cut else text

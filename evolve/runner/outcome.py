@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evolve.logtail import tail
+
 EXIT_NO_SUBMIT, EXIT_EXPORT_FAILED = 3, 4
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt)|SystemExit)\b.*")
 _OOM = ("MemoryError", "out of memory", "can't allocate memory", "Cannot allocate memory")
@@ -19,7 +21,6 @@ class Outcome:
     exit_code: int | None = None
     max_rss: int | None = None
     killed: str | None = None  # "timeout", "oom", "interrupted"; "lost" if its zygote died
-    end: float = 0.0
 
     @property
     def budget_start(self) -> float | None:
@@ -87,14 +88,7 @@ def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str
 
 def last_error(log_path: Path, tail_bytes: int = 8192) -> str:
     """The last 'SomeError: message' line of a log, which is what a human looks for first."""
-    try:
-        with open(log_path, "rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - tail_bytes))
-            lines = fh.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
+    for line in reversed(tail(log_path, tail_bytes)[0].splitlines()):
         line = line.strip()
         if line.startswith("evolve:"):
             return line.removeprefix("evolve:").strip()[:500]

@@ -105,6 +105,9 @@ class LLM:
         except (openai.OpenAIError, LLMError, *BAD_REPLY) as exc:
             self._failed(model, guess, exc)
             raise LLMError(f"LLM call to {model.name} failed: {_describe(exc)}") from exc
+        except BaseException as exc:  # a bug or an interrupt: settle the books, then let it through
+            self._failed(model, guess, exc)
+            raise
         usage = getattr(response, "usage", None)
         tokens_in = getattr(usage, "prompt_tokens", None)
         tokens_out = getattr(usage, "completion_tokens", None)
@@ -152,12 +155,15 @@ class LLM:
             if self.stopped or self._abandoned:
                 raise LLMError(self.stopped or "the run is stopping")
             cap = self.settings.max_cost
-            if cap is not None and self.totals["cost"] + self._reserved + guess > cap:
+            if cap is not None and self.totals["cost"] + guess > cap:
                 self.stopped = (f"LLM cost cap ${cap:g} reached (spent ${self.totals['cost']:.4f}): "
                                 "no more LLM calls; built-in operators continue")
                 self.totals["stopped"] = self.stopped
                 self._save()
                 message = self.stopped
+            elif cap is not None and self.totals["cost"] + self._reserved + guess > cap:
+                # Only the worst cases of the calls in flight are over: refuse this one, not all.
+                raise LLMError(f"LLM cost cap ${cap:g}: the calls in flight may use the rest")
             else:
                 self._reserved += guess
                 self._in_flight += 1
@@ -170,12 +176,13 @@ class LLM:
         """The run stops without waiting for the calls in flight: count each at its worst-case
         cost, since the server may bill it, so the cost cap still holds after a resume."""
         with self._lock:
-            if self._abandoned or not self._in_flight:
+            if self._abandoned:
                 return
-            self._abandoned = True
-            self.totals["abandoned"] = self.totals.get("abandoned", 0) + self._in_flight
-            self.totals["cost"] += self._reserved
-            self._save()
+            self._abandoned = True  # and no call starts after this
+            if self._in_flight:
+                self.totals["abandoned"] += self._in_flight
+                self.totals["cost"] += self._reserved
+                self._save()
 
     def _succeeded(self, reply: Reply, guess: float) -> None:
         with self._lock:
@@ -244,7 +251,7 @@ def _load(path: Path | None) -> dict[str, Any]:
     """Totals so far: zero for a new run, the stored ones when a run resumes."""
     totals: dict[str, Any] = {"calls": 0, "failures": 0, "tokens": 0, "input_tokens": 0,
                               "output_tokens": 0, "cost": 0.0, "errors": {}, "rejected": {},
-                              "by_model": {}, "stopped": ""}
+                              "by_model": {}, "stopped": "", "abandoned": 0}
     if path is not None:
         try:
             stored = read_json(path)

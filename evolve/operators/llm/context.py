@@ -13,7 +13,9 @@ from typing import Any
 
 from evolve.archive import RunArchive
 from evolve.archive.shards import format_id
+from evolve.logtail import tail
 from evolve.operators.base import Parent
+from evolve.record import INFRASTRUCTURE_STATUSES
 
 SCAN_FOR_FAILURES = 300  # newest records looked at when collecting recent failures
 LOG_TAIL_CHARS = 4000
@@ -100,10 +102,11 @@ def log_tail(reader: _Reader, parent: Parent, lines: int) -> str:
         eval_ids = [record["id"]] if record else []
     for eval_id in reversed(eval_ids):
         try:
-            text = reader.archive.log_path(eval_id).read_text(errors="replace")
-        except (OSError, ValueError):
+            text, _ = tail(reader.archive.log_path(eval_id), 2 * LOG_TAIL_CHARS)
+        except ValueError:  # not an evaluation id
             continue
-        return "\n".join(text.splitlines()[-lines:])[-LOG_TAIL_CHARS:]
+        if text:
+            return "\n".join(text.splitlines()[-lines:])[-LOG_TAIL_CHARS:]
     return ""
 
 
@@ -130,8 +133,8 @@ def recent_failures(archive: RunArchive, n: int) -> list[dict[str, Any]]:
     found = []
     for number in numbers:
         record = archive.get(format_id(number))
-        if record is None or record.get("status") == "ok":
-            continue
+        if record is None or record.get("status") in ("ok", *INFRASTRUCTURE_STATUSES):
+            continue  # a lost node or a stopped run is no idea to avoid
         found.append({"idea": record.get("idea", ""), "status": record.get("status", "?"),
                       "reason": (record.get("result") or {}).get("reason", ""),
                       "operator": record.get("operator", "")})

@@ -7,6 +7,7 @@ than once, makes the whole reply an `EditError` that goes back to the LLM.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -98,28 +99,41 @@ def apply_blocks(source: str, blocks: list[Block]) -> str:
 
 
 def _apply_one(source: str, block: Block) -> str:
+    """Replace the one place the SEARCH part quotes: verbatim, or as whole lines whose
+    indentation differs.
+
+    A verbatim match must start a line and end a token: `BATCH = 1` is not a part of
+    `BATCH = 16`, nor `LR = 3e-3` of `MIN_LR = 3e-3`; a line's trailing comment may be
+    left out of the quote.
+    """
     search = _trim_blank_edges(block.search)
     if not search.strip():
         raise EditError("no_match", "its SEARCH part is empty; quote the lines to change")
-    count = source.count(search)
-    if count == 1:
-        return source.replace(search, _trim_blank_edges(block.replace), 1)
-    if count > 1:
+    exact = [m.start() for m in re.finditer(re.escape(search), source) if _bounded(source, m)]
+    if len(exact) == 1:
+        at = exact[0]
+        return source[:at] + _trim_blank_edges(block.replace) + source[at + len(search):]
+    if len(exact) > 1:
         raise EditError("no_match",
-                        f"its SEARCH text occurs {count} times; add lines to make it unique")
+                        f"its SEARCH text occurs {len(exact)} times; add lines to make it unique")
     lines, wanted = source.split("\n"), search.split("\n")
-    hits = [i for i in range(len(lines) - len(wanted) + 1)
-            if _shift(lines[i:i + len(wanted)], wanted) is not None]
+    hits = {i: shift for i in range(len(lines) - len(wanted) + 1)
+            if (shift := _shift(lines[i:i + len(wanted)], wanted)) is not None}
     if len(hits) != 1:
         head = wanted[0].strip()[:80]
         where = "is not in the program" if not hits else f"matches {len(hits)} places"
         raise EditError("no_match", f"its SEARCH text starting {head!r} {where}; copy the lines "
                         "exactly from the current program")
-    start = hits[0]
-    shift = _shift(lines[start:start + len(wanted)], wanted)
-    assert shift is not None
+    [(start, shift)] = hits.items()
     new = [_reindent(line, shift) for line in _trim_blank_edges(block.replace).split("\n")]
     return "\n".join(lines[:start] + new + lines[start + len(wanted):])
+
+
+def _bounded(source: str, match: re.Match) -> bool:
+    """Only indentation before the match on its line, and no word or number running on after it."""
+    line_start = source.rfind("\n", 0, match.start()) + 1
+    after = source[match.end():match.end() + 1]
+    return not source[line_start:match.start()].strip() and not (after and (after.isalnum() or after in "_."))
 
 
 def _trim_blank_edges(text: str) -> str:
@@ -145,7 +159,7 @@ def _shift(have: list[str], want: list[str]) -> tuple[str, str] | None:
         if got.lstrip() != wanted.lstrip() or not got or not wanted:
             return None
         g_indent, w_indent = _indent(got), _indent(wanted)
-        common = len(_common_prefix(g_indent, w_indent))
+        common = len(os.path.commonprefix([g_indent, w_indent]))
         this = (w_indent[common:], g_indent[common:])
         if shift is None:
             shift = this
@@ -156,13 +170,6 @@ def _shift(have: list[str], want: list[str]) -> tuple[str, str] | None:
 
 def _indent(line: str) -> str:
     return line[:len(line) - len(line.lstrip())]
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
 
 
 def _reindent(line: str, shift: tuple[str, str]) -> str:
