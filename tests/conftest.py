@@ -95,6 +95,14 @@ def evaluate(dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return run
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def leftovers(workdir: Path) -> list[int]:
     """Live processes working inside `workdir` (what a genome left running)."""
     found = []

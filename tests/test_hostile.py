@@ -22,6 +22,7 @@ from evolve.runner import RunSettings, run_genome, sandbox
 from tests.conftest import (
     LANDLOCK_ABI,
     ROOT,
+    alive,
     genome,
     leftovers,
     needs_fence,
@@ -190,7 +191,7 @@ def test_early_training_done_then_training_on(evaluate, sentinel, seed_source):
 def test_setsid_daemon_is_killed(evaluate, sentinel):
     run = evaluate(genome("setsid_daemon.py"))
     pid = int((run.workdir / "genome" / "daemon.pid").read_text())
-    assert not _alive(pid), f"daemon {pid} outlived the evaluation"
+    assert not alive(pid), f"daemon {pid} outlived the evaluation"
     assert_failed(run, "crashed", "SystemExit: left a daemon behind")
 
 
@@ -205,14 +206,6 @@ def test_forged_model_with_pickle_payload(evaluate, sentinel):
     assert_failed(run, "invalid", "refused")
     assert not (run.workdir / "eval" / "PWNED").exists()
     assert not (run.workdir / "genome" / "PWNED").exists()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------
@@ -273,8 +266,30 @@ def test_refuses_calls_outside_aten(honest_archive):
     def edit(name: str, data: bytes) -> bytes:
         return data.replace(b"torch.ops.aten.linear.default", b"torch.os.system")
 
-    with pytest.raises(evaluator.Rejected):
+    with pytest.raises(evaluator.Rejected):  # torch's own verifier already refuses this one
         evaluator.load_model(_tamper(honest_archive, edit))
+
+
+@torch.library.custom_op("evolvetest::double", mutates_args=())
+def _double(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@_double.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def test_check_graph_refuses_operators_outside_aten():
+    """A graph torch accepts, calling a custom (non-ATen) operator, which could run any code."""
+    class Custom(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _double(x)
+
+    program = torch.export.export(Custom(), (torch.zeros(2, 4),))
+    with pytest.raises(evaluator.Rejected, match="evolvetest.double.*not an ATen"):
+        evaluator.check_graph(program)
+    evaluator.check_graph(torch.export.export(torch.nn.Linear(4, 4), (torch.zeros(2, 4),)))
 
 
 @needs_landlock

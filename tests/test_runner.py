@@ -24,6 +24,7 @@ from tests.conftest import (
     LANDLOCK_ABI,
     SECRET,
     TINY,
+    alive,
     genome,
     leftovers,
     set_constants,
@@ -151,21 +152,14 @@ def test_nothing_survives_a_killed_runner(dataset, tmp_path):
         runner_process.kill()
         runner_process.wait()
     deadline = time.monotonic() + 10
-    while (leftovers(tmp_path / "work") or _alive(zygote)) and time.monotonic() < deadline:
+    while (leftovers(tmp_path / "work") or alive(zygote)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not leftovers(tmp_path / "work")
-    assert not _alive(zygote), "the runner's zygote outlived it"
+    assert not alive(zygote), "the runner's zygote outlived it"
 
 
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------

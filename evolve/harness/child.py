@@ -23,7 +23,6 @@ EXIT_CRASHED, EXIT_NO_SUBMIT = 1, 3
 
 
 def _prologue(config: dict) -> dict:
-    limits.die_with_parent(int(config["runner_pid"]))
     joined = limits.join_cgroup(config.get("cgroup"))
     rlimits = limits.set_rlimits(config.get("mem_limit"), config.get("max_procs"),
                                  int(config["max_file_bytes"]))

@@ -281,7 +281,8 @@ def main() -> None:
         except Rejected as exc:
             reply.update(status="invalid", reason=str(exc))
         except Exception as exc:  # a model that breaks evaluation is the genome's fault
-            reply.update(status="invalid", reason=f"evaluation failed: {type(exc).__name__}: {exc}")
+            reply.update(status="invalid",
+                         reason=f"evaluation failed: {type(exc).__name__}: {str(exc)[:300]}")
     os.write(verdict, (json.dumps(reply) + "\n").encode())
 
 

@@ -114,7 +114,7 @@ def carve(allowed: Iterable[str], sealed: Iterable[str]) -> list[str]:
 
     def add(path: str) -> None:
         real = os.path.realpath(path)
-        if real in sealed:
+        if any(real == s or real.startswith(s + "/") for s in sealed):
             return
         if not any(s.startswith(real.rstrip("/") + "/") for s in sealed):
             out.append(path)

@@ -29,6 +29,14 @@ def join_cgroup(cgroup_dir: str | None) -> bool:
         return False
 
 
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group, if it is still there."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def die_with_parent(parent: int) -> bool:
     """Get SIGKILL when the runner dies, so a killed search leaves no training behind."""
     armed = _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0

@@ -33,6 +33,8 @@ import sys
 import tempfile
 import traceback
 
+from evolve.harness import limits
+
 MAX_PACKET = 1 << 20
 ENTRIES = ("child", "evaluate")
 
@@ -53,7 +55,7 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def _become(request: dict, fds: list[int]) -> None:
+def _become(request: dict, fds: list[int], parent: int) -> None:
     """In the forked process: take the request's stdio, environment and entry point; never return."""
     code = 1
     try:
@@ -66,9 +68,7 @@ def _become(request: dict, fds: list[int]) -> None:
         os.dup2(out, 2)
         os.dup2(extra, 3)
         os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the zygote's socket above all
-        from evolve.harness import limits
-
-        limits.die_with_parent(os.getppid())
+        limits.die_with_parent(parent)  # taken before fork: the zygote may die meanwhile
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -91,14 +91,12 @@ def _become(request: dict, fds: list[int]) -> None:
 
 
 def _exit_code(main) -> int:
-    """Run `main` as `python -m` would: SystemExit gives the status, anything else 1."""
+    """Run `main` as `python -m` would: SystemExit gives the status (1 for a message, which
+    the child has already logged)."""
     try:
         main()
     except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            return int(exc.code or 0)
-        print(exc.code, file=sys.stderr)
-        return 1
+        return int(exc.code or 0) if exc.code is None or isinstance(exc.code, int) else 1
     return 0
 
 
@@ -121,8 +119,7 @@ class Zygote:
         while True:
             ready, _, _ = select.select([self.sock, self.wake_read], [], [])
             if self.wake_read in ready:
-                while os.read(self.wake_read, 4096) == 4096:
-                    pass
+                os.read(self.wake_read, 4096)  # wake-up bytes; reap() finds every exited child
                 self.reap()
             if self.sock in ready:
                 data, fds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 3)
@@ -130,21 +127,22 @@ class Zygote:
                     break  # the runner is gone
                 self.handle(json.loads(data), fds)
         for pid in self.children:
-            _killpg(pid)
+            limits.kill_group(pid)
 
     def handle(self, request: dict, fds: list[int]) -> None:
         if request.get("op") == "kill":
             if request.get("pid") in self.children:  # never a reused pid: ours are unreaped
-                _killpg(request["pid"])
+                limits.kill_group(request["pid"])
             return
         try:
             if request.get("entry") not in ENTRIES or len(fds) != 3:
                 raise ValueError(f"bad spawn request: entry {request.get('entry')!r}, {len(fds)} fds")
             if _threads() != 1:
                 raise RuntimeError(f"the zygote has {_threads()} threads; forking it is unsafe")
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:
-                _become(request, fds)
+                _become(request, fds, parent)
             self.children.add(pid)
             self.send({"op": "started", "id": request.get("id"), "pid": pid})
         except Exception as exc:
@@ -161,18 +159,11 @@ class Zygote:
                 return
             if info is None:
                 return
-            _killpg(info.si_pid)  # what it left in its group, while the group id is still its
+            limits.kill_group(info.si_pid)  # what it left in its group, while the group id is still its
             _, status, usage = os.wait4(info.si_pid, 0)
             self.children.discard(info.si_pid)
             self.send({"op": "exited", "pid": info.si_pid, "status": status,
                        "maxrss": usage.ru_maxrss * 1024})
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _unsafe_to_fork() -> str | None:

@@ -116,8 +116,8 @@ def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, 
     fence = sandbox.Fence.create(settings.max_procs)
     ctl_read, ctl_write = os.pipe()
     clock_start = time.monotonic()
-    config = {**common, "budget": settings.budget, "clock_start": clock_start, "seed": settings.seed,
-              "control_fd": PASSED_FD, "train_path": str(dataset.train_path), "runner_pid": zygote.pid,
+    config = {**common, "budget": settings.budget, "seed": settings.seed,
+              "control_fd": PASSED_FD, "train_path": str(dataset.train_path),
               "max_procs": settings.max_procs, "cgroup": str(fence.path) if fence.path else None,
               "sealed": list(dataset.sealed)}
     env = sandbox.clean_env(home, settings.threads, settings.cuda_visible,
@@ -177,7 +177,6 @@ def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettin
         outcome.killed = "lost"
     if "submitted" not in outcome.events:  # what it wrote just before it exited
         _take_messages(buffer + _drain(ctl), outcome, start)
-    outcome.end = time.monotonic()
     return outcome
 
 

@@ -13,6 +13,10 @@ import time
 import uuid
 from pathlib import Path
 
+from evolve.harness.limits import kill_group
+
+__all__ = ["kill_group"]  # shared with the zygote, which kills its children's groups
+
 # Variables a training process may legitimately need; everything else (API keys,
 # cloud credentials, tokens) is dropped.
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "LD_LIBRARY_PATH", "CUDA_HOME",
@@ -114,13 +118,6 @@ def _rmdir(path: Path) -> None:
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
 

@@ -143,6 +143,9 @@ class Zygote:
         self.send({"op": "spawn", "id": request_id, "entry": entry, "argv": argv, "cwd": str(cwd),
                    "env": env}, [stdin, out, extra])
         if not arrived.wait(30.0) or not box:
+            with self._lock:
+                self._waiting.pop(request_id, None)
+            self.abort()  # a late fork would have nobody to stop it
             raise ZygoteError("the harness zygote did not answer a start request")
         if isinstance(box[0], str):
             raise ZygoteError(f"the harness zygote could not start {entry}: {box[0]}")
@@ -198,7 +201,10 @@ class Zygote:
             self._ready.set()
         elif op == "started":
             with self._lock:
-                arrived, box = self._waiting.pop(message["id"])
+                waiting = self._waiting.pop(message["id"], None)
+                if waiting is None:
+                    return  # its caller gave up and aborted this zygote
+                arrived, box = waiting
                 if "pid" in message:
                     child = self._children[message["pid"]] = Child(self, message["pid"])
                     box.append(child)
