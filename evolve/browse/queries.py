@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from evolve.archive import Elite, RunArchive, count_code_lines
-from evolve.archive.elites import best_elite
+from evolve.archive.elites import GenomeStats, best_elite
 from evolve.browse.locate import Target, first_ids, genome_target, known_genomes, resolve
 from evolve.errors import UserError
+from evolve.record import off_class
 
 MAX_LINEAGE = 10_000  # steps; a guard against a corrupted parent chain
 
@@ -42,14 +43,18 @@ def elite_rows(archive: RunArchive) -> list[dict[str, Any]]:
 
 
 def genome_stats(archive: RunArchive, genome: str) -> dict[str, Any]:
-    """n, mean and std (ddof=1) of a genome's ok evaluations in this run."""
-    values = [r["result"]["val_bpb"] for r in archive.evaluations_of(genome)
-              if r.get("status") == "ok" and (r.get("result") or {}).get("val_bpb") is not None]
-    if not values:
+    """n, mean and std (ddof=1) of a genome's scores as the elite map counts them: ok, finite,
+    and measured on the run's hardware class."""
+    stats = GenomeStats(genome, cell=())
+    for record in archive.evaluations_of(genome):
+        result = record.get("result") or {}
+        value = result.get("val_bpb")
+        if (record.get("status") == "ok" and value is not None and math.isfinite(value)
+                and not off_class(result.get("hardware") or {})):
+            stats.push(value, record["id"])
+    if not stats.n:
         return {"n": 0, "mean": None, "std": None}
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return {"n": len(values), "mean": mean, "std": math.sqrt(var)}
+    return {"n": stats.n, "mean": stats.mean, "std": stats.std}
 
 
 def lineage(archive: RunArchive, target: Target) -> list[dict[str, Any]]:
@@ -146,3 +151,15 @@ def export_target(archive: RunArchive, ident: str | None) -> tuple[Target, str, 
             f"{archive.rule.confirm_n} that confirm a best; val_bpb {elite.mean:.4f} "
             f"± {elite.std:.4f}")
     return target, note, confirmed
+
+
+def log_file(archive: RunArchive, target: Target, ident: str) -> Path:
+    """The training log of an evaluation, or a UserError saying why there is none."""
+    if target.record is None and target.task is None:
+        raise UserError(f"genome {ident} has not been evaluated in run {archive.name}",
+                        fix="give the id of one of its evaluations")
+    path = archive.log_path(target.id)
+    if not path.is_file():
+        raise UserError(f"no log for {target.id} in run {archive.name}",
+                        "its evaluation has not started yet, or the log was removed")
+    return path

@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from evolve.cli.group import cli, echo_json
-from evolve.errors import UserError
 
 archive_option = click.option("--archive-dir", default="archive", show_default=True,
                               help="Where runs live.")
@@ -127,17 +126,10 @@ def lineage(run: str, ident: str, archive_dir: str, as_json: bool) -> None:
 def log(run: str, ident: str, archive_dir: str) -> None:
     """The training log of evaluation ID (also while it is running)."""
     from evolve.browse import open_run, resolve
+    from evolve.browse.queries import log_file
 
     with open_run(run, archive_dir) as archive:
-        target = resolve(archive, ident)
-        if target.record is None and target.task is None:
-            raise UserError(f"genome {ident} has not been evaluated in run {archive.name}",
-                            fix="give the id of one of its evaluations")
-        path = archive.log_path(target.id)
-        if not path.is_file():
-            raise UserError(f"no log for {target.id} in run {archive.name}",
-                            "its evaluation has not started yet, or the log was removed")
-        click.echo(path.read_text(errors="replace"), nl=False)
+        click.echo(log_file(archive, resolve(archive, ident), ident).read_text(errors="replace"), nl=False)
 
 
 @cli.command()
