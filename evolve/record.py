@@ -29,6 +29,7 @@ class EvalResult:
     budget: float = 0.0
     seed: int = 0
     eval_tokens: int = 0
+    split: str = "val"  # which held-out split scored it: "val" (selection) or "test" (sealed)
     seq_len: int | None = None
     log_path: str = ""
     sandbox: str = ""  # which isolation layers were active
@@ -85,3 +86,9 @@ class EvalResult:
 def off_class(hardware: dict[str, Any]) -> bool:
     """A result from a slot of another class than the run's: never compared as if equal."""
     return bool(hardware.get("run_class")) and hardware.get("class") != hardware["run_class"]
+
+
+def sealed(result: dict[str, Any]) -> bool:
+    """A result scored on the sealed test split (anything but "val"): it is reported next to the
+    val score of the confirmed best, and never selects, ranks or compares anything."""
+    return result.get("split", "val") != "val"

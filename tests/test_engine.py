@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from evolve.archive import RunArchive
+from evolve.archive.elites import best_elite
 from evolve.archive.pending import PendingTasks
 from tests.tiny import tiny_genome
 
@@ -96,9 +97,15 @@ def test_interrupt_kill_and_resume_keep_every_evaluation_once(workspace: Path) -
         records = list(archive.evaluations())
         gens = [row["gen"] for row in archive.logbook()]
         best = min(archive.elites(), key=lambda e: e.mean)
+        elites = archive.elites()
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids))
-    children = [r for r in records if r["operator"] != "reeval"]
+    tests = [r for r in records if r["result"]["split"] == "test"]  # the sealed test split
+    tested = [r["genome"] for r in tests]
+    assert len(tested) == len(set(tested))  # each confirmed best scored once, kills or not
+    confirmed = best_elite(elites, 2)
+    assert confirmed.genome in tested and not {r["id"] for r in tests} & set(confirmed.eval_ids)
+    children = [r for r in records if r["operator"] not in ("reeval", "test")]
     assert len(children) == 6  # 3 generations x pop 2, seeds included
     assert sum(r["operator"] == "seed" for r in records) == 2  # noise_repeats = 2
     assert gens == [0, 1, 2]

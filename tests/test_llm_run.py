@@ -97,7 +97,9 @@ def test_a_run_keeps_going_through_every_kind_of_llm_trouble(tmp_path: Path, mon
     assert stats["cost"] > 0 and stats["tokens"] == 7 * 1200
 
     with RunArchive.open(run) as archive:
-        records = list(archive.evaluations())
+        records = [r for r in archive.evaluations() if r["result"]["split"] == "val"]
+        tests = [r for r in archive.evaluations() if r["result"]["split"] == "test"]
+        assert tests and all(r["operator"] == "test" for r in tests)  # each confirmed best's
         children = [r for r in records if r["operator"] == "llm_mutate"]
         # every child was evaluated (its status is the genome's business: a loaded machine
         # can push a tiny genome over its 2 s budget)

@@ -51,6 +51,12 @@ def records(path: Path) -> list[dict]:
         return list(archive.evaluations())
 
 
+def split(got: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The val-split records, and those of the sealed test split (the confirmed best's)."""
+    return ([r for r in got if r["result"].get("split", "val") == "val"],
+            [r for r in got if r["result"].get("split", "val") != "val"])
+
+
 def test_matching_settings_carry_evaluations_over_with_their_origin(archive_dir: Path) -> None:
     notes, path = seed(archive_dir, ["r1"])
     assert notes == ["seeding: 3 genome(s) from r1: evaluations carried over (same budget, data, "
@@ -210,7 +216,9 @@ def test_start_carries_over_matching_elites(workspace: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "2 genome(s) from r1: evaluations carried over" in done.stderr
     got = records(workspace / "archive" / "b")
-    assert [r["origin"]["id"] for r in got] == ["e000010", "e000007", "e000008", "e000009"]
+    carried, tests = split(got)
+    assert [r["origin"]["id"] for r in carried] == ["e000010", "e000007", "e000008", "e000009"]
+    assert [r["genome"] for r in tests] == [sha(E)]  # the confirmed best (confirm = 1), once
     runs = {r["name"]: r for r in as_json(workspace / "archive", "runs")}
     assert runs["b"]["status"] == "finished" and runs["b"]["best"]["mean"] == pytest.approx(1.60)
     with RunArchive.open(workspace / "archive" / "b") as archive:
@@ -222,7 +230,8 @@ def test_start_re_evaluates_elites_measured_with_another_budget(workspace: Path)
                  "--name", "c")  # one real evaluation, ~5 s
     assert done.returncode == 0, done.stderr
     assert "will be re-evaluated here before their scores count: training budget 2.0 ≠ 1.5" in done.stderr
-    [record] = records(workspace / "archive" / "c")
+    [record], [test] = split(records(workspace / "archive" / "c"))
+    assert (test["genome"], test["operator"]) == (sha(D), "test")  # confirm = 1: the best at once
     assert (record["operator"], record["origin"]["id"], record["genome"]) == ("import", "e000007", sha(D))
     assert record["status"] == "ok" and record["result"]["budget"] == 1.5, json.dumps(record)[:500]
     assert record["result"]["val_bpb"] != 1.70 and record["cell"] is not None  # measured here

@@ -35,6 +35,7 @@ class Decision(str, Enum):
     KEPT_INCUMBENT = "kept_incumbent"  # the challenger was not better by the margin
     UPDATED = "updated"  # the incumbent was re-evaluated and keeps its cell
     OFF_CLASS = "off_class"  # measured on other hardware than the run's: kept out of the map
+    SEALED = "sealed_test"  # scored on the sealed test split: reported, kept out of the map
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ class Task:
 
     id: str  # the evaluation id its record will carry
     gen: int
-    kind: str  # seed | child | reeval | import
+    kind: str  # seed | child | reeval | import | test
     genome: str  # sha256 of the source, stored in the archive's genomes/
     seed: int  # evaluation seed, chosen by the engine
     parents: list[str] = field(default_factory=list)  # parent genome hashes
@@ -30,6 +30,7 @@ class Task:
     idea: str = ""
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. LLM prompt and response
     attempts: list[dict[str, Any]] = field(default_factory=list)  # interrupted or lost tries
+    split: str = "val"  # the held-out split that scores it; "test" only for kind "test"
 
 
 class PendingTasks:

@@ -41,7 +41,7 @@ from evolve.archive.lock import WriterLock
 from evolve.archive.shards import Record, ShardSet, format_id, parse_id
 from evolve.archive.tables import EliteSnapshot, Generations
 from evolve.errors import UserError
-from evolve.record import EvalResult, off_class
+from evolve.record import EvalResult, off_class, sealed
 
 ID_BLOCK = 64  # ids reserved per write of ids.json
 
@@ -160,7 +160,8 @@ class RunArchive:
         for r in self.shards:  # streams shard by shard, and primes the shard index
             keep = {k: r.get(k) for k in ("id", "genome", "status", "cell", "descriptors")}
             result = r.get("result") or {}  # what _observe reads, and nothing more
-            keep["result"] = {"val_bpb": result.get("val_bpb"), "hardware": result.get("hardware")}
+            keep["result"] = {"val_bpb": result.get("val_bpb"), "hardware": result.get("hardware"),
+                              "split": result.get("split", "val")}
             slim.append((int(r.get("seq") or 0), parse_id(r.get("id", "")) or 0, keep))
         self._seq = max((s for s, _, _ in slim), default=0)
         top = max((n for _, n, _ in slim), default=0)
@@ -297,6 +298,8 @@ class RunArchive:
         bpb, cell = result.get("val_bpb"), record.get("cell")
         if record.get("status") != "ok" or cell is None or bpb is None or not math.isfinite(bpb):
             return None
+        if sealed(result):  # the test split never selects: not in the map, not in the noise
+            return Decision.SEALED
         if off_class(result.get("hardware") or {}):
             return Decision.OFF_CLASS
         return self.elite_map.add(

@@ -14,17 +14,22 @@ from typing import Any
 from evolve.archive import Elite, RunArchive, count_code_lines
 from evolve.archive.elites import GenomeStats, best_elite
 from evolve.browse.locate import Target, first_ids, genome_target, known_genomes, resolve
+from evolve.browse.testsplit import test_records, test_view
 from evolve.errors import UserError
-from evolve.record import off_class
+from evolve.record import off_class, sealed
 
 MAX_LINEAGE = 10_000  # steps; a guard against a corrupted parent chain
 
 
 def elite_rows(archive: RunArchive) -> list[dict[str, Any]]:
-    """The elites sorted by mean val_bpb, each with where it came from."""
+    """The elites sorted by mean val_bpb, each with where it came from and its test score
+    (only a genome that was the confirmed best has one)."""
     firsts = first_ids(archive)
+    elites = sorted(archive.elites(), key=lambda e: (e.mean, e.cell))
+    tests = test_records(archive, [e.genome for e in elites])
+    confirmed_best, confirmed = best(archive)
     rows = []
-    for elite in sorted(archive.elites(), key=lambda e: (e.mean, e.cell)):
+    for elite in elites:
         record = archive.get(elite.eval_ids[0]) or {}
         result = record.get("result") or {}
         parents = [p for p in record.get("parents") or [] if p != elite.genome]
@@ -38,19 +43,21 @@ def elite_rows(archive: RunArchive) -> list[dict[str, Any]]:
             "parent_genome": parents[0] if parents else None,
             "idea": record.get("idea", ""), "origin": record.get("origin"),
             "descriptors": elite.descriptors,
+            "best": confirmed and elite.genome == confirmed_best.genome,
+            "test": test_view(tests.get(elite.genome), elite, archive.rule),
         })
     return rows
 
 
 def genome_stats(archive: RunArchive, genome: str) -> dict[str, Any]:
     """n, mean and std (ddof=1) of a genome's scores as the elite map counts them: ok, finite,
-    and measured on the run's hardware class."""
+    on the val split, and measured on the run's hardware class."""
     stats = GenomeStats(genome, cell=())
     for record in archive.evaluations_of(genome):
         result = record.get("result") or {}
         value = result.get("val_bpb")
         if (record.get("status") == "ok" and value is not None and math.isfinite(value)
-                and not off_class(result.get("hardware") or {})):
+                and not off_class(result.get("hardware") or {}) and not sealed(result)):
             stats.push(value, record["id"])
     if not stats.n:
         return {"n": 0, "mean": None, "std": None}

@@ -20,6 +20,9 @@ from evolve.browse.locate import genome_target
 from evolve.browse.plots import heatmap_png, progress_png
 from evolve.browse.queries import best, diff_text, elite_rows
 from evolve.browse.runs import run_status, started_at, stored_settings
+from evolve.browse.testsplit import OVERFIT_NOTE, test_records, test_text, test_view
+from evolve.record import sealed
+from evolve.textsafe import printable
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -47,7 +50,8 @@ def write_report(archive: RunArchive, out: Path) -> Path:
     (out / "diffs").mkdir(exist_ok=True)
     records = sorted(archive.evaluations(), key=lambda r: (r.get("seq") or 0, r["id"]))
     elites = archive.elites()
-    progress_png(records, elites, out / "progress.png")
+    progress_png([r for r in records if not sealed(r.get("result") or {})], elites,
+                 out / "progress.png")  # the val split only, as selection saw it
     heatmap_png(grid_view(archive.grid, elites), out / "grid.png")
     rows = elite_rows(archive)
     for row in rows:
@@ -68,6 +72,8 @@ def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str
     settings = stored_settings(config)
     summary = archive.summary()
     elite, confirmed = best(archive)
+    test = None if elite is None else test_view(
+        test_records(archive, [elite.genome]).get(elite.genome), elite, archive.rule)
     statuses = Counter(r.get("status", "?") for r in records)
     operators = Counter(r.get("operator") or "-" for r in records)
     gens = [int(g["gen"]) for g in archive.logbook()]
@@ -82,6 +88,7 @@ def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str
                    f"({summary['coverage']:.1%}); QD score {summary['qd_score']:.3f}"),
         ("best val_bpb", "-" if elite is None else
          f"{elite.mean:.4f} ± {elite.std:.4f} (n={elite.n}{'' if confirmed else ', unconfirmed'})"),
+        ("best on the sealed test split", _test_stat(test, archive.rule.z)),
         ("noise std", f"{archive.rule.noise_std:.4g} bpb (replacement margin z={archive.rule.z:g})"),
         ("budget", f"{settings['budget']} s per evaluation, {settings['eval_tokens']} eval tokens"),
         ("device", f"{settings['device']} ({fingerprint.get('host', '?')}, torch "
@@ -93,6 +100,17 @@ def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str
     ]
 
 
+def _test_stat(test: dict[str, Any] | None, z: float) -> str:
+    if test is None:
+        return "not scored yet (the confirmed best is scored once on the test split)"
+    if test["bpb"] is None:
+        return f"{test['status']}: {test['reason']} ({test['id']})"
+    verdict = (f"gap beyond chance (> {test['threshold']:.4f} = z × noise × √(1 + 1/n), "
+               f"z={z:g}): the search may have overfitted the val split" if test["overfit"] else
+               f"gap within chance (≤ {test['threshold']:.4f})")
+    return f"{test['bpb']:.4f}, test − val {test['gap']:+.4f}: {verdict} ({test['id']})"
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -101,29 +119,38 @@ def _row_html(row: dict[str, Any]) -> str:
     ident = escape(row["id"])
     diff = (f'<a href="diffs/{ident}.diff.txt">diff</a>' if row["parent_genome"] else "-")
     origin = row.get("origin")
-    parent = escape(row["parent"] or (f"{origin.get('run')}:{origin.get('id')}"
-                                      if isinstance(origin, dict) else "-"))
+    parent = _html(row["parent"] or (f"{origin.get('run')}:{origin.get('id')}"
+                                     if isinstance(origin, dict) else "-"))
     cells = [
         f'<td><a href="genomes/{ident}.py.txt">{ident}</a></td>',
         f"<td>{escape(str(tuple(row['cell'])))}</td>",
         f'<td class="num">{row["mean"]:.4f} ± {row["std"]:.4f}</td>',
         f'<td class="num">{row["n"]}</td>',
+        f'<td class="num">{_html(test_text(row.get("test")))}</td>',
         f'<td class="num">{_fmt(row["params"], ",d")}</td>',
         f'<td class="num">{row["code_size"]}</td>',
         f'<td class="num">{_fmt(row["generation"], "d")}</td>',
-        f"<td>{escape(row['operator'] or '-')}</td>",
+        f"<td>{_html(row['operator'] or '-')}</td>",
         f"<td>{parent}</td>",
         f"<td>{diff}</td>",
-        f"<td>{escape(row['idea'] or '')}</td>",
+        f"<td>{_html(row['idea'] or '')}</td>",
     ]
     return f'<tr class="elite" data-id="{ident}">{"".join(cells)}</tr>'
 
 
+def _html(text: str) -> str:
+    """Recorded text (a genome's or an LLM's) for the page: escapes visible, HTML escaped."""
+    return escape(printable(str(text)))
+
+
 def _page(archive: RunArchive, rows: list[dict[str, Any]], stats: list[tuple[str, str]]) -> str:
-    head = ["id", "cell", "val_bpb mean ± std", "n", "params", "code lines", "gen", "operator",
-            "parent", "diff", "idea"]
-    stats_html = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in stats)
-    table = "".join(_row_html(r) for r in rows) or '<tr><td colspan="11">no elites yet</td></tr>'
+    head = ["id", "cell", "val_bpb mean ± std", "n", "test (gap)", "params", "code lines", "gen",
+            "operator", "parent", "diff", "idea"]
+    stats_html = "".join(f"<tr><td>{escape(k)}</td><td>{_html(v)}</td></tr>" for k, v in stats)
+    table = "".join(_row_html(r) for r in rows) or (
+        f'<tr><td colspan="{len(head)}">no elites yet</td></tr>')
+    note = (f'<p id="overfit">{escape(OVERFIT_NOTE)}</p>'
+            if any((r.get("test") or {}).get("overfit") for r in rows) else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>evolve report: {escape(archive.name)}</title>
@@ -141,5 +168,6 @@ def _page(archive: RunArchive, rows: list[dict[str, Any]], stats: list[tuple[str
 <h2>Elites ({len(rows)}, best first)</h2>
 <table id="elites"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
 <tbody>{table}</tbody></table>
+{note}
 </body></html>
 """

@@ -18,6 +18,7 @@ from evolve.archive import RunArchive, list_runs
 from evolve.archive.elites import best_elite
 from evolve.archive.pending import PendingTasks
 from evolve.archive.shards import Record
+from evolve.browse.testsplit import test_records, test_view
 from evolve.errors import UserError
 
 SLACK = 1.0  # seconds: an interrupt recorded this close to the last record still counts as after it
@@ -111,12 +112,16 @@ def run_row(archive: RunArchive) -> dict[str, Any]:
     elites = archive.elites()
     best = best_elite(elites, archive.rule.confirm_n)
     gens = [int(row["gen"]) for row in archive.logbook()]
+    test = None
+    if best is not None:
+        test = test_view(test_records(archive, [best.genome]).get(best.genome), best, archive.rule)
     return {
         "name": archive.name, "path": str(archive.path), "status": run_status(archive),
         "generations": (max(gens) + 1) if gens else 0, "planned_generations": run.get("generations"),
         "evaluations": archive.count(),
         "best": None if best is None else {"mean": best.mean, "std": best.std, "n": best.n,
-                                           "confirmed": best.n >= archive.rule.confirm_n},
+                                           "confirmed": best.n >= archive.rule.confirm_n,
+                                           "test": test},
         "coverage": len(elites) / archive.grid.total_cells, "elites": len(elites),
         "started": started_at(archive), "budget": settings["budget"], "device": settings["device"],
         "error": None,

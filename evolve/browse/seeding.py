@@ -8,6 +8,9 @@ differs, the elites are queued as "import" tasks and re-evaluated in the new run
 before their scores count. Either way each imported record keeps
 origin = {run, path, id, genome}, so lineage leads back to the source run.
 
+Test-split records are never carried: the new run selects on val only and scores
+its own confirmed best on the test split.
+
 Carried-over records are re-binned: their descriptors are recomputed by the new
 run's grid from the stored result and the genome source, so the new run may use
 other descriptors or bin ranges than the source.
@@ -32,7 +35,7 @@ from evolve.browse.runs import stored_settings
 from evolve.config import RunConfig, load_toml
 from evolve.errors import UserError
 from evolve.harness.data import Dataset
-from evolve.record import EvalResult
+from evolve.record import EvalResult, sealed
 
 _ID = r"(?:e\d{6,}|[0-9a-f]{6,64})"
 SPEC = re.compile(rf"^(?P<run>.+):(?P<ids>{_ID}(?:,{_ID})*)$")
@@ -50,7 +53,7 @@ class Import:
     source: str
     origin_id: str
     idea: str
-    records: list[Record]  # its evaluations in the source run, in id order
+    records: list[Record]  # its val-split evaluations in the source run, in id order
 
     def origin(self, eval_id: str | None = None) -> dict[str, str]:
         return {"run": self.run, "path": self.path, "id": eval_id or self.origin_id,
@@ -155,7 +158,8 @@ def _plan_source(archive: RunArchive, ids: list[str], seed_top: int | None, new:
         targets = [genome_target(archive, e.genome) for e in elites]
     imports = [Import(archive.name, str(archive.path.resolve()), t.genome,
                       archive.genome_source(t.genome), t.id, str(t.field("idea", "") or ""),
-                      archive.evaluations_of(t.genome)) for t in targets]
+                      [r for r in archive.evaluations_of(t.genome)
+                       if not sealed(r.get("result") or {})]) for t in targets]
     differences = differing_settings(archive.config, imports, new, device_names)
     return SourcePlan(archive.name, not differences, differences, imports, archive.grid.to_list())
 

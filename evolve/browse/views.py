@@ -1,4 +1,10 @@
-"""Rich tables for the browsing commands; the same rows go out as JSON with --json."""
+"""Rich tables for the browsing commands; the same rows go out as JSON with --json.
+
+Every cell is a rich Text made with `cell`: ideas, operators, run names and
+reasons come from genomes, LLMs or other people's archives, so their escape
+sequences are made visible and `[bold]`-style markup prints literally (a plain
+str cell would be parsed as rich markup, links included).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from evolve.browse.testsplit import OVERFIT_NOTE, test_text
+from evolve.textsafe import printable
+
 PIPE_WIDTH = 200  # columns when stdout is not a terminal: keep whole rows for grep and less
 
 
 def console() -> Console:
     """A console for stdout: terminal width on a terminal, wide and colourless in a pipe."""
     return Console(width=None if sys.stdout.isatty() else PIPE_WIDTH, highlight=False)
+
+
+def cell(value: Any, style: str = "") -> Text:
+    """A table cell that shows `value` as it is: no markup, no escape sequences."""
+    return Text(printable("" if value is None else str(value)), style=style)
 
 
 def _bpb(mean: float | None, std: float | None = None) -> str:
@@ -35,41 +49,52 @@ STATUS_STYLE = {"running": "bold green", "finished": "blue", "stopped": "yellow"
 def runs_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="runs")
     for name, justify in (("run", "left"), ("status", "left"), ("gens", "right"),
-                          ("evals", "right"), ("best val_bpb", "right"), ("coverage", "right"),
-                          ("started", "left"), ("budget", "right"), ("device", "left")):
+                          ("evals", "right"), ("best val_bpb", "right"), ("test", "right"),
+                          ("coverage", "right"), ("started", "left"), ("budget", "right"),
+                          ("device", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        status = Text(r["status"], style=STATUS_STYLE.get(r["status"], ""))
+        status = cell(r["status"], style=STATUS_STYLE.get(r["status"], ""))
         if r.get("error"):
-            table.add_row(r["name"], status, "", "", r["error"].splitlines()[0], "", "", "", "")
+            table.add_row(cell(r["name"]), status, "", "", cell(r["error"].splitlines()[0]),
+                          "", "", "", "", "")
             continue
         best = r["best"]
         best_text = "-" if best is None else (
             f"{_bpb(best['mean'], best['std'])} (n={best['n']})" + ("" if best["confirmed"] else " *"))
         planned = f"/{r['planned_generations']}" if r.get("planned_generations") else ""
         budget = "-" if r["budget"] is None else f"{r['budget']:g} s"
-        table.add_row(r["name"], status, f"{r['generations']}{planned}", str(r["evaluations"]),
-                      best_text, f"{r['coverage']:.1%}", _when(r["started"]), budget,
-                      str(r["device"] or "-"))
+        table.add_row(cell(r["name"]), status, f"{r['generations']}{planned}", str(r["evaluations"]),
+                      best_text, cell(test_text((best or {}).get("test"))), f"{r['coverage']:.1%}",
+                      _when(r["started"]), budget, cell(r["device"] or "-"))
+    notes = []
     if any(r.get("best") and not r["best"]["confirmed"] for r in rows):
-        table.caption = "* unconfirmed: the best has fewer evaluations than the run's confirm count"
+        notes.append("* unconfirmed: the best has fewer evaluations than the run's confirm count")
+    if any(((r.get("best") or {}).get("test") or {}).get("overfit") for r in rows):
+        notes.append(OVERFIT_NOTE)
+    table.caption = Text("\n".join(notes)) if notes else None
     return table
 
 
 def elites_table(name: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"elites of {name}, best first")
+    table = Table(title=cell(f"elites of {name}, best first"))
     for col, justify in (("id", "left"), ("cell", "left"), ("val_bpb", "right"), ("n", "right"),
-                         ("params", "right"), ("lines", "right"), ("gen", "right"),
-                         ("operator", "left"), ("parent", "left"), ("idea", "left")):
+                         ("test", "right"), ("params", "right"), ("lines", "right"),
+                         ("gen", "right"), ("operator", "left"), ("parent", "left"),
+                         ("idea", "left")):
         table.add_column(col, justify=justify, overflow="fold" if col == "idea" else "ellipsis")  # type: ignore[arg-type]
     for r in rows:
         origin = r.get("origin")
         parent = r["parent"] or (f"{origin.get('run')}:{origin.get('id')}"
                                  if isinstance(origin, dict) else "-")
-        table.add_row(r["id"], ",".join(map(str, r["cell"])), _bpb(r["mean"], r["std"]), str(r["n"]),
+        table.add_row(cell(r["id"] + (" (best)" if r.get("best") else "")),
+                      ",".join(map(str, r["cell"])), _bpb(r["mean"], r["std"]), str(r["n"]),
+                      cell(test_text(r.get("test"))),
                       "-" if r["params"] is None else f"{r['params']:,}", str(r["code_size"]),
                       "-" if r["generation"] is None else str(r["generation"]),
-                      r["operator"] or "-", parent, r["idea"] or "")
+                      cell(r["operator"] or "-"), cell(parent), cell(r["idea"] or ""))
+    if any((r.get("test") or {}).get("overfit") for r in rows):
+        table.caption = Text(OVERFIT_NOTE)
     return table
 
 
@@ -86,7 +111,8 @@ def lineage_table(steps: list[dict[str, Any]]) -> Table:
         change = s["idea"] or ""
         if isinstance(s.get("origin"), dict):
             change = f"[imported from {s['origin'].get('run')}:{s['origin'].get('id')}] {change}"
-        table.add_row(s["run"], s["id"], "-" if s["generation"] is None else str(s["generation"]),
-                      _bpb(s["mean"], s["std"]), str(s["n"]), delta_text, s["operator"] or "-",
-                      change)
+        table.add_row(cell(s["run"]), cell(s["id"]),
+                      "-" if s["generation"] is None else str(s["generation"]),
+                      _bpb(s["mean"], s["std"]), str(s["n"]), delta_text, cell(s["operator"] or "-"),
+                      cell(change))
     return table

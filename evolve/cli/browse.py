@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from evolve.cli.group import cli, echo_json
+from evolve.cli.group import cli, echo_json, echo_untrusted, raw_option
 
 archive_option = click.option("--archive-dir", default="archive", show_default=True,
                               help="Where runs live.")
@@ -77,12 +77,13 @@ def map_command(run: str, archive_dir: str, as_json: bool) -> None:
 @click.argument("run")
 @click.argument("ident", metavar="ID")
 @archive_option
-def genome(run: str, ident: str, archive_dir: str) -> None:
+@raw_option
+def genome(run: str, ident: str, archive_dir: str, raw: bool) -> None:
     """The source of genome ID (an evaluation id like e000012, or a hash prefix)."""
     from evolve.browse import open_run, resolve
 
     with open_run(run, archive_dir) as archive:
-        click.echo(archive.genome_source(resolve(archive, ident).genome), nl=False)
+        echo_untrusted(archive.genome_source(resolve(archive, ident).genome), raw)
 
 
 @cli.command()
@@ -90,14 +91,15 @@ def genome(run: str, ident: str, archive_dir: str) -> None:
 @click.argument("a")
 @click.argument("b", required=False)
 @archive_option
-def diff(run: str, a: str, b: str | None, archive_dir: str) -> None:
+@raw_option
+def diff(run: str, a: str, b: str | None, archive_dir: str, raw: bool) -> None:
     """Unified diff of genome A against its parent, or from A to B."""
     from evolve.browse import open_run, resolve
     from evolve.browse.queries import diff_text
 
     with open_run(run, archive_dir) as archive:
         other = resolve(archive, b) if b else None
-        click.echo(diff_text(archive, resolve(archive, a), other), nl=False)
+        echo_untrusted(diff_text(archive, resolve(archive, a), other), raw)
 
 
 @cli.command()
@@ -123,13 +125,18 @@ def lineage(run: str, ident: str, archive_dir: str, as_json: bool) -> None:
 @click.argument("run")
 @click.argument("ident", metavar="ID")
 @archive_option
-def log(run: str, ident: str, archive_dir: str) -> None:
-    """The training log of evaluation ID (also while it is running)."""
+@raw_option
+def log(run: str, ident: str, archive_dir: str, raw: bool) -> None:
+    """The training log of evaluation ID (also while it is running).
+
+    The genome wrote it: escape sequences in it are shown, not sent to the terminal (--raw
+    prints the bytes as they are).
+    """
     from evolve.browse import open_run, resolve
     from evolve.browse.queries import log_file
 
     with open_run(run, archive_dir) as archive:
-        click.echo(log_file(archive, resolve(archive, ident), ident).read_text(errors="replace"), nl=False)
+        echo_untrusted(log_file(archive, resolve(archive, ident), ident).read_bytes(), raw)
 
 
 @cli.command()

@@ -7,6 +7,7 @@ import json
 import click
 
 from evolve.errors import UserError
+from evolve.textsafe import printable
 
 
 class _Group(click.Group):
@@ -16,7 +17,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(exc.message(), err=True)
+            click.echo(printable(exc.message()), err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -33,3 +34,19 @@ def positive(kind: type = float) -> click.ParamType:
 def echo_json(data: object) -> None:
     """--json output: stable key order, anything unusual as a string."""
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+raw_option = click.option("--raw", is_flag=True,
+                          help="Print the bytes as stored (escape sequences included), for piping.")
+
+
+def echo_untrusted(data: str | bytes, raw: bool = False) -> None:
+    """Text a genome or an LLM wrote: control and escape sequences made visible, so they never
+    reach the reader's terminal; with --raw, exactly as stored."""
+    if raw:
+        out = click.get_binary_stream("stdout")
+        out.write(data if isinstance(data, bytes) else data.encode(errors="surrogateescape"))
+        out.flush()
+        return
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    click.echo(printable(text), nl=False)

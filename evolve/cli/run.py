@@ -10,6 +10,7 @@ import click
 
 from evolve.browse.locate import run_path
 from evolve.cli.group import cli, positive
+from evolve.textsafe import printable
 
 
 @cli.command("eval")
@@ -47,7 +48,7 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
         click.echo(f"evaluating {genome} on {dataset.name} ({dataset.fingerprint}) for "
                    f"{budget:g} s on {settings.device}; log: {folder / 'log.txt'}", err=True)
     result = run_genome(source, dataset, settings, folder / "work", folder / "log.txt")
-    click.echo(result.to_json() if as_json else result.summary())
+    click.echo(result.to_json() if as_json else printable(result.summary()))  # reason: genome text
     sys.exit(0 if result.ok else 1)
 
 
@@ -143,13 +144,14 @@ def _drive(prepare_run) -> None:
     """Run the engine with live progress; Ctrl-C stops it cleanly and says how to resume."""
     import signal
 
+    from evolve.browse.testsplit import best_test_line
     from evolve.engine.progress import Progress, headline, snapshot
 
     with Progress() as progress:
         prepared = prepare_run(progress.update)
         engine, archive = prepared.engine, prepared.archive
         for note in prepared.notes:
-            click.echo(note, err=True)
+            click.echo(printable(note), err=True)
 
         def interrupt(signum, frame):  # first Ctrl-C: stop cleanly; the loop returns soon
             click.echo("\nstopping: cancelling evaluations in flight…", err=True)
@@ -162,10 +164,17 @@ def _drive(prepare_run) -> None:
             signal.signal(signal.SIGINT, previous)
             prepared.executor.shutdown()
             final = snapshot(engine)
-            archive.close()
+            try:
+                with engine.lock:
+                    tested = best_test_line(archive)
+            finally:
+                archive.close()
     click.echo(headline(final))
+    if tested:
+        click.echo(tested)
     best = final["best"]
-    click.echo(f"run {archive.name}: {state.stop_reason}; {final['evals']} evaluations in {archive.path}")
+    click.echo(printable(f"run {archive.name}: {state.stop_reason}; {final['evals']} evaluations "
+                         f"in {archive.path}"))  # a stop reason may quote an operator's error
     if best is not None and best["n"] < engine.config.confirm:
         click.echo(f"note: the best has {best['n']} evaluation(s), fewer than the {engine.config.confirm} "
                    "that confirm it", err=True)

@@ -8,6 +8,11 @@ statistics go to the archive's logbook once all of its tasks are done.
 Every task is written to `pending/` before it runs and removed after its record
 is stored, so kill -9 loses only what was in flight, and `resume` reruns it
 under the same id.
+
+Selection sees the val split only. Each genome that becomes the confirmed best
+(the elite reported as best, with `confirm` evaluations) is scored once more on
+the sealed test split, a task of kind "test"; that record is reported beside the
+val score and kept out of the map, the noise level, curiosity and the logbook.
 """
 
 from __future__ import annotations
@@ -23,17 +28,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.archive import Decision, RunArchive
+from evolve.archive.elites import best_elite
 from evolve.archive.pending import PendingTasks, Task
 from evolve.config import RunConfig
 from evolve.engine.daemons import DaemonPool
 from evolve.engine.proposer import Proposer
 from evolve.executors.base import EvalRequest, Executor
 from evolve.operators import VariationError
-from evolve.record import INFRASTRUCTURE_STATUSES, EvalResult
+from evolve.record import INFRASTRUCTURE_STATUSES, EvalResult, sealed
 
 MAX_LOST = 3  # an evaluation lost to infrastructure this often is recorded as lost
 AUTO_START = 4  # proposals in flight before there are measurements to size them by
 AUTO_MARGIN = 1.5  # in flight = margin x slots x proposal latency / evaluation time
+NOT_ISSUED = ("reeval", "test")  # task kinds that are no new member of the population
+TEST_IDEA = "sealed test-split score of the confirmed best"
 
 
 class _Mean:
@@ -84,6 +92,7 @@ class Engine:
         self._propose_seconds, self._eval_seconds = _Mean(), _Mean()
         self._per_gen: Counter = Counter()  # evaluations stored per generation
         self._reevals: Counter = Counter()  # re-evaluations issued per genome
+        self._tested: set[str] = set()  # genomes whose test-split evaluation is stored or queued
         self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
         self._seed_tasks = len(seeds) * config.noise_repeats
         self.llm: Any = None  # the run's LLM handle, set by setup when an LLM is configured
@@ -151,8 +160,10 @@ class Engine:
         """Count what the archive already holds and queue the tasks a crash left pending."""
         records = list(self.archive.evaluations())
         stored = {r["id"] for r in records}
-        self._per_gen.update(int(r.get("generation", 0)) for r in records)
-        self.state.issued = sum(1 for r in records if r.get("operator") != "reeval")
+        val = [r for r in records if not sealed(r.get("result") or {})]
+        self._tested = {r["genome"] for r in records if sealed(r.get("result") or {})}
+        self._per_gen.update(int(r.get("generation", 0)) for r in val)
+        self.state.issued = sum(1 for r in val if r.get("operator") not in NOT_ISSUED)
         self.state.total = len(records)
         self.state.statuses.update(r.get("status", "?") for r in records)
         for task in self.pending.all():
@@ -160,7 +171,9 @@ class Engine:
                 self.pending.done(task.id)
                 continue
             self._ready.append(task)
-            self.state.issued += task.kind != "reeval"
+            self.state.issued += task.kind not in NOT_ISSUED
+            if task.split != "val":
+                self._tested.add(task.genome)
         if records or self._ready:
             self.state.gen = max([int(r.get("generation", 0)) for r in records]
                                  + [t.gen for t in self._ready])
@@ -190,7 +203,8 @@ class Engine:
 
     def _start(self, task: Task) -> None:
         request = EvalRequest(eval_id=task.id, source=self.archive.genome_source(task.genome),
-                              seed=task.seed, log_path=self.archive.log_path(task.id))
+                              seed=task.seed, log_path=self.archive.log_path(task.id),
+                              split=task.split)
         self._running[self.executor.submit(request)] = (task, request)
 
     # --- proposals ---------------------------------------------------------------------
@@ -254,6 +268,8 @@ class Engine:
         self._store(task, request.source, result)
 
     def _store(self, task: Task, source: str, result: EvalResult) -> None:
+        if task.split != "val":  # what we asked for; a result claiming "test" stays sealed too
+            result.split = task.split
         with self.lock:
             record = self.archive.add_evaluation(
                 result, source, generation=task.gen, parents=task.parents, operator=task.operator,
@@ -269,11 +285,14 @@ class Engine:
         state.total += 1
         state.statuses[result.status] += 1
         state.gen = max(state.gen, task.gen)
-        self._per_gen[task.gen] += 1
         score = f"{result.val_bpb:.4f}" if result.val_bpb is not None else result.reason[:80]
         state.last_events.append(f"{task.id} {task.kind:<6} {result.status:<8} {score}  {task.idea[:60]}")
+        if result.split != "val":
+            return  # reported only: no generation count, no noise, no new best
+        self._per_gen[task.gen] += 1
         if task.kind == "seed":
             self._update_noise()
+        self._test_best()
 
     def _update_noise(self) -> None:
         """Once the seed's repeats are in, adopt their spread as the run's noise level."""
@@ -300,12 +319,27 @@ class Engine:
         missing = self.config.confirm - best.n - len(queued)
         # a genome whose re-evaluations keep failing is not retried forever
         if missing <= 0 or self._reevals[best.genome] >= 2 * self.config.confirm:
-            return False
+            return self._test_best()
         self._reevals[best.genome] += missing
         source = self.archive.genome_source(best.genome)
         for _ in range(missing):
             self._ready.append(self._task(self.state.gen, "reeval", source, operator="reeval",
                                           parents=[best.genome], idea="re-evaluation of the best"))
+        return True
+
+    def _test_best(self) -> bool:
+        """Queue the sealed test-split evaluation of the confirmed best, once per genome.
+
+        True if queued. A genome that becomes the confirmed best later gets its own.
+        """
+        with self.lock:
+            best = best_elite(self.archive.elites(), self.config.confirm)
+        if best is None or best.n < self.config.confirm or best.genome in self._tested:
+            return False
+        self._tested.add(best.genome)
+        task = self._task(self.state.gen, "test", self.archive.genome_source(best.genome),
+                          operator="test", parents=[best.genome], idea=TEST_IDEA, split="test")
+        self._ready.append(task)
         return True
 
     def _close_generations(self) -> None:

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from evolve.archive.elites import best_elite, summarize
+from evolve.textsafe import printable
 
 
 def snapshot(engine: Any) -> dict[str, Any]:
@@ -34,7 +35,8 @@ def snapshot(engine: Any) -> dict[str, Any]:
         "coverage": summary.get("coverage", 0.0), "qd_score": summary.get("qd_score", 0.0),
         "slots": engine.executor.busy(), "slot_names": engine.executor.slots,
         "failed_proposals": state.failed_proposals, "statuses": dict(state.statuses),
-        "elapsed": elapsed, "eta": eta, "events": list(state.last_events),
+        "elapsed": elapsed, "eta": eta,
+        "events": [printable(e) for e in state.last_events],  # ideas and reasons: untrusted text
         "llm": engine.llm_stats(),
     }
 
@@ -98,6 +100,6 @@ class Progress:
         slots.add_column("slot")
         slots.add_column("running")
         for name in s["slot_names"]:
-            slots.add_row(name, s["slots"].get(name, "idle"))
+            slots.add_row(Text(name), Text(s["slots"].get(name, "idle")))
         events = Text("\n".join(s["events"]) or "waiting for the first result…", style="dim")
         return Group(Text(headline(s), style="bold"), slots, events)

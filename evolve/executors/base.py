@@ -19,6 +19,7 @@ class EvalRequest:
     source: str
     seed: int
     log_path: Path
+    split: str = "val"  # "val" scores for selection; "test" scores the sealed test split once
     cancel: threading.Event = field(default_factory=threading.Event)
 
 

@@ -157,7 +157,8 @@ class RayExecutor(SlotExecutor):
     def _evaluate(self, slot: Slot, request: EvalRequest) -> EvalResult:
         settings = dataclasses.replace(
             self.settings, seed=request.seed, slot=slot.name, device=slot.device, cuda_visible=None,
-            threads=slot.threads, mem_limit_bytes=slot.mem_limit_bytes or self.settings.mem_limit_bytes)
+            threads=slot.threads, mem_limit_bytes=slot.mem_limit_bytes or self.settings.mem_limit_bytes,
+            split=request.split)
         ref = self._task.options(
             num_cpus=slot.threads, num_gpus=1 if slot.device == "cuda" else 0, max_retries=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node, soft=False),

@@ -55,6 +55,7 @@ class RunSettings:
     startup: float = 120.0  # fork and trusted prologue may take this long (zygote start not counted)
     seed: int = 0
     slot: str = "cpu0"
+    split: str = "val"  # "val" scores for selection; "test" scores the sealed test split
 
     def __post_init__(self) -> None:
         self.grace = self.grace if self.grace is not None else max(10.0, 0.1 * self.budget)

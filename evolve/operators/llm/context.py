@@ -3,6 +3,10 @@
 The lineage says which ideas led to a parent and what each did to val_bpb, so
 the LLM builds on what worked; recent failures with their reasons keep it from
 repeating them; elites of other cells show other directions that work.
+
+Only val-split evaluations are read: a test-split score (the sealed score of a
+confirmed best) never reaches the LLM, or the search would learn from it. Every
+text here was written by a genome or an LLM: the prompt shows it neutralised.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from evolve.archive import RunArchive
 from evolve.archive.shards import format_id
 from evolve.logtail import tail
 from evolve.operators.base import Parent
-from evolve.record import INFRASTRUCTURE_STATUSES
+from evolve.record import INFRASTRUCTURE_STATUSES, sealed
 
 SCAN_FOR_FAILURES = 300  # newest records looked at when collecting recent failures
 LOG_TAIL_CHARS = 4000
@@ -53,7 +57,7 @@ def gather(archive: RunArchive, parents: list[Parent], *, depth: int = 5, log_li
 
 
 class _Reader:
-    """Evaluations by genome, each genome read from disk once per context."""
+    """Val-split evaluations by genome, each genome read from disk once per context."""
 
     def __init__(self, archive: RunArchive) -> None:
         self.archive = archive
@@ -61,7 +65,8 @@ class _Reader:
 
     def of(self, genome: str) -> list[dict[str, Any]]:
         if genome not in self._memo:
-            self._memo[genome] = self.archive.evaluations_of(genome)
+            self._memo[genome] = [r for r in self.archive.evaluations_of(genome)
+                                  if not sealed(r.get("result") or {})]
         return self._memo[genome]
 
 
@@ -135,6 +140,8 @@ def recent_failures(archive: RunArchive, n: int) -> list[dict[str, Any]]:
         record = archive.get(format_id(number))
         if record is None or record.get("status") in ("ok", *INFRASTRUCTURE_STATUSES):
             continue  # a lost node or a stopped run is no idea to avoid
+        if sealed(record.get("result") or {}):
+            continue  # how the test split went stays out of the search
         found.append({"idea": record.get("idea", ""), "status": record.get("status", "?"),
                       "reason": (record.get("result") or {}).get("reason", ""),
                       "operator": record.get("operator", "")})
