@@ -165,6 +165,8 @@ def test_hostile_text_is_escaped_in_the_html(base_url: str) -> None:
         assert f'<img src="/{MARK}' not in page and "<svg onload" not in page, path
     _, page, _ = get(base_url + "runs/hostile/g/e000002")
     assert "&lt;script&gt;window.__pwned=1" in page  # shown as text
+    assert 'id="log-curve"' in page and "(3 points)" in page  # the loss curve of its log
+    assert 'id="reply"' in page and "reply &lt;script&gt;" in page  # the LLM exchange
     _, page, _ = get(base_url + "runs/hostile/g/e000004")  # in flight: prompt and log shown
     assert "in flight" in page and "reply &lt;script&gt;" in page and "step 1 | loss 6.0" in page
 

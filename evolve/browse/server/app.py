@@ -30,9 +30,8 @@ from evolve.browse.server import pages
 from evolve.browse.server.index import RunCache
 from evolve.errors import UserError
 
-HERE = Path(__file__).parent
 HIGHLIGHT_LIMIT = 400_000  # characters; longer texts are shown plain (still escaped)
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -143,13 +142,15 @@ def create_app(archive_dir: str | Path, *, loopback: bool = True,
         return PlainTextResponse(text, headers={"content-disposition": "inline"})
 
     def version(request: Request) -> Response:
+        """What the page polls: only stats, no lock, no parsing."""
         log = request.query_params.get("log")
         if "run" not in request.path_params:
             names = cache.names()
             return JSONResponse({"version": str(abs(hash(tuple(
                 (n, pages.version(cache.get(n))) for n in names))))})
         log_id = log if log and pages.EVAL_ID.fullmatch(log) else None
-        return JSONResponse({"version": locked(request, lambda i: pages.version(i, log_id))})
+        index = cache.get(pages.check_name(request.path_params["run"]))
+        return JSONResponse({"version": pages.version(index, log_id)})
 
     def pygments_css(request: Request) -> Response:
         return Response(_formatter(True).get_style_defs(".hl"), media_type="text/css")
@@ -169,8 +170,7 @@ def create_app(archive_dir: str | Path, *, loopback: bool = True,
 
     middleware = [Middleware(SecurityHeaders)]
     if loopback:
-        middleware.append(Middleware(TrustedHostMiddleware,
-                                     allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"]))
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS))
     app = Starlette(
         routes=[
             Route("/", home), Route("/runs/{run}", run), Route("/runs/{run}/compare", compare),

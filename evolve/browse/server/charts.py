@@ -81,7 +81,7 @@ class Progress:
     kept: str = ""  # SVG path of dots: evaluations that took a cell
     kept_total: int = 0
     records: list[tuple[float, float, str]] = field(default_factory=list)  # running-best steps
-    elites: list[tuple[float, float, str]] = field(default_factory=list)
+    elites: str = ""  # SVG path of rings around the current elites' evaluations
     failed: str = ""  # SVG path of ticks on the top edge
     best: str = ""  # SVG path of the running best
     total: int = 0
@@ -125,8 +125,8 @@ def progress(series: Series, elite_numbers: set[int]) -> Progress:
     chart.kept = dots(axes.xs(xs[drawn]), axes.ys(bpb[drawn]))
     chart.kept_total = len(kept)
     ringed = np.flatnonzero(np.isin(series.numbers, list(elite_numbers)) & ok)
-    chart.elites = list(zip(axes.xs(xs[ringed]), axes.ys(bpb[ringed]),
-                            [f"e{n:06d}" for n in series.numbers[ringed]], strict=True))
+    chart.elites = "".join(f"M{x - 6},{y}a6,6 0 1,0 12,0a6,6 0 1,0 -12,0" for x, y in zip(
+        axes.xs(xs[ringed]), axes.ys(bpb[ringed]), strict=True))
     if len(kept):
         best = np.minimum.accumulate(bpb[kept])
         steps = kept[np.flatnonzero(np.r_[True, best[1:] < best[:-1]])]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ class RunIndex:
         self.operators: Counter[str] = Counter()
         self._order: list[Row] = []  # recorded order (seq); sorted lazily when a row came late
         self._sorted = True
-        self._series: Series | None = None
+        self._columns = (array("q"), array("d"), array("b"))  # the series, appended as rows come
         self._code_lines: dict[str, int] = {}
 
     @property
@@ -152,7 +153,8 @@ class RunIndex:
         self.statuses.clear()
         self.operators.clear()
         self._order.clear()
-        self._sorted, self._series = True, None
+        self._sorted = True
+        self._columns = (array("q"), array("d"), array("b"))
 
     def _add(self, row: Row) -> None:
         self.rows[row.number] = row
@@ -161,7 +163,10 @@ class RunIndex:
         if self._order and (self._order[-1].seq, self._order[-1].number) > (row.seq, row.number):
             self._sorted = False
         self._order.append(row)
-        self._series = None
+        numbers, bpb, took = self._columns
+        numbers.append(row.number)
+        bpb.append(math.nan if row.bpb is None else row.bpb)
+        took.append(row.decision in TOOK_CELL)
         rows = self.by_genome.setdefault(row.genome, [])
         first = not rows
         rows.append(row)
@@ -200,19 +205,18 @@ class RunIndex:
         if not self._sorted:
             self._order.sort(key=lambda r: (r.seq, r.number))
             self._sorted = True
+            self._columns = (array("q", (r.number for r in self._order)),
+                             array("d", (math.nan if r.bpb is None else r.bpb
+                                         for r in self._order)),
+                             array("b", (r.decision in TOOK_CELL for r in self._order)))
         return self._order
 
     def series(self) -> Series:
-        """The progress plot's data, rebuilt only when evaluations were added."""
-        if self._series is None:
-            rows = self.ordered()
-            count = len(rows)
-            self._series = Series(
-                np.fromiter((r.number for r in rows), np.int64, count),
-                np.fromiter((math.nan if r.bpb is None else r.bpb for r in rows), np.float64,
-                            count),
-                np.fromiter((r.decision in TOOK_CELL for r in rows), np.bool_, count))
-        return self._series
+        """The progress plot's data: columns kept up to date as rows arrive, copied out."""
+        self.ordered()
+        numbers, bpb, took = self._columns
+        return Series(np.array(numbers, dtype=np.int64), np.array(bpb, dtype=np.float64),
+                      np.array(took, dtype=np.bool_))
 
     def close(self) -> None:
         self.archive.close()

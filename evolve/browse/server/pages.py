@@ -28,6 +28,7 @@ from evolve.logtail import tail
 PAGE_SIZE = 50
 LINEAGE_STEPS = 40  # ancestors shown; older ones behind a link
 CHILDREN = 40
+EVALUATIONS = 60  # of one genome, listed on its page
 LOG_BYTES = 256 * 1024
 TEXT_BYTES = 512 * 1024  # prompts and replies longer than this are cut (and say so)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -118,7 +119,7 @@ def run_page(index: RunIndex, sort: str = "mean", order: str = "asc",
     elites = archive.elites()
     first = {e.genome: (index.first(e.genome).id if index.first(e.genome) else e.eval_ids[0])
              for e in elites}
-    elite_numbers = {int(first[e.genome][1:]) for e in elites}
+    elite_numbers = {int(e.eval_ids[0][1:]) for e in elites}  # ringed in the progress plot
     table = []
     for e in elites:
         intro = index.first(e.genome)
@@ -303,7 +304,7 @@ def genome_page(index: RunIndex, ident: str, against: str | None = None) -> dict
     stats = index.stats(s.genome)
     evaluations = [{"id": r.id, "status": r.status, "bpb": r.bpb, "counted": r.counted,
                     "operator": r.operator}
-                   for r in index.by_genome.get(s.genome, [])[:200]]
+                   for r in index.by_genome.get(s.genome, [])[:EVALUATIONS]]
     return {
         "s": s, "record": record, "base_is_parent": base is not None and not against, "result": result, "log_id": log_id,
         "source": source_of(index, s.genome), "diff": diff, "base": base,
