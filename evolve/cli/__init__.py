@@ -6,6 +6,7 @@ Each module registers its commands on the group in `group.py`.
 from evolve.cli import (  # noqa: F401  (importing a module registers its commands)
     browse,  # runs, show, map, genome, diff, lineage, log, export, report
     run,  # eval, start, resume
+    serve,  # serve
 )
 from evolve.cli.group import cli
 
