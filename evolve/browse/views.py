@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from evolve.operators.llm.summary import short
+
 PIPE_WIDTH = 200  # columns when stdout is not a terminal: keep whole rows for grep and less
 
 
@@ -36,12 +38,13 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="runs")
     for name, justify in (("run", "left"), ("status", "left"), ("gens", "right"),
                           ("evals", "right"), ("best val_bpb", "right"), ("coverage", "right"),
-                          ("started", "left"), ("budget", "right"), ("device", "left")):
+                          ("started", "left"), ("budget", "right"), ("device", "left"),
+                          ("LLM", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         status = Text(r["status"], style=STATUS_STYLE.get(r["status"], ""))
         if r.get("error"):
-            table.add_row(r["name"], status, "", "", r["error"].splitlines()[0], "", "", "", "")
+            table.add_row(r["name"], status, "", "", r["error"].splitlines()[0], "", "", "", "", "")
             continue
         best = r["best"]
         best_text = "-" if best is None else (
@@ -50,14 +53,15 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
         budget = "-" if r["budget"] is None else f"{r['budget']:g} s"
         table.add_row(r["name"], status, f"{r['generations']}{planned}", str(r["evaluations"]),
                       best_text, f"{r['coverage']:.1%}", _when(r["started"]), budget,
-                      str(r["device"] or "-"))
+                      str(r["device"] or "-"), short(r["llm"]) if r.get("llm") else "-")
     if any(r.get("best") and not r["best"]["confirmed"] for r in rows):
         table.caption = "* unconfirmed: the best has fewer evaluations than the run's confirm count"
     return table
 
 
-def elites_table(name: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"elites of {name}, best first")
+def elites_table(name: str, rows: list[dict[str, Any]], caption: str | None = None) -> Table:
+    """`caption`: a line under the table (the run's LLM account)."""
+    table = Table(title=f"elites of {name}, best first", caption=caption)
     for col, justify in (("id", "left"), ("cell", "left"), ("val_bpb", "right"), ("n", "right"),
                          ("params", "right"), ("lines", "right"), ("gen", "right"),
                          ("operator", "left"), ("parent", "left"), ("idea", "left")):
