@@ -163,21 +163,23 @@ def test_down_at_start_with_fallback_runs_on_builtins_and_says_when_the_llm_is_b
     assert all(row["children"] == 2 for row in rows)  # pop evaluated children, whatever failed
 
 
-def test_a_resume_with_the_llm_down_stops_unless_told_to_go_on(workspace: Path) -> None:
+def test_a_resume_with_the_llm_down_stops_unless_told_to_go_on(workspace: Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.chdir(workspace)
     with FakeLLM() as fake:
         first = evolve("start", "--pop", "1", "--generations", "1", *FAST, "--llm-model", "m",
                        "--llm-base-url", fake.url, cwd=workspace)
     assert first.returncode == 0, first.stderr[-2000:]
     config = (workspace / "archive" / "r" / "config.json").read_text()
-    refused = evolve("resume", "r", cwd=workspace)  # fake is down now
-    assert refused.returncode == 2 and "does not answer for m" in refused.stderr
-    assert "evolve resume RUN --llm-fallback" in refused.stderr
+    refused = CliRunner().invoke(cli, ["resume", "r"])  # the server is down now
+    assert refused.exit_code == 2 and "does not answer for m" in refused.output
+    assert "evolve resume RUN --llm-fallback" in refused.output
     assert (workspace / "archive" / "r" / "config.json").read_text() == config
     resumed = evolve("resume", "r", "--llm-fallback", cwd=workspace)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "LLM down: the LLM endpoint" in resumed.stderr and "down 1 time(s)" in resumed.stdout
     # the run's LLM account is listed with the runs and under its elites
-    [row] = json.loads(evolve("runs", "--json", cwd=workspace).stdout)
+    [row] = json.loads(CliRunner().invoke(cli, ["runs", "--json"]).output)
     assert row["llm"]["outages"] == 1 and row["llm"]["calls"] == 0 and row["llm"]["cost"] == 0
-    shown = evolve("show", "r", cwd=workspace).stdout
+    shown = CliRunner().invoke(cli, ["show", "r"]).output
     assert "LLM: 0 call(s), 0 failed, spent $0.0000, down 1 time(s), still down" in shown

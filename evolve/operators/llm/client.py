@@ -73,8 +73,9 @@ class LLM:
         self._abandoned = False  # the run stopped with calls in flight; they are counted already
         self._down_since: float | None = None  # wall time it was marked down; None: up
         self._failed_while_down = 0
-        # What the run does while the LLM is down or capped; wiring sets it from the operator mix.
-        self.instead = "the built-in operators carry on"
+        # Whether built-in operators can make children without the LLM (wiring sets it from the
+        # operator mix): what the lines about an LLM down or capped say the run does instead.
+        self.builtin = True
         self.totals = _load(stats_path)
         self.stopped = self.totals.get("stopped", "")
         for model in settings.models:  # fail at start, not in the middle of the run
@@ -166,7 +167,10 @@ class LLM:
             cap = self.settings.max_cost
             if cap is not None and self.totals["cost"] + guess > cap:
                 self.stopped = (f"LLM cost cap ${cap:g} reached (spent ${self.totals['cost']:.4f}): "
-                                f"no more LLM calls; {self.instead}")
+                                "no more LLM calls; " + ("the built-in operators carry on"
+                                                         if self.builtin else
+                                                         "no other operator is configured, so no "
+                                                         "new child can be made"))
                 self.totals["stopped"] = self.stopped
                 self._remember(self.stopped)
                 self._save()
@@ -264,7 +268,9 @@ class LLM:
         if self.settings.cooldown > 0:
             self._paused_until = time.monotonic() + self.settings.cooldown
             retry = f"every {self.settings.cooldown:g} s"
-        message = f"LLM down: {reason}; {self.instead}; trying the LLM again {retry}"
+        instead = ("the built-in operators carry on" if self.builtin else
+                   "no other operator is configured, so new children wait for it")
+        message = f"LLM down: {reason}; {instead}; trying the LLM again {retry}"
         self._remember(message)
         return message
 

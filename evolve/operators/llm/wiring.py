@@ -37,8 +37,7 @@ def build_llm(table: Mapping[str, Any], weights: Mapping[str, float] | None,
                         "have a weight", "without the LLM no child could be made",
                         "give hyper_mutate a weight in [operators], or drop --llm-fallback")
     llm = LLM(settings, stats_path=run_dir / STATS_FILE)
-    llm.instead = ("the built-in operators carry on" if builtin else
-                   "no built-in operator is configured, so new children wait for it")
+    llm.builtin = bool(builtin)
     for name in used:
         options.setdefault(name, {})["llm"] = llm
     mix = ", ".join(f"{n} {w:g}" for n, w in weights.items())
