@@ -95,7 +95,9 @@ class RunConfig:
             raise UserError(f"unknown executor {self.executor!r}", "executors are local and ray",
                             "pass --executor local or --executor ray")
         from evolve.operators.llm.settings import parse_llm
+        from evolve.selection import check_method
 
+        check_method(self.selection)
         parse_llm(self.llm)  # unknown keys, bad numbers, a negative cost cap: UserError
         if not self.seed_genomes and not self.seed_from:
             raise UserError("no seed genome", "a run starts from at least one genome",

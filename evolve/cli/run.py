@@ -96,6 +96,9 @@ def run_options(func):
                           "[default: the OpenAI API; key from OPENAI_API_KEY]."),
         click.option("--max-llm-cost", type=float, default=None,
                      help="Hard cap in USD on LLM spend for the run; then built-in operators only."),
+        click.option("--llm-fallback/--no-llm-fallback", default=None,
+                     help="If the LLM endpoint does not answer at start, go on with the built-in "
+                          "operators and retry the LLM during the run [default: stop, exit 2]."),
         click.option("--llm-concurrency", type=int, default=None,
                      help="LLM proposals prepared in parallel with evaluations [default: auto, "
                           "enough that slots never wait, from measured LLM and evaluation times]."),
@@ -127,11 +130,15 @@ def start(config_file: str | None, **flags: object) -> None:
 @cli.command()
 @click.argument("run")
 @click.option("--archive-dir", default="archive", show_default=True, help="Where runs live.")
-def resume(run: str, archive_dir: str) -> None:
+@click.option("--llm-fallback/--no-llm-fallback", default=None,
+              help="If the LLM endpoint does not answer, go on with the built-in operators and "
+                   "retry the LLM during the run [default: as the run was started].")
+def resume(run: str, archive_dir: str, llm_fallback: bool | None) -> None:
     """Continue a stopped or killed RUN with its stored config; nothing is repeated or lost."""
     from evolve.engine import resume as resume_run
 
-    _drive(lambda on_update: resume_run(run_path(run, archive_dir), _executor_factory(), on_update))
+    _drive(lambda on_update: resume_run(run_path(run, archive_dir), _executor_factory(), on_update,
+                                        llm_fallback=llm_fallback))
 
 
 def _executor_factory():
@@ -175,6 +182,10 @@ def _drive(prepare_run) -> None:
     best = final["best"]
     click.echo(printable(f"run {archive.name}: {state.stop_reason}; {final['evals']} evaluations "
                          f"in {archive.path}"))  # a stop reason may quote an operator's error
+    if final["llm"] is not None:
+        from evolve.operators.llm.summary import describe
+
+        click.echo(printable(describe(final["llm"])))
     if best is not None and best["n"] < engine.config.confirm:
         click.echo(f"note: the best has {best['n']} evaluation(s), fewer than the {engine.config.confirm} "
                    "that confirm it", err=True)
