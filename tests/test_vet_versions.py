@@ -54,6 +54,17 @@ def test_each_supported_torch_archive_is_accepted_and_runs(path):
         assert sample and vetted.read(sample[0]) == b""
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_archive_is_accepted_and_runs_on_the_gpu(tmp_path):
+    """Weights on the GPU are described as cuda tensors; the vetted copy loads back there."""
+    model = torch.nn.Sequential(torch.nn.Embedding(64, 4), torch.nn.Linear(4, 64)).cuda().eval()
+    idx = torch.randint(0, 64, (2, 4), device="cuda")
+    with torch.no_grad():
+        torch.export.save(torch.export.export(model, (idx,)), str(tmp_path / "model.pt2"))
+        loaded = evaluator.load_model(str(tmp_path / "model.pt2")).module()
+        assert torch.allclose(loaded(idx), model(idx))
+
+
 def test_torch_2_8_archive_is_refused_naming_the_supported_versions():
     """torch 2.8 writes data/weights/model.pt, a pickled state dict."""
     with pytest.raises(Rejected, match=f"pickles the weights.*{SUPPORTED_TEXT}"):
