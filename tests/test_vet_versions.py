@@ -116,7 +116,7 @@ HOSTILE_EDITS = {
     "pickled constant": (_replace(CONSTANTS, b'"use_pickle": false', b'"use_pickle": true'),
                          "pickled"),
     "custom object constant": (_replace(CONSTANTS, b'"tensor_0"', b'"custom_obj_0"'),
-                               "never writes"),
+                               "pickled or custom"),
     "payload outside its folder": (_replace(WEIGHTS, b'"weight_1"', b'"../weight_1"'),
                                    "not a name"),
     "payload named '..'": (_replace(WEIGHTS, b'"weight_1"', b'".."'), "pickled or custom"),
@@ -129,6 +129,24 @@ HOSTILE_EDITS = {
     "no weights config": (lambda name, data: None if name == WEIGHTS else data, "has no"),
     "program not JSON": (_replace("models/model.json", b"{", b"{{"), "not JSON"),
 }
+
+
+@pytest.mark.parametrize("path", LAYOUTS, ids=SUPPORTED)
+@pytest.mark.parametrize("prefix", ["custom_obj_", "opaque_obj_"])
+def test_refuses_a_constant_torch_would_unpickle(path, prefix, tmp_path):
+    """torch unpickles constants named custom_obj_N / opaque_obj_N even when use_pickle is
+    false: renaming the member and its config entry together must not get a pickle through."""
+    def edit(name: str, data: bytes) -> bytes:
+        if name == CONSTANTS:
+            return data.replace(b'"tensor_0"', f'"{prefix}0"'.encode())
+        return data
+
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(_tamper(path, tmp_path, edit)) as src, zipfile.ZipFile(evil, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename.replace("tensor_0", f"{prefix}0"), src.read(info))
+    with pytest.raises(Rejected, match="pickled or custom"):
+        vet_archive(str(evil))
 
 
 @pytest.mark.parametrize("path", LAYOUTS, ids=SUPPORTED)

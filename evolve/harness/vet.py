@@ -42,6 +42,10 @@ _PROGRAM = "models/model.json"
 _SAMPLE_INPUTS = "data/sample_inputs/model.pt"  # a pickle: replaced by nothing, never loaded
 _PAYLOADS = {"data/weights/": "data/weights/model_weights_config.json",
              "data/constants/": "data/constants/model_constants_config.json"}
+# torch picks the loader by the payload's name: weight_N and tensor_N are raw bytes, while
+# custom_obj_N and opaque_obj_N are unpickled whatever use_pickle says. Only raw ones pass.
+_RAW_PAYLOAD = {"data/weights/": re.compile(r"weight_\d+"),
+                "data/constants/": re.compile(r"tensor_\d+")}
 _LEGACY = {"serialized_exported_program.json", "serialized_state_dict.pt",  # torch <= 2.7
            "data/weights/model.pt", "data/constants/model.pt"}  # torch 2.8: pickled state dict
 
@@ -92,7 +96,7 @@ def _vet(path: str) -> io.BytesIO:
     out = io.BytesIO()
     with src, zipfile.ZipFile(out, "w") as dst:
         members = _members(src)
-        configs = {folder: _payload_config(src, members, config)
+        configs = {folder: _payload_config(src, members, config, _RAW_PAYLOAD[folder])
                    for folder, config in _PAYLOADS.items()}
         for name, info in members.items():
             data = b"" if name == _SAMPLE_INPUTS else src.read(info)
@@ -142,7 +146,7 @@ def _members(src: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
 
 
 def _payload_config(src: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
-                    config: str) -> set[str]:
+                    config: str, raw: re.Pattern[str]) -> set[str]:
     """The raw tensor files a weights or constants config names; pickled payloads refused."""
     entries = _json(src.read(members[config]), config)
     _clean(entries, "")
@@ -152,7 +156,7 @@ def _payload_config(src: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
     for name, payload in entries.get("config", {}).items():
         if not isinstance(payload, dict) or payload.get("use_pickle") is not False \
                 or not isinstance(payload.get("tensor_meta"), dict) \
-                or not _FILE.fullmatch(str(payload.get("path_name", ""))):
+                or not raw.fullmatch(str(payload.get("path_name", ""))):
             raise Rejected(f"the model stores {name!r} as a pickled or custom object; refused")
         files.add(payload["path_name"])
     return files
