@@ -101,7 +101,7 @@ sys.exit(os.path.realpath(evolve.__file__) != os.path.realpath('evolve/__init__.
     if ! "$PY" -I -c "$ours" 2>/dev/null; then  # -I: as the sandboxed children import it
         "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . || return 5
     fi
-    "$PY" -c "import evolve.cli, torch; print('evolve', evolve.__file__, 'torch', torch.__version__)"
+    "$PY" -c "import evolve.cli, torch; print('evolve', evolve.__file__, torch.__version__)"
 }
 
 start_run() {
@@ -121,9 +121,11 @@ step install "$T_INSTALL" bash -c install
 step cuda_tests "$T_TESTS" "$PY" -m pytest -q -rs -p no:cacheprovider -k "cuda or gpu" \
     tests/test_seed_genomes.py tests/test_executors.py tests/test_vet_versions.py
 step eval_train "$T_TRAIN" bash -c "'$PY' -m evolve.cli eval '$TRAIN' --device $MODE \
-    --budget $B_TRAIN --eval-tokens $EVAL_TOKENS --json > '$WORK/eval_train.json'"
+    --budget $B_TRAIN --eval-tokens $EVAL_TOKENS --workdir '$WORK/eval_train' \
+    --json > '$WORK/eval_train.json'"
 step eval_muon "$T_MUON" bash -c "'$PY' -m evolve.cli eval '$MUON' --device $MODE \
-    --budget $B_MUON --eval-tokens $EVAL_TOKENS --json > '$WORK/eval_muon.json'"
+    --budget $B_MUON --eval-tokens $EVAL_TOKENS --workdir '$WORK/eval_muon' \
+    --json > '$WORK/eval_muon.json'"
 step overhead "$T_OVERHEAD" "$PY" benchmarks/bench_overhead.py --device "$MODE" \
     --genome "$TRAIN" --budgets $OVERHEAD_BUDGETS --eval-tokens "$EVAL_TOKENS" \
     --json "$WORK/overhead.json"
