@@ -39,6 +39,7 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
     from evolve.runner.devices import resolve_device
     from evolve.runner.source import read_genome
 
+    check_torch()
     source = read_genome(genome)
     dataset = prepare(data, tokenizer=tokenizer)
     folder = Path(workdir or tempfile.mkdtemp(prefix="evolve-eval-"))
@@ -50,6 +51,32 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
     result = run_genome(source, dataset, settings, folder / "work", folder / "log.txt")
     click.echo(result.to_json() if as_json else printable(result.summary()))  # reason: genome text
     sys.exit(0 if result.ok else 1)
+
+
+def check_torch(version: str | None = None) -> None:
+    """Say before any work when the installed torch exports models the evaluator would refuse:
+    an error when every genome would be `invalid`, a warning when that torch is untested."""
+    import importlib.metadata
+
+    from evolve.errors import UserError
+    from evolve.harness.vet import SUPPORTED_TEXT, torch_support
+
+    if version is None:
+        try:
+            version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            import torch
+
+            version = torch.__version__
+    problem = torch_support(version)
+    if problem is None:
+        return
+    kind, why = problem
+    if kind == "new":
+        click.echo(f"warning: {why}", err=True)
+        return
+    raise UserError(f"torch {version} cannot be used with evolve", why,
+                    f'install a supported torch ({SUPPORTED_TEXT}): pip install "torch>=2.11,<2.15"')
 
 
 def run_options(func):
@@ -123,6 +150,7 @@ def start(config_file: str | None, **flags: object) -> None:
     from evolve.config import build_config
     from evolve.engine import start as start_run
 
+    check_torch()
     config = build_config(config_file, without_default_seed(config_file, flags))
     _drive(lambda on_update: start_run(config, _executor_factory(), on_update))
 
@@ -137,6 +165,7 @@ def resume(run: str, archive_dir: str, llm_fallback: bool | None) -> None:
     """Continue a stopped or killed RUN with its stored config; nothing is repeated or lost."""
     from evolve.engine import resume as resume_run
 
+    check_torch()
     _drive(lambda on_update: resume_run(run_path(run, archive_dir), _executor_factory(), on_update,
                                         llm_fallback=llm_fallback))
 
