@@ -22,11 +22,12 @@ from tests.tiny import tiny_genome
 
 class Outage:
     """Drives the server from the engine's progress hook: up, down after the first LLM child,
-    up again once the run said so and evaluated two more genomes, stop once an LLM child made
+    up again once the run said so and evaluated two children made meanwhile (test-split and
+    re-evaluations of the best do not count), stop once an LLM child made
     after that is evaluated."""
 
     def __init__(self, fake: FakeLLM) -> None:
-        self.fake, self.phase, self.mark = fake, "up", 0
+        self.fake, self.phase = fake, "up"
         self.ids = (0, 0)  # eval ids handed out while the LLM was down: [first, last)
 
     def __call__(self, engine) -> None:
@@ -36,9 +37,9 @@ class Outage:
             self.fake.down()
             self.phase = "going down"
         elif self.phase == "going down" and "LLM down" in notices:
-            self.phase, self.mark = "down", engine.state.done
+            self.phase = "down"
             self.ids = (engine.archive._next, 0)
-        elif self.phase == "down" and engine.state.done >= self.mark + 2:
+        elif self.phase == "down" and self._children_since(engine, self.ids[0]) >= 2:
             self.ids = (self.ids[0], engine.archive._next)
             self.fake.up()
             self.phase = "coming back"
@@ -51,6 +52,13 @@ class Outage:
                    for r in records):
                 self.phase = "done"  # an LLM child made after the outage is evaluated
                 engine.stop(hard=False)
+
+    @staticmethod
+    def _children_since(engine, first: int) -> int:
+        with engine.lock:
+            records = list(engine.archive.evaluations())
+        return sum(1 for r in records if int(r["id"][1:]) >= first
+                   and r["operator"] not in ("reeval", "test"))
 
 
 def test_the_llm_goes_down_mid_run_and_comes_back(tmp_path: Path, monkeypatch) -> None:
@@ -86,8 +94,9 @@ def test_the_llm_goes_down_mid_run_and_comes_back(tmp_path: Path, monkeypatch) -
     with RunArchive.open(tmp_path / "archive" / "outage") as archive:
         rows = list(archive.logbook())
         records = list(archive.evaluations())
-    during = {r["operator"] for r in records if first <= int(r["id"][1:]) < last}
-    assert during and during <= {"hyper_mutate", "reeval"}  # made while down: built-in only
+    during = {r["operator"] for r in records if first <= int(r["id"][1:]) < last
+              and r["operator"] not in ("reeval", "test")}  # children made while it was down
+    assert during == {"hyper_mutate"}  # built-in only
     llm_children = [int(r["id"][1:]) for r in records if r["operator"] == "llm_mutate"]
     assert min(llm_children) < first and max(llm_children) >= last  # before and after it
     assert rows and all(row["children"] == 2 for row in rows)
