@@ -91,6 +91,12 @@ class RunConfig:
                             "pass --device auto, cpu or cuda")
         if self.threads is not None:
             _positive_int("threads", self.threads, "--threads")
+        from evolve.archive.grid import reported_descriptor
+
+        for descriptor in self.descriptors:
+            error = reported_descriptor(descriptor.get("name") if isinstance(descriptor, dict) else None)
+            if error is not None:
+                raise error
         if self.executor not in ("local", "ray"):
             raise UserError(f"unknown executor {self.executor!r}", "executors are local and ray",
                             "pass --executor local or --executor ray")
