@@ -41,6 +41,16 @@ def test_memfd_memory_counts_against_the_limit(evaluate):
     assert not leftovers(run.workdir)
 
 
+def test_without_a_memory_cgroup_the_runner_measures_memfd(evaluate, monkeypatch):
+    """Where no memory cgroup can be made, the runner's sampled PSS + memfd + shm catches it."""
+    monkeypatch.setattr(sandbox.Fence, "V2_ROOTS", ())
+    monkeypatch.setattr(sandbox.Fence, "MEMORY_V1", "/nonexistent")
+    run = evaluate(genome("memfd_hog.py", MEGABYTES=1536), mem_limit_bytes=1 << 30, budget=30.0)
+    assert run.result.status == "oom", (run.result.reason, run.log[-2000:])
+    assert "cgroup-memory" not in run.result.sandbox and "mem-watch" in run.result.sandbox
+    assert run.result.peak_memory_bytes > 1 << 30  # the sample that passed the limit
+
+
 def test_measured_fallback_sees_memfd(tmp_path):
     """Without a memory cgroup the runner measures: a memfd that is written but never mapped
     shows up (it would not in PSS or RSS)."""
@@ -154,3 +164,17 @@ def test_deny_sockets_in_a_fresh_process(tmp_path):
             "print('all refused')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "all refused" in done.stdout, done.stderr
+
+
+def test_disk_count_sees_into_folders_made_unreadable(tmp_path):
+    """A genome running as the runner's user may chmod a folder to 000 to hide its content
+    from the count: the runner takes the permission back (same owner) and counts it."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "data.bin").write_bytes(os.urandom(1 << 20))
+    hidden.chmod(0)
+    try:
+        used, entries = sandbox.disk_usage(tmp_path, 100)
+    finally:
+        hidden.chmod(0o700)
+    assert used >= 1 << 20 and entries == 2

@@ -285,8 +285,19 @@ def disk_usage(root: Path, max_entries: int) -> tuple[int, int]:
     total = entries = 0
     stack = [str(root)]
     while stack and entries <= max_entries:
+        folder = stack.pop()
         try:
-            with os.scandir(stack.pop()) as listing:
+            listing = os.scandir(folder)
+        except PermissionError:  # a folder the genome made unreadable to hide what it holds
+            try:
+                os.chmod(folder, 0o700)  # same owner as the genome: allowed
+                listing = os.scandir(folder)
+            except OSError:
+                return total, max_entries + 1  # what cannot be counted is over the cap
+        except OSError:
+            continue
+        try:
+            with listing:
                 for entry in listing:
                     entries += 1
                     try:

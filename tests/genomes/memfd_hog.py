@@ -1,5 +1,6 @@
 """Holds memory where no rlimit and no RSS looks: /dev/shm, then a memfd filled with write()."""
 import os
+import time
 
 from evolve.harness import session
 
@@ -20,4 +21,5 @@ for i in range(MEGABYTES):
     if i % 256 == 0:
         print("memfd MiB", i, flush=True)
 print("HELD", MEGABYTES, "MiB", flush=True)
+time.sleep(20)  # holding it, for a watcher that only samples
 raise SystemExit("the memory limit never came")
