@@ -37,6 +37,10 @@ def deny_sockets() -> bool:
         return False
     try:
         rules = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)
+        try:  # every thread of the process, not only the calling one (libseccomp >= 2.2)
+            rules.set_attr(pyseccomp.Attr.CTL_TSYNC, 1)
+        except (OSError, ValueError, RuntimeError):
+            pass
         for name in DENIED:
             try:
                 rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
