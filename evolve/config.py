@@ -20,6 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+PRUNE_MODES = ("off", "on", "shadow")
 DEFAULT_DESCRIPTORS = [
     {"name": "model_size", "low": 4.0, "high": 9.0, "bins": 10},
     {"name": "code_size", "low": 50, "high": 600, "bins": 10},
@@ -62,6 +63,12 @@ class RunConfig:
     llm: dict[str, Any] = field(default_factory=dict)
     seed_from: list[str] = field(default_factory=list)
     seed_top: int | None = None
+    # Learning-curve pruning (evolve.engine.pruning): off | on | shadow (judge, record, stop nothing)
+    prune: str = "off"
+    prune_checkpoints: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6])  # budget shares
+    prune_z: float = 3.0  # margin: z x the seed repeats' curve spread at the same training time
+    prune_min_margin: float = 0.01  # the margin is at least this share of the reference loss
+    prune_default_margin: float = 0.1  # share of the reference loss when no spread is measured
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,6 +103,7 @@ class RunConfig:
                             "pass --device auto, cpu or cuda")
         if self.threads is not None:
             _positive_int("threads", self.threads, "--threads")
+        _check_prune(self)
         from evolve.archive.grid import reported_descriptor
 
         for descriptor in self.descriptors:
@@ -114,6 +122,27 @@ class RunConfig:
             raise UserError("no seed genome", "a run starts from at least one genome",
                             "pass --seed-genome FILE or --seed-from RUN")
         return self
+
+
+def _check_prune(config: RunConfig) -> None:
+    if config.prune not in PRUNE_MODES:
+        raise UserError(f"unknown prune mode {config.prune!r}", "pruning is off, on or shadow",
+                        "pass --prune off, --prune on or --prune shadow")
+    points = config.prune_checkpoints
+    if not isinstance(points, list) or not 1 <= len(points) <= 8 or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1 for p in points) \
+            or sorted(set(points)) != list(points):
+        raise UserError(f"prune_checkpoints is {points!r}",
+                        "checkpoints are shares of the budget, strictly between 0 and 1, "
+                        "increasing, 1 to 8 of them",
+                        "use e.g. prune_checkpoints = [0.2, 0.4, 0.6] in the config file")
+    for key in ("prune_z", "prune_min_margin", "prune_default_margin"):
+        value = getattr(config, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0 \
+                or value != value or value == float("inf"):
+            raise UserError(f"{key} is {value!r}", f"{key} is a margin and must be a finite "
+                            "number of at least 0", f"set {key} in the config file, e.g. "
+                            f"{getattr(RunConfig, key)}")
 
 
 def _positive_int(name: str, value: Any, flag: str) -> None:

@@ -7,8 +7,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("ok", "crashed", "timeout", "invalid", "oom", "over_budget", "interrupted", "lost")
+STATUSES = ("ok", "crashed", "timeout", "invalid", "oom", "over_budget", "interrupted", "lost",
+            "pruned")
 # Statuses that say nothing about the genome itself: the evaluation should be retried.
+# ("pruned" is not one: the child's own reported curve stopped it; it is an unsuccessful child.)
 INFRASTRUCTURE_STATUSES = ("interrupted", "lost")
 
 
@@ -22,7 +24,7 @@ class EvalResult:
     runner's clock), peak_memory_bytes (the runner: the highest of the genome process's
     max RSS from wait4 and its sampled PSS + memfd + /dev/shm), sandbox.
     Reported by the genome, unverified, kept for humans and never a default descriptor:
-    steps, tokens, reported_cuda_peak_bytes.
+    steps, tokens, reported_cuda_peak_bytes, curve.
     """
 
     status: str
@@ -47,6 +49,12 @@ class EvalResult:
     slot: str = ""
     hardware: dict[str, Any] = field(default_factory=dict)
     reported_cuda_peak_bytes: int | None = None  # reported: torch.cuda.max_memory_allocated()
+    # reported: [training seconds (the runner's clock), step, loss] from run.log(step=, loss=);
+    # thinned to at most evolve.runner.curve.MAX_POINTS. May stop the genome, never score it.
+    curve: list[list[float]] = field(default_factory=list)
+    # the pruning verdict: {"checkpoint", "at", "loss", "reference", "margin", "source", "mode"};
+    # mode "on": it stopped this run (status pruned); "shadow": it would have, nothing was stopped
+    prune: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

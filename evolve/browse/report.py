@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evolve.archive import RunArchive
+from evolve.browse.curves import curves_png, pruning_summary
 from evolve.browse.gridview import grid_view
 from evolve.browse.locate import genome_target
 from evolve.browse.plots import heatmap_png, progress_png
@@ -54,15 +55,31 @@ def write_report(archive: RunArchive, out: Path) -> Path:
                  out / "progress.png")  # the val split only, as selection saw it
     heatmap_png(grid_view(archive.grid, elites), out / "grid.png")
     rows = elite_rows(archive)
+    curves = curves_png(_best_curves(archive, rows), out / "curves.png")
     for row in rows:
         (out / "genomes" / f"{row['id']}.py.txt").write_text(archive.genome_source(row["genome"]))
         if row["parent_genome"]:
             target = genome_target(archive, row["genome"])
             (out / "diffs" / f"{row['id']}.diff.txt").write_text(diff_text(archive, target))
-    page = _page(archive, rows, _stats(archive, records))
+    page = _page(archive, rows, _stats(archive, records), curves)
     index = out / "index.html"
     index.write_text(page)
     return index
+
+
+def _best_curves(archive: RunArchive, rows: list[dict[str, Any]]) -> list[tuple[str, object]]:
+    """The reported curves of the best elite's evaluations and of its parent's first one."""
+    if not rows:
+        return []
+    series: list[tuple[str, object]] = []
+    for eval_id in rows[0]["eval_ids"][:5]:
+        series.append((f"best {eval_id}", ((archive.get(eval_id) or {}).get("result") or {})
+                       .get("curve")))
+    parent = rows[0].get("parent_genome")
+    if parent:
+        for record in archive.evaluations_of(parent)[:1]:
+            series.append((f"parent {record['id']}", (record.get("result") or {}).get("curve")))
+    return series
 
 
 def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -97,7 +114,16 @@ def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str
         ("descriptors", ", ".join(f"{d.name} [{d.low:g}, {d.high:g}) × {d.bins}"
                                   for d in archive.grid.descriptors)),
         ("operators", ", ".join(f"{k} {v}" for k, v in operators.most_common())),
+        ("pruning", f"{run.get('prune', 'off')}; " + (pruning_summary(records) or "none stopped")),
     ]
+
+
+def _curves_html(drawn: bool) -> str:
+    if not drawn:
+        return ""
+    return ('<h2>Training curves</h2>\n<img id="curves" src="curves.png" alt="reported training '
+            'loss of the best elite and its parent">\n<p>As the genomes reported them: they may '
+            'stop a child early (pruning), never score it.</p>')
 
 
 def _test_stat(test: dict[str, Any] | None, z: float) -> str:
@@ -143,7 +169,8 @@ def _html(text: str) -> str:
     return escape(printable(str(text)))
 
 
-def _page(archive: RunArchive, rows: list[dict[str, Any]], stats: list[tuple[str, str]]) -> str:
+def _page(archive: RunArchive, rows: list[dict[str, Any]], stats: list[tuple[str, str]],
+          curves: bool = False) -> str:
     head = ["id", "cell", "val_bpb mean ± std", "n", "test (gap)", "params", "code lines", "gen",
             "operator", "parent", "diff", "idea"]
     stats_html = "".join(f"<tr><td>{escape(k)}</td><td>{_html(v)}</td></tr>" for k, v in stats)
@@ -165,6 +192,7 @@ def _page(archive: RunArchive, rows: list[dict[str, Any]], stats: list[tuple[str
 <img id="progress" src="progress.png" alt="val_bpb of every evaluation in order">
 <h2>Grid</h2>
 <img id="grid" src="grid.png" alt="MAP-Elites grid coloured by val_bpb">
+{_curves_html(curves)}
 <h2>Elites ({len(rows)}, best first)</h2>
 <table id="elites"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
 <tbody>{table}</tbody></table>

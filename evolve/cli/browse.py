@@ -53,6 +53,21 @@ def show(run: str, archive_dir: str, as_json: bool) -> None:
             stats = read_stats(archive.path)
             caption = describe(stats) if stats is not None else None
             console().print(elites_table(archive.name, rows, caption))
+            _show_curve(archive, rows)
+
+
+def _show_curve(archive, rows: list[dict]) -> None:
+    """Under `show`: the best elite's reported curve, and what pruning gave back."""
+    from evolve.browse.curves import describe as curve_text
+    from evolve.browse.curves import pruning_summary
+
+    pruned = pruning_summary(archive.evaluations())
+    if pruned:
+        click.echo(f"pruning: {pruned}")
+    if rows:
+        text = curve_text((archive.get(rows[0]["id"]) or {}).get("result") or {})
+        if text:
+            click.echo(f"best elite {rows[0]['id']}: {text}")
 
 
 @cli.command("map")
@@ -136,10 +151,15 @@ def log(run: str, ident: str, archive_dir: str, raw: bool) -> None:
     prints the bytes as they are).
     """
     from evolve.browse import open_run, resolve
+    from evolve.browse.curves import describe
     from evolve.browse.queries import log_file
 
     with open_run(run, archive_dir) as archive:
-        echo_untrusted(log_file(archive, resolve(archive, ident), ident).read_bytes(), raw)
+        target = resolve(archive, ident)
+        echo_untrusted(log_file(archive, target, ident).read_bytes(), raw)
+        curve = "" if raw or target.record is None else describe(target.record.get("result") or {})
+        if curve:
+            click.echo("\n" + curve)
 
 
 @cli.command()

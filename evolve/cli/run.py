@@ -114,6 +114,10 @@ def run_options(func):
                           "and kept out of comparisons [default: refuse]."),
         click.option("--eval-tokens", type=int, default=None, help="Held-out tokens scored [default: 65536]."),
         click.option("--selection", default=None, help="Parent selection: uniform, fitness, curiosity."),
+        click.option("--prune", type=click.Choice(["off", "on", "shadow"]), default=None,
+                     help="Stop a child whose reported training loss is clearly behind its "
+                          "parent's at the same training time (checkpoints: prune_checkpoints in "
+                          "--config); shadow: only record when it would have [default: off]."),
         click.option("--llm-model", "llm_models", multiple=True,
                      help="LLM for mutation and crossover; repeat for an ensemble (weights, "
                           "temperatures, prices: [[llm.models]] in --config) [default: none, "

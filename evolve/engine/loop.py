@@ -33,6 +33,7 @@ from evolve.archive.pending import PendingTasks, Task
 from evolve.config import RunConfig
 from evolve.engine.daemons import DaemonPool
 from evolve.engine.proposer import Proposer
+from evolve.engine.pruning import Pruning
 from evolve.executors.base import EvalRequest, Executor
 from evolve.operators import VariationError
 from evolve.record import INFRASTRUCTURE_STATUSES, EvalResult, sealed
@@ -102,6 +103,7 @@ class Engine:
         self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
         self._seed_tasks = len(seeds) * config.noise_repeats
         self.llm: Any = None  # the run's LLM handle, set by setup when an LLM is configured
+        self.pruning = Pruning(config, archive, seeds)  # children's reference curves (--prune)
 
     # --- control -----------------------------------------------------------------
 
@@ -233,9 +235,13 @@ class Engine:
         return max(1, min(self._max_workers, needed))
 
     def _start(self, task: Task) -> None:
+        prune = None
+        if task.kind == "child" and task.split == "val" and self.config.prune != "off":
+            with self.lock:  # only children are ever pruned: never seeds, re-evaluations, tests
+                prune = self.pruning.plan(task.parents)
         request = EvalRequest(eval_id=task.id, source=self.archive.genome_source(task.genome),
                               seed=task.seed, log_path=self.archive.log_path(task.id),
-                              split=task.split)
+                              split=task.split, prune=prune)
         self._running[self.executor.submit(request)] = (task, request)
 
     # --- proposals ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from evolve.record import EvalResult
+from evolve.runner.curve import PrunePlan
 
 
 @dataclass(eq=False)  # identity semantics: requests live in sets
@@ -20,6 +21,7 @@ class EvalRequest:
     seed: int
     log_path: Path
     split: str = "val"  # "val" scores for selection; "test" scores the sealed test split once
+    prune: PrunePlan | None = None  # children only: the reference curve it may be stopped against
     cancel: threading.Event = field(default_factory=threading.Event)
 
 

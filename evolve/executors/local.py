@@ -32,7 +32,8 @@ class LocalExecutor(SlotExecutor):
         settings = dataclasses.replace(
             self.settings, seed=request.seed, slot=slot.name, device=slot.device,
             cuda_visible=slot.cuda_visible, threads=slot.threads,
-            mem_limit_bytes=slot.mem_limit_bytes or self._mem_limit, split=request.split)
+            mem_limit_bytes=slot.mem_limit_bytes or self._mem_limit, split=request.split,
+            prune=request.prune)
         if request.cancel.is_set():
             return EvalResult(status="interrupted", reason="cancelled before it started",
                               log_path=str(request.log_path))

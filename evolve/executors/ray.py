@@ -158,7 +158,7 @@ class RayExecutor(SlotExecutor):
         settings = dataclasses.replace(
             self.settings, seed=request.seed, slot=slot.name, device=slot.device, cuda_visible=None,
             threads=slot.threads, mem_limit_bytes=slot.mem_limit_bytes or self.settings.mem_limit_bytes,
-            split=request.split)
+            split=request.split, prune=request.prune)
         ref = self._task.options(
             num_cpus=slot.threads, num_gpus=1 if slot.device == "cuda" else 0, max_retries=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node, soft=False),

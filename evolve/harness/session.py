@@ -8,6 +8,7 @@ exports the model and ends the process; a separate evaluator does the rest.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -17,6 +18,8 @@ from typing import Any, NoReturn
 import numpy as np
 
 ENV_VAR = "EVOLVE_SESSION"
+CURVE_POINTS = 512  # curve points sent per budget at most (the runner refuses floods)
+MAX_LOSS = 1e6  # the runner's bound on a reported loss (evolve.runner.channel.MAX_LOSS)
 MODEL_FILE = "model.pt2"
 
 
@@ -34,6 +37,7 @@ class Session:
         self._train = np.load(config["train_path"], mmap_mode="r")
         self._rng = np.random.default_rng(self.seed)
         self.tokens_served = 0
+        self._next_point = 0.0  # elapsed() at which the next curve point may be sent
 
     def elapsed(self) -> float:
         """Seconds since the runner started this process (imports included)."""
@@ -62,10 +66,31 @@ class Session:
             yield chunk[:, :-1], chunk[:, 1:]
 
     def log(self, **values: Any) -> None:
-        """One human-readable progress line in the log. Never parsed for the score."""
+        """One human-readable progress line in the log, never parsed for the score.
+
+        With `step=` and `loss=` it also sends a point of the training curve (at most
+        CURVE_POINTS per budget, while the budget lasts): the runner may stop a run whose
+        loss is clearly behind its parent's at the same training time (`--prune`)."""
         parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()]
         parts.append(f"time_left {self.time_left():.1f}s")
         print(" | ".join(parts), flush=True)
+        self._curve_point(values.get("step"), values.get("loss"))
+
+    def _curve_point(self, step: Any, loss: Any) -> None:
+        try:
+            step, loss = int(step), float(loss)
+        except (TypeError, ValueError, OverflowError):
+            return
+        elapsed = self.elapsed()
+        if elapsed < self._next_point or elapsed > self.budget or not 0 <= step <= 10**18:
+            return
+        if not loss >= 0:  # a negative loss says nothing comparable; NaN is diverged
+            loss = MAX_LOSS if math.isnan(loss) else None
+        if loss is None:
+            return
+        loss = min(loss, MAX_LOSS)  # diverged (inf, huge) is sent as the largest loss allowed
+        self._next_point = elapsed + self.budget / CURVE_POINTS
+        self._send(event="curve", step=step, loss=loss)
 
     def submit(self, model: Any, seq_len: int, steps: int | None = None) -> NoReturn:
         """Hand the trained model in for evaluation and end this process."""

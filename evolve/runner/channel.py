@@ -13,6 +13,7 @@ raises anything else.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 MAX_LINE = 4096  # bytes of one message; the honest ones are under 200
@@ -20,6 +21,8 @@ MAX_MESSAGES = 64  # the honest harness sends three
 MAX_COUNT = 10**18  # steps and tokens: more than any run can do
 MAX_BYTES = 1 << 50  # reported memory: a petabyte
 MAX_SEQ_LEN = 1 << 20  # the evaluator refuses longer ones too
+MAX_LOSS = 1e6  # a reported training loss; the honest harness sends only finite ones below
+MAX_CURVE_MESSAGES = 2048  # `curve` points; the honest harness sends at most 513 (Session.log)
 
 
 class ProtocolError(ValueError):
@@ -44,6 +47,14 @@ def _seq_len(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SEQ_LEN:
         raise ProtocolError(f"seq_len {_show(value)} is not a whole number in 1..{MAX_SEQ_LEN}")
     return value
+
+
+def _loss(value: Any) -> float:
+    """A finite number in 0..MAX_LOSS (JSON `1e999` parses as infinity: refused here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or not 0 <= value <= MAX_LOSS:
+        raise ProtocolError(f"loss {_show(value)} is not a finite number in 0..{MAX_LOSS:g}")
+    return float(value)
 
 
 def _flag(value: Any) -> bool:
@@ -75,6 +86,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "training_done": {"steps": _count(MAX_COUNT), "tokens": _count(MAX_COUNT),
                       "cuda_peak_bytes": _count(MAX_BYTES)},
     "submitted": {"path": _path, "seq_len": _seq_len},
+    # One point of the training curve (`Session.log(step=..., loss=...)`). No time field: the
+    # runner stamps each point with its own clock on arrival.
+    "curve": {"step": _count(MAX_COUNT, optional=False), "loss": _loss},
 }
 
 

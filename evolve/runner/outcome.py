@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from evolve.logtail import tail
+from evolve.runner.curve import Curve, reason
 
 EXIT_NO_SUBMIT, EXIT_EXPORT_FAILED = 3, 4
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt)|SystemExit)\b.*")
@@ -20,12 +21,15 @@ class Outcome:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> payload + "t" (arrival, our clock)
     exit_code: int | None = None
     max_rss: int | None = None
-    killed: str | None = None  # "timeout", "oom", "disk", "interrupted"; "lost" if its zygote died
+    killed: str | None = None  # "timeout", "oom", "disk", "interrupted", "pruned"; "lost": zygote died
     protocol_error: str | None = None  # what broke the result channel's protocol (tampering)
     messages: int = 0  # read from the result channel
     peak_memory: int = 0  # the highest PSS + memfd + shm the runner measured
     disk_bytes: int = 0  # the most the runner saw in the genome's folder
     cgroup_dirs: int = 0  # cgroups the runner made for the genome to join
+    curve: Curve = field(default_factory=Curve)  # reported loss points, stamped with our clock
+    curve_messages: int = 0  # `curve` messages read (capped apart from the others)
+    prune: dict[str, Any] | None = None  # the verdict that stopped it (or would have: shadow)
 
     @property
     def budget_start(self) -> float | None:
@@ -66,6 +70,8 @@ def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str
                                f"(+{settings.overrun:g} s tolerance, +{settings.grace / 2:g} s to export)")
     if outcome.killed == "lost":
         return "lost", "the harness zygote that forked the genome died; the evaluation will be retried"
+    if outcome.killed == "pruned" and outcome.prune is not None:
+        return "pruned", reason(outcome.prune, settings.budget)
     if "submitted" in outcome.events:
         return None, ""
     if outcome.killed == "interrupted":

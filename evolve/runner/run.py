@@ -11,6 +11,7 @@ the whole process group at `budget + grace` whatever the genome does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from evolve.harness.data import Dataset
 from evolve.harness.session import MODEL_FILE
 from evolve.record import EvalResult
 from evolve.runner import channel, sandbox, zygotes
+from evolve.runner.curve import PrunePlan
 from evolve.runner.logpipe import LogPipe
 from evolve.runner.outcome import Outcome, failure_reason
 
@@ -60,6 +62,7 @@ class RunSettings:
     seed: int = 0
     slot: str = "cpu0"
     split: str = "val"  # "val" scores for selection; "test" scores the sealed test split
+    prune: PrunePlan | None = None  # stop a child whose reported loss is behind (engine.pruning)
 
     def __post_init__(self) -> None:
         self.grace = self.grace if self.grace is not None else max(10.0, 0.1 * self.budget)
@@ -182,6 +185,7 @@ def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettin
     """Watch the genome until it hands in a model, exits, breaks the protocol, or runs out of
     time, memory or disk."""
     outcome = Outcome(cgroup_dirs=len(fence.dirs))
+    plan = None if settings.prune is None else dataclasses.replace(settings.prune, decided=set())
     buffer, reading = b"", True
     next_mem_check = next_disk_check = 0.0
     while True:
@@ -207,6 +211,8 @@ def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettin
                 break
         if child.poll() is not None:
             break
+        if plan is not None and begun is not None and _prune(plan, outcome, now - start - begun):
+            break
         if now >= next_mem_check:
             next_mem_check = now + 0.5
             members = fence.pids() or sandbox.group_members(child.pid)
@@ -231,6 +237,23 @@ def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettin
     if "submitted" not in outcome.events and not outcome.protocol_error:
         _take_messages(buffer + _drain(ctl), outcome, start)  # what it wrote before it exited
     return outcome
+
+
+def _prune(plan: PrunePlan, outcome: Outcome, trained: float) -> bool:
+    """Judge the checkpoints that have passed; True to stop the genome now (mode "on").
+
+    Only the genome's own curve is read, and only to stop that genome: a genome that
+    reports nothing, or a good loss, runs on and is scored by the evaluator."""
+    if outcome.prune is not None or not plan.due(trained):
+        return False
+    verdict = plan.judge(outcome.curve.points, trained)
+    if verdict is None:
+        return False
+    outcome.prune = {**verdict, "mode": plan.mode, "stopped": round(trained, 3)}
+    if plan.mode == "on":
+        outcome.killed = "pruned"
+        return True
+    return False
 
 
 def _drain(fd: int, limit: int = MAX_MESSAGE) -> bytes:
@@ -260,11 +283,17 @@ def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
     for line in lines:
         if outcome.protocol_error or "submitted" in outcome.events:
             return b""
-        outcome.messages += 1
         try:
+            event, message = channel.parse(line)
+            if event == "curve":
+                outcome.curve_messages += 1
+                if outcome.curve_messages > channel.MAX_CURVE_MESSAGES:
+                    raise channel.ProtocolError(
+                        f"more than {channel.MAX_CURVE_MESSAGES} curve messages")
+            else:
+                outcome.messages += 1
             if outcome.messages > channel.MAX_MESSAGES:
                 raise channel.ProtocolError(f"more than {channel.MAX_MESSAGES} messages")
-            event, message = channel.parse(line)
             if event != "training_done" and event in outcome.events:
                 raise channel.ProtocolError(f"a second {event!r} message")
             if event != "sandbox" and "sandbox" not in outcome.events:
@@ -272,6 +301,10 @@ def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
         except channel.ProtocolError as exc:
             outcome.protocol_error = str(exc)
             return b""
+        if event == "curve":  # stamped with our clock, in seconds of training
+            trained = time.monotonic() - start - (outcome.budget_start or 0.0)
+            outcome.curve.add(trained, message["step"], message["loss"])
+            continue
         outcome.events[event] = {**message, "t": time.monotonic() - start}
     if len(rest) > channel.MAX_LINE:
         outcome.protocol_error = f"a message of more than {channel.MAX_LINE} bytes"
@@ -342,6 +375,7 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
         training_seconds=outcome.training_seconds(),
         steps=done.get("steps"), tokens=done.get("tokens"),  # reported; checked by `channel`
         reported_cuda_peak_bytes=done.get("cuda_peak_bytes"),
+        curve=outcome.curve.as_list(), prune=outcome.prune,
         peak_memory_bytes=measured or None,
         seq_len=outcome.events.get("submitted", {}).get("seq_len"),
         sandbox=_layers(outcome.events.get("sandbox", {}), runner_layers, outcome.cgroup_dirs),
@@ -355,6 +389,8 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
         elif status == "ok" and not (isinstance(value, float) and math.isfinite(value)):
             status, reason = "invalid", f"the evaluator returned no finite val_bpb ({value!r})"
     result.status, result.reason = status, reason
+    if status == "pruned":  # trained until the runner stopped it (our clock)
+        result.training_seconds = outcome.prune["stopped"] if outcome.prune else None
     if status == "ok":
         result.val_bpb, result.params = float(reply["val_bpb"]), _int(reply.get("params"))
     return result

@@ -20,6 +20,7 @@ from evolve.archive.shards import format_id
 from evolve.logtail import tail
 from evolve.operators.base import Parent
 from evolve.record import INFRASTRUCTURE_STATUSES, sealed
+from evolve.runner.curve import brief
 
 SCAN_FOR_FAILURES = 300  # newest records looked at when collecting recent failures
 LOG_TAIL_CHARS = 4000
@@ -39,6 +40,7 @@ class Step:
 class RunContext:
     lineage: dict[str, list[Step]] = field(default_factory=dict)  # parent id -> oldest first
     log_tails: dict[str, str] = field(default_factory=dict)  # parent id -> last log lines
+    curves: dict[str, str] = field(default_factory=dict)  # parent id -> "1s 4.1, 2s 3.2, ..."
     elites: list[dict[str, Any]] = field(default_factory=list)  # from other cells, best first
     failures: list[dict[str, Any]] = field(default_factory=list)  # newest first
 
@@ -51,6 +53,7 @@ def gather(archive: RunArchive, parents: list[Parent], *, depth: int = 5, log_li
     for parent in parents:
         context.lineage[parent.id] = lineage(reader, parent.id, depth)
         context.log_tails[parent.id] = log_tail(reader, parent, log_lines)
+        context.curves[parent.id] = parent_curve(reader, parent.id)
     context.elites = other_elites(reader, parents, n_elites)
     context.failures = recent_failures(archive, n_failures)
     return context
@@ -95,6 +98,16 @@ def lineage(reader: _Reader, genome: str, depth: int) -> list[Step]:
                           score(reader, parent), score(reader, genome)))
         genome = parent
     return steps[::-1]
+
+
+def parent_curve(reader: _Reader, genome: str) -> str:
+    """The parent's latest reported training curve in brief (numbers only, checked by the
+    runner's channel): a few smoothed losses by training seconds."""
+    for record in reversed(reader.of(genome)):
+        result = record.get("result") or {}
+        if record.get("status") == "ok" and result.get("curve"):
+            return brief(result["curve"], float(result.get("budget") or 0.0) or 1.0)
+    return ""
 
 
 def log_tail(reader: _Reader, parent: Parent, lines: int) -> str:

@@ -122,6 +122,9 @@ def _parent_section(title: str, parent: Parent, context: RunContext) -> str:
     if steps:
         lines.append("Its lineage, oldest change first (val_bpb before -> after):")
         lines.extend(f"- {_step(s)}" for s in steps)
+    curve = context.curves.get(parent.id, "")
+    if curve:  # numbers only; the runner checked every point
+        lines.append(f"Its training loss by training seconds (reported, smoothed): {curve}")
     tail = context.log_tails.get(parent.id, "")
     if tail:
         lines.append(f"{LOG_LABEL}\n{fenced(printable(tail), 'text')}")

@@ -1,0 +1,93 @@
+"""Which reference curve a child is held to, and how far behind it may fall (`--prune`).
+
+The reference is the parent's reported training curve (for a crossover, the worse
+of the two parents at each checkpoint: a child is stopped only when it trails both).
+The margin comes from the seed's repeated evaluations: the spread of their curves at
+the same training time, times `prune_z`, and never under `prune_min_margin` of the
+reference; until two seed curves exist, `prune_default_margin` of the reference.
+All of these curves are reported by genomes: they can only stop a child early,
+never score or place one (see `evolve.runner.curve`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from evolve.archive import RunArchive
+from evolve.config import RunConfig
+from evolve.record import off_class, sealed
+from evolve.runner.curve import WINDOW, PrunePlan, clean, loss_at
+
+
+class Pruning:
+    """Makes each child's `PrunePlan`; reads the archive, never writes it."""
+
+    def __init__(self, config: RunConfig, archive: RunArchive, seeds: list[str]) -> None:
+        self.config, self.archive, self.seeds = config, archive, seeds
+        self.budget = float(config.budget)
+        self.window = WINDOW * self.budget
+        self.checkpoints = [float(c) * self.budget for c in config.prune_checkpoints]
+        self._spread: list[float | None] | None = None  # per checkpoint, once final
+        self._spread_final = False
+
+    def plan(self, parents: list[str]) -> PrunePlan | None:
+        """The plan for a child of `parents`; None when pruning is off or no parent has a curve."""
+        if self.config.prune == "off" or not parents:
+            return None
+        per_parent = [self._reference(parent) for parent in parents]
+        if any(ref is None for ref in per_parent):
+            return None  # a parent without a curve: nothing to compare against
+        reference = [max(values) for values in zip(*per_parent, strict=True)]
+        spread = self.spread()
+        margin = []
+        for ref, std in zip(reference, spread, strict=True):
+            if std is None:
+                margin.append(self.config.prune_default_margin * abs(ref))
+            else:
+                margin.append(max(self.config.prune_z * std, self.config.prune_min_margin * abs(ref)))
+        source = "parent " + parents[0][:8] if len(parents) == 1 else "the worse parent"
+        return PrunePlan(mode=self.config.prune, checkpoints=list(self.checkpoints),
+                         reference=reference, margin=margin, window=self.window, source=source)
+
+    def _curves(self, genome: str) -> list[list[tuple[float, float]]]:
+        """The curves of a genome's in-class, val-split, scored evaluations."""
+        curves = []
+        for record in self.archive.evaluations_of(genome):
+            result: dict[str, Any] = record.get("result") or {}
+            if record.get("status") != "ok" or sealed(result) or off_class(result.get("hardware") or {}):
+                continue
+            points = clean(result.get("curve"))
+            if points:
+                curves.append(points)
+        return curves
+
+    def _reference(self, genome: str) -> list[float] | None:
+        """The median of the genome's curves at each checkpoint; inf where none reaches it
+        (a checkpoint no reference covers never stops anyone)."""
+        curves = self._curves(genome)
+        if not curves:
+            return None
+        out = []
+        for at in self.checkpoints:
+            values = [v for v in (loss_at(c, at, self.window) for c in curves) if v is not None]
+            out.append(statistics.median(values) if values else math.inf)
+        return out
+
+    def spread(self) -> list[float | None]:
+        """Per checkpoint: the pooled std of the seed repeats' smoothed loss; None unmeasured."""
+        if self._spread is not None and self._spread_final:
+            return self._spread
+        variances: list[list[float]] = [[] for _ in self.checkpoints]
+        complete = True
+        for seed in self.seeds:
+            curves = self._curves(seed)
+            complete &= len(curves) >= self.config.noise_repeats
+            for i, at in enumerate(self.checkpoints):
+                values = [v for v in (loss_at(c, at, self.window) for c in curves) if v is not None]
+                if len(values) >= 2:
+                    variances[i].append(statistics.variance(values))
+        self._spread = [math.sqrt(sum(v) / len(v)) if v else None for v in variances]
+        self._spread_final = complete and bool(self.seeds)
+        return self._spread
