@@ -63,7 +63,7 @@ class RunConfig:
     llm: dict[str, Any] = field(default_factory=dict)
     seed_from: list[str] = field(default_factory=list)
     seed_top: int | None = None
-    # Learning-curve pruning (evolve.engine.pruning): off | on | shadow (judge, record, stop nothing)
+    # Learning-curve pruning (evolve.engine.pruning): off | on | shadow (judge, record, stop none)
     prune: str = "off"
     prune_checkpoints: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6])  # budget shares
     prune_z: float = 3.0  # margin: z x the seed repeats' curve spread at the same training time

@@ -18,6 +18,7 @@ import pytest
 
 from evolve.archive import RunArchive
 from evolve.config import RunConfig, build_config
+from evolve.engine.pruning import Pruning
 from evolve.errors import UserError
 from evolve.operators.llm.context import _Reader, parent_curve
 from evolve.record import INFRASTRUCTURE_STATUSES
@@ -133,6 +134,38 @@ def test_silence_is_never_pruned():
     assert loss_at([(0.9, 5.0), (1.0, 7.0), (1.1, 1.0)], 1.0, 0.5) == 6.0  # never a later point
 
 
+class _Records:
+    """Plain stored records behind the one archive call `Pruning` makes (evaluations_of)."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.records = records
+
+    def evaluations_of(self, genome: str) -> list[dict]:
+        return [r for r in self.records if r["genome"] == genome]
+
+
+def _stored(genome: str, bpb: float, losses: list[float]) -> dict:
+    curve = [[0.5 * (i + 1), i, v] for i, v in enumerate(losses)]  # a 5 s budget
+    return {"genome": genome, "status": "ok",
+            "result": {"val_bpb": bpb, "curve": curve, "split": "val", "hardware": {}}}
+
+
+def test_a_parent_whose_curve_claims_more_than_its_score_is_no_reference():
+    """A genome that under-reports its loss would make every honest child of it look behind:
+    its curve must agree, relative to the seed's, with what the evaluator measured."""
+    seed = [5.0, 4.0, 3.5, 3.2, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5]
+    records = [_stored("seed", 3.6, seed), _stored("seed", 3.7, [v + 0.1 for v in seed]),
+               _stored("honest", 3.45, [0.95 * v for v in seed]),
+               _stored("liar", 3.7, [0.01] * 10), _stored("silent", 3.5, [])]
+    pruning = Pruning(RunConfig(budget=5.0, prune="on"), _Records(records), ["seed"])
+    honest = pruning.plan(["honest"])
+    assert honest is not None and honest.reference[0] == pytest.approx(0.95 * 4.5)
+    assert honest.margin[0] == pytest.approx(3.0 * 0.1 / 2 ** 0.5)  # z x the seeds' spread
+    assert pruning.plan(["liar"]) is None and pruning.plan(["silent"]) is None
+    assert pruning.plan(["honest", "liar"]) is None
+    assert Pruning(RunConfig(budget=5.0), _Records(records), ["seed"]).plan(["honest"]) is None
+
+
 # --- real genomes under the runner --------------------------------------------------------------
 
 BUDGET = 3.0
@@ -158,12 +191,14 @@ def reference(dataset, tmp_path_factory):
 
 def test_a_child_that_trains_badly_is_pruned_and_a_good_one_is_not(evaluate, reference):
     parent, plan = reference
-    bad = evaluate(tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6), budget=BUDGET, grace=10.0, prune=plan)
+    bad = evaluate(tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6), budget=BUDGET,
+                   grace=10.0, prune=plan)
     assert bad.result.status == "pruned", (bad.result.reason, bad.log[-1500:])
     assert bad.result.reason.startswith("pruned at ") and "the seed" in bad.result.reason
     assert bad.result.val_bpb is None and bad.result.training_seconds < 0.8 * BUDGET
     assert bad.result.prune["mode"] == "on" and bad.result.curve
-    good = evaluate(tiny_genome(LOG_EVERY=2), budget=BUDGET, grace=10.0, prune=plan)
+    good = evaluate(tiny_genome(LOG_EVERY=2), budget=BUDGET,
+                   grace=10.0, prune=plan)
     assert good.result.status == "ok" and good.result.prune is None, good.result.prune
     assert "pruned" not in INFRASTRUCTURE_STATUSES  # never retried
 
@@ -173,7 +208,8 @@ def test_a_lying_genome_is_not_pruned_and_is_scored_honestly(evaluate, reference
     source = tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6)
     assert LOG_LINE in source
     liar = evaluate(source.replace(LOG_LINE, LOG_LINE.replace("loss=value", "loss=0.01")),
-                    budget=BUDGET, grace=10.0, prune=plan)
+                    budget=BUDGET,
+                   grace=10.0, prune=plan)
     assert liar.result.status == "ok", (liar.result.reason, liar.log[-1500:])
     assert liar.result.prune is None and all(p[2] == 0.01 for p in liar.result.curve)
     assert liar.result.val_bpb > parent.val_bpb + 0.3  # the evaluator's score, not the curve's
@@ -182,7 +218,8 @@ def test_a_lying_genome_is_not_pruned_and_is_scored_honestly(evaluate, reference
 def test_shadow_mode_records_the_verdict_and_stops_nothing(evaluate, reference):
     _, plan = reference
     plan = PrunePlan(**{**plan.__dict__, "mode": "shadow", "decided": set()})
-    run = evaluate(tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6), budget=BUDGET, grace=10.0, prune=plan)
+    run = evaluate(tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6), budget=BUDGET,
+                   grace=10.0, prune=plan)
     assert run.result.status == "ok" and run.result.val_bpb is not None
     assert run.result.prune["mode"] == "shadow" and run.result.prune["stopped"] < BUDGET
 

@@ -6,7 +6,11 @@ The margin comes from the seed's repeated evaluations: the spread of their curve
 the same training time, times `prune_z`, and never under `prune_min_margin` of the
 reference; until two seed curves exist, `prune_default_margin` of the reference.
 All of these curves are reported by genomes: they can only stop a child early,
-never score or place one (see `evolve.runner.curve`).
+never score or place one (see `evolve.runner.curve`). A parent that under-reports its
+loss would set an impossible reference for its children, so a parent's curve is used
+only when it is plausible beside its own evaluated score: relative to the seed, its
+reported final loss may not be lower than its val_bpb is by more than PLAUSIBLE
+(otherwise its children are not pruned at all).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from evolve.archive import RunArchive
 from evolve.config import RunConfig
 from evolve.record import off_class, sealed
 from evolve.runner.curve import WINDOW, PrunePlan, clean, loss_at
+
+PLAUSIBLE = 0.8  # parent's (final loss / seed's) must be >= this x (its val_bpb / seed's)
 
 
 class Pruning:
@@ -36,6 +42,8 @@ class Pruning:
         """The plan for a child of `parents`; None when pruning is off or no parent has a curve."""
         if self.config.prune == "off" or not parents:
             return None
+        if not all(self.plausible(parent) for parent in parents):
+            return None  # a curve that claims more than the evaluator measured: not a reference
         per_parent = [self._reference(parent) for parent in parents]
         if any(ref is None for ref in per_parent):
             return None  # a parent without a curve: nothing to compare against
@@ -46,19 +54,58 @@ class Pruning:
             if std is None:
                 margin.append(self.config.prune_default_margin * abs(ref))
             else:
-                margin.append(max(self.config.prune_z * std, self.config.prune_min_margin * abs(ref)))
+                margin.append(max(self.config.prune_z * std,
+                                  self.config.prune_min_margin * abs(ref)))
         source = "parent " + parents[0][:8] if len(parents) == 1 else "the worse parent"
         return PrunePlan(mode=self.config.prune, checkpoints=list(self.checkpoints),
                          reference=reference, margin=margin, window=self.window, source=source)
 
+    def plausible(self, genome: str) -> bool:
+        """Whether a genome's reported curve agrees, relative to the seeds', with its score."""
+        end = 1.05 * self.budget  # points stamped just after the budget still count
+        own, seed = self._end_and_score(genome, end), None
+        if own is None:
+            return False
+        if genome in self.seeds:
+            return True  # the user's own programs: the yardstick
+        for candidate in self.seeds:
+            seed = seed or self._end_and_score(candidate, end)
+        if seed is None:
+            return False  # nothing to check a curve against: no reference
+        (own_loss, own_bpb), (seed_loss, seed_bpb) = own, seed
+        if seed_loss <= 0 or seed_bpb <= 0:
+            return False
+        return own_loss / seed_loss >= PLAUSIBLE * own_bpb / seed_bpb
+
+    def _end_and_score(self, genome: str, end: float) -> tuple[float, float] | None:
+        """(median final reported loss, mean val_bpb) of a genome's scored evaluations."""
+        losses, scores = [], []
+        for record in self._scored(genome):
+            result = record["result"]
+            loss = loss_at(clean(result.get("curve")), end, 2 * self.window)
+            bpb = result.get("val_bpb")
+            if loss is not None and isinstance(bpb, (int, float)) and math.isfinite(bpb):
+                losses.append(loss)
+                scores.append(float(bpb))
+        if not losses:
+            return None
+        return statistics.median(losses), sum(scores) / len(scores)
+
+    def _scored(self, genome: str) -> list[dict[str, Any]]:
+        out = []
+        for record in self.archive.evaluations_of(genome):
+            result: dict[str, Any] = record.get("result") or {}
+            if record.get("status") != "ok" or sealed(result) \
+                    or off_class(result.get("hardware") or {}):
+                continue
+            out.append(record)
+        return out
+
     def _curves(self, genome: str) -> list[list[tuple[float, float]]]:
         """The curves of a genome's in-class, val-split, scored evaluations."""
         curves = []
-        for record in self.archive.evaluations_of(genome):
-            result: dict[str, Any] = record.get("result") or {}
-            if record.get("status") != "ok" or sealed(result) or off_class(result.get("hardware") or {}):
-                continue
-            points = clean(result.get("curve"))
+        for record in self._scored(genome):
+            points = clean(record["result"].get("curve"))
             if points:
                 curves.append(points)
         return curves

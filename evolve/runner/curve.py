@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 MAX_POINTS = 128  # points kept per evaluation (and stored in its record)
 WINDOW = 0.1  # the loss "at" time t: median of the points in the last WINDOW x budget
 
-Point = tuple[float, int, float]  # (training seconds, runner's clock; step, reported; loss, reported)
+# (training seconds on the runner's clock, step as reported, loss as reported)
+Point = tuple[float, int, float]
 
 
 class Curve:

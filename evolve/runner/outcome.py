@@ -21,7 +21,8 @@ class Outcome:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> payload + "t" (arrival, our clock)
     exit_code: int | None = None
     max_rss: int | None = None
-    killed: str | None = None  # "timeout", "oom", "disk", "interrupted", "pruned"; "lost": zygote died
+    # "timeout", "oom", "disk", "interrupted", "pruned"; "lost" if its zygote died
+    killed: str | None = None
     protocol_error: str | None = None  # what broke the result channel's protocol (tampering)
     messages: int = 0  # read from the result channel
     peak_memory: int = 0  # the highest PSS + memfd + shm the runner measured
