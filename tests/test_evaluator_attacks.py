@@ -12,6 +12,7 @@ sealed process that can open no file, secret stratified windows, the source cap,
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 import zlib
@@ -85,8 +86,8 @@ def test_sealed_test_split_is_scored_when_asked(evaluate, dataset):
     runner scores the split it is asked for, and says which."""
     table = _recital(np.load(dataset.test_path))
     source = genome("recite.py", TABLE=table)
-    on_test = evaluate(source, split="test").result
-    on_val = evaluate(source).result
+    on_test = evaluate(source, split="test", eval_tokens=1024).result
+    on_val = evaluate(source, eval_tokens=1024).result
     assert (on_test.status, on_val.status) == ("ok", "ok"), (on_test.reason, on_val.reason)
     assert (on_test.split, on_val.split) == ("test", "val")
     print(on_test.val_bpb, on_val.val_bpb)
@@ -241,3 +242,23 @@ print("scored", e.score_batches(program.module(), batches, 16)[1])
     assert "LEAKED" not in out.stdout, out.stdout
     assert out.stdout.count("blocked") == 3, (out.stdout, out.stderr[-2000:])
     assert "scored 64" in out.stdout, out.stderr[-2000:]
+
+
+def test_eval_command_takes_the_source_cap_and_the_split(tmp_path, monkeypatch, seed_source):
+    """`evolve eval --max-source-bytes N --split test`: an oversized genome is refused before
+    it runs (exit 1, the reason in the record); a bad split is bad input (exit 2)."""
+    from click.testing import CliRunner
+
+    from evolve.cli import cli
+
+    monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "corpus.txt").write_text(seed_source * 40)
+    (tmp_path / "genome.py").write_text(seed_source)
+    args = ["eval", str(tmp_path / "genome.py"), "--data", str(tmp_path / "corpus.txt"),
+            "--device", "cpu", "--json", "--workdir", str(tmp_path / "work")]
+    result = CliRunner().invoke(cli, [*args, "--max-source-bytes", "100", "--split", "test"])
+    assert result.exit_code == 1, result.output
+    record = json.loads(result.output)
+    assert record["status"] == "invalid" and "over the cap of 100" in record["reason"]
+    assert record["split"] == "test"
+    assert CliRunner().invoke(cli, [*args, "--split", "train"]).exit_code == 2

@@ -39,6 +39,7 @@ BUILTIN_CAP = 8 << 20  # builtin corpus: stop adding stdlib files at 8 MiB
 # (64 KiB of source by default) can carry.
 BUILTIN_HELDOUT_DIR = "test"
 BUILTIN_HELDOUT_CAP = 16 << 20
+BUILTIN_HELDOUT_MIN = 2 << 20  # a test suite smaller than this: hold out the corpus's tail
 TEST_FRACTION = 0.5  # of the held-out tokens: the sealed test split (the tail); the rest is val
 BUILTIN_SKIP_DIRS = {
     "test",
@@ -253,7 +254,7 @@ def _builtin_source() -> _Source:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     heldout = stdlib / BUILTIN_HELDOUT_DIR
     identity = {"kind": "builtin", "stdlib": str(stdlib), "python": sys.version, "cap": BUILTIN_CAP}
-    if sum(path.stat().st_size for _, path in _stdlib_files(heldout)) < 2 * BUILTIN_HELDOUT_CAP:
+    if sum(path.stat().st_size for _, path in _stdlib_files(heldout)) < BUILTIN_HELDOUT_MIN:
         return _Source("builtin:stdlib", identity, lambda: _split(builtin_corpus(stdlib)))
 
     def load() -> tuple[bytes, bytes]:

@@ -329,8 +329,8 @@ def _secret(request: dict[str, Any]) -> str:
 
 
 def _trusted_program(device: str) -> io.BytesIO:
-    """A tiny model with the usual parts (attention, norms, rotary-style slicing, soft-capped
-    logits, bf16 autocast), exported and saved as a genome's would be."""
+    """A tiny model with the usual parts (attention, norms, rotary-style slicing, a causal
+    convolution, soft-capped logits, bf16 autocast), exported and saved as a genome's would be."""
     import torch
     import torch.nn.functional as F
 
@@ -341,6 +341,7 @@ def _trusted_program(device: str) -> io.BytesIO:
             self.norm = torch.nn.LayerNorm(8)
             self.qkv = torch.nn.Linear(8, 24, bias=False)
             self.head = torch.nn.Linear(8, 16)
+            self.conv = torch.nn.Conv1d(8, 8, 2, groups=8)  # on CUDA: cuDNN loads here
             self.register_buffer("angle", torch.linspace(0, 1, 4)[:, None].expand(4, 2).clone())
 
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -351,6 +352,7 @@ def _trusted_program(device: str) -> io.BytesIO:
                                q[..., 2:] * self.angle.cos() + q[..., :2] * self.angle.sin()], -1)
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
                 x = x + F.gelu(y.transpose(1, 2).reshape(*idx.shape, 8))
+                x = x + self.conv(F.pad(x.transpose(1, 2), (1, 0))).transpose(1, 2)
                 logits = self.head(x).float()
             return 15.0 * torch.tanh(logits / 15.0)
 
