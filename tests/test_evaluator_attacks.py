@@ -244,6 +244,28 @@ print("scored", e.score_batches(program.module(), batches, 16)[1])
     assert "scored 64" in out.stdout, out.stderr[-2000:]
 
 
+@needs_landlock
+def test_sealed_evaluator_on_cuda_keeps_libraries_not_data(tmp_path, dataset):
+    """The CUDA seal (here on CPU) leaves the libraries CUDA may load late readable, and the
+    held-out text, its folder and the sealed paths closed."""
+    script = f"""
+from evolve.harness import evaluate as e
+e.seal("cuda", {list(dataset.sealed)!r})
+for path in ({str(dataset.val_path)!r}, {str(dataset.test_path)!r}, {str(dataset.train_path)!r},
+             "/etc/hostname"):
+    try:
+        open(path, "rb").close()
+        print("open", path)
+    except PermissionError:
+        print("blocked", path)
+"""
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    for path in (dataset.val_path, dataset.test_path, dataset.train_path):
+        assert f"blocked {path}" in out.stdout, (out.stdout, out.stderr[-2000:])
+    assert "open /etc/hostname" in out.stdout
+
+
 def test_eval_command_takes_the_source_cap_and_the_split(tmp_path, monkeypatch, seed_source):
     """`evolve eval --max-source-bytes N --split test`: an oversized genome is refused before
     it runs (exit 1, the reason in the record); a bad split is bad input (exit 2)."""

@@ -8,8 +8,9 @@ Runs in its own sandboxed process that never imports genome code, in three steps
    pool far larger than a genome can carry, with the causality probes' secret
    cuts and replacement text. Then load and run a tiny trusted exported program,
    so that every lazy import of torch's load and run paths has happened.
-2. Seal itself: Landlock grants nothing readable or writable (GPU device nodes
-   only, on CUDA), so the genome's graph, which runs next, can open no file.
+2. Seal itself: on CPU, Landlock grants nothing readable or writable, so the
+   genome's graph, which runs next, can open no file; on CUDA, only the GPU nodes
+   and the libraries CUDA may load late (never the data, its sources, the model).
 3. Load the genome's graph, refuse it unless it calls only allowlisted pure
    tensor operators (`evolve.harness.operators`) and keeps no state between
    calls, and score it. Every scored batch is probed once more for causality.
@@ -379,10 +380,17 @@ def warm(device: str) -> None:
     count_params(program)
 
 
-def seal(device: str) -> int:
-    """From here on this process can open no file (GPU device nodes only, on CUDA)."""
-    devices = landlock.device_paths() if device.startswith("cuda") else []
-    return landlock.restrict([], [], devices)
+def seal(device: str, sealed: list[str] | tuple[str, ...] = ()) -> int:
+    """From here on this process can open no file.
+
+    On CUDA, the GPU device nodes stay open, and so do the system and Python
+    libraries, minus `sealed` (the held-out text and its sources): CUDA loads some
+    libraries only when an operator first needs them (cuDNN engines, NVRTC), which
+    no warm-up can cover for every graph. The data cache and the model stay closed.
+    """
+    if not device.startswith("cuda"):
+        return landlock.restrict([], [])
+    return landlock.restrict(landlock.python_read_paths(), [], landlock.device_paths(), sealed)
 
 
 # ---------------------------------------------------------------------------
@@ -454,7 +462,7 @@ def main() -> None:
             reply.update(_invalid(exc))
     if prepared is not None:
         warm(device)
-    seal(device)
+    seal(device, [*config.get("sealed", ()), config["heldout_path"]])
     limits.drop_capabilities()
     if prepared is not None:
         try:

@@ -131,6 +131,7 @@ def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: P
         status, reason = failure_reason(outcome, settings, log_path)
         heldout = dataset.test_path if settings.split == "test" else dataset.val_path
         eval_config = {**common, "heldout_path": str(heldout), "split": settings.split,
+                       "sealed": list(dataset.sealed),
                        "eval_tokens": settings.eval_tokens, "verdict_fd": PASSED_FD,
                        "token_bytes_path": str(dataset.token_bytes_path or "")}
         reply = {} if status == "lost" else _evaluate(
