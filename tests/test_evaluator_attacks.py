@@ -160,6 +160,18 @@ class _Counter(torch.nn.Module):
         return torch.zeros(*idx.shape, 256) + self.calls
 
 
+class _AttentionDropout(torch.nn.Module):
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        q = torch.nn.functional.one_hot(idx, 256).float()[:, None]
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.1)[:, 0]
+
+
+def test_check_graph_accepts_dropout_in_eval_mode():
+    model = torch.nn.Sequential(torch.nn.Embedding(256, 8), torch.nn.Dropout(0.1),
+                                torch.nn.Linear(8, 256))
+    evaluator.check_graph(_export(model))
+
+
 class _WritesInput(torch.nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         idx.zero_()
@@ -169,9 +181,10 @@ class _WritesInput(torch.nn.Module):
 @pytest.mark.parametrize("model, words", [
     (_Random(), "global random state"),
     (_Uninitialised(), "uninitialised memory"),
+    (_AttentionDropout(), "dropout_p=0.1, which draws random numbers"),
     (_Counter(), "add_.* writes into b_calls: it keeps state between calls"),
     (_WritesInput(), "zero_.* writes into idx"),
-], ids=["random", "uninitialised", "buffer-state", "input-state"])
+], ids=["random", "uninitialised", "attention-dropout", "buffer-state", "input-state"])
 def test_check_graph_refuses(model, words):
     with pytest.raises(Rejected, match=words):
         evaluator.check_graph(_export(model))
@@ -284,3 +297,38 @@ def test_eval_command_takes_the_source_cap_and_the_split(tmp_path, monkeypatch, 
     assert record["status"] == "invalid" and "over the cap of 100" in record["reason"]
     assert record["split"] == "test"
     assert CliRunner().invoke(cli, [*args, "--split", "train"]).exit_code == 2
+
+
+class _WritesViewOfBuffer(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.zeros(4, 256))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        self.table[0].add_(1.0)  # through a view
+        return torch.zeros(*idx.shape, 256) + self.table[0]
+
+
+class _InPlaceOnIntermediates(torch.nn.Module):
+    """What honest models write: masked_fill_ on scores, inplace ReLU, slice assignment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(256, 8)
+        self.act = torch.nn.ReLU(inplace=True)
+        self.head = torch.nn.Linear(8, 256)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.embed(idx))
+        scores = x @ x.transpose(1, 2)
+        scores.masked_fill_(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
+        x = scores.softmax(-1) @ x
+        logits = self.head(x)
+        logits[:, :, 0] = 0.0
+        return logits
+
+
+def test_in_place_operators_on_intermediates_are_fine_but_not_on_state():
+    evaluator.check_graph(_export(_InPlaceOnIntermediates()))
+    with pytest.raises(Rejected, match="writes into b_table"):
+        evaluator.check_graph(_export(_WritesViewOfBuffer()))

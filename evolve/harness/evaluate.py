@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from evolve.harness import landlock, limits
-from evolve.harness.operators import ALLOWED_ATEN, ALLOWED_WRAPPERS, refusal
+from evolve.harness.operators import ALLOWED_ATEN, ALLOWED_WRAPPERS, ONLY_WHEN, refusal
 from evolve.harness.vet import Rejected, vet_archive
 
 ENV_VAR = "EVOLVE_EVAL"
@@ -66,7 +66,9 @@ def check_graph(program: Any) -> None:
 
     See `evolve.harness.operators` for the list and why it is a list: any ATen
     operator would let a graph read a file, draw random numbers, or see
-    uninitialised memory.
+    uninitialised memory. In-place operators (`add_`, `masked_fill_`, `out=`) are
+    fine on the graph's own intermediates, never on what outlives a call: its
+    parameters, buffers, constants and inputs, or a view of them.
     """
     import torch
 
@@ -74,11 +76,16 @@ def check_graph(program: Any) -> None:
     for module in program.graph_module.modules():
         if not isinstance(module, torch.fx.GraphModule):
             continue
+        lasting: dict[Any, str] = {}  # node -> the placeholder it is (a view of)
         for node in module.graph.nodes:
+            if node.op in ("placeholder", "get_attr"):
+                lasting[node] = node.name
             if node.op in ("placeholder", "output", "get_attr"):
                 continue
             target = node.target
             if node.op == "call_function" and target is operator.getitem:
+                if node.args[0] in lasting:
+                    lasting[node] = lasting[node.args[0]]
                 continue
             if node.op == "call_function" and isinstance(target, torch._ops.HigherOrderOperator) \
                     and target.name() in ALLOWED_WRAPPERS:
@@ -87,17 +94,48 @@ def check_graph(program: Any) -> None:
                     or target.namespace != "aten":
                 raise Rejected(f"the exported graph calls {target!r} ({node.op}), which is not an "
                                "ATen operator; refused")
-            packet, overload = target._opname, target._overloadname
-            if target._schema.is_mutable or "out" in overload.split("_"):
-                written = [str(arg) for arg, spec in zip(node.args, target._schema.arguments,
-                                                                 strict=False)
-                           if spec.alias_info is not None and spec.alias_info.is_write]
-                raise Rejected(f"the exported graph calls aten.{packet}.{overload}, which writes "
-                               f"into {', '.join(written) or 'an argument'}: it keeps state between "
-                               "calls or changes its input; refused")
-            if packet not in ALLOWED_ATEN:
-                raise Rejected(f"the exported graph calls aten.{packet}, which {refusal(packet)}: "
-                               "only pure tensor operators run in the evaluator; refused")
+            _check_operator(node, target, lasting)
+
+
+def _check_operator(node: Any, target: Any, lasting: dict[Any, str]) -> None:
+    """One ATen call: allowlisted, with its fixed arguments, writing only into intermediates."""
+    import torch
+
+    packet, overload = target._opname, target._overloadname
+    schema = target._schema
+    written, viewed = [], []
+    for index, spec in enumerate(schema.arguments):
+        value = node.args[index] if index < len(node.args) else node.kwargs.get(spec.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        roots = [lasting[v] for v in values if isinstance(v, torch.fx.Node) and v in lasting]
+        if spec.alias_info is not None and roots:
+            (written if spec.alias_info.is_write else viewed).extend(roots)
+    if written:
+        raise Rejected(f"the exported graph calls aten.{packet}.{overload}, which writes into "
+                       f"{', '.join(written)}: it keeps state between calls or changes its input; "
+                       "refused")
+    base = packet[:-1] if schema.is_mutable and packet.endswith("_") else packet
+    if base not in ALLOWED_ATEN:
+        raise Rejected(f"the exported graph calls aten.{packet}, which {refusal(base)}: "
+                       "only pure tensor operators run in the evaluator; refused")
+    if base in ONLY_WHEN:
+        name, required = ONLY_WHEN[base]
+        value = _argument(node, target, name)
+        if value != required:
+            raise Rejected(f"the exported graph calls aten.{packet} with {name}={value!r}, which "
+                           "draws random numbers (export the model in eval mode); refused")
+    if viewed and any(ret.alias_info is not None for ret in schema.returns):
+        lasting[node] = viewed[0]  # a view of something that outlives the call
+
+
+def _argument(node: Any, target: Any, name: str) -> Any:
+    """The value of argument `name` in a call node (its schema default when not given)."""
+    for index, spec in enumerate(target._schema.arguments):
+        if spec.name == name:
+            if index < len(node.args):
+                return node.args[index]
+            return node.kwargs.get(name, spec.default_value)
+    return None
 
 
 def check_state(program: Any) -> None:

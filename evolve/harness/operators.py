@@ -6,8 +6,9 @@ read files (`from_file`), draw from the global random state, hand out
 uninitialised memory (which may hold earlier batches' tokens), write into its
 inputs, or abort the process. So only operators that compute a fresh tensor
 from their inputs, and nothing else, are allowed, by overload packet name
-(`aten.add` allows `add.Tensor` and `add.Scalar`; never an `out=` overload or an
-in-place one, see `evaluate.check_graph`).
+(`aten.add` allows `add.Tensor` and `add.Scalar`, and the in-place `add_` and
+`out=` overloads on the graph's own intermediates only: never on its parameters,
+buffers, constants or inputs, which outlive a call, see `evaluate.check_graph`).
 
 Derived from what the seeds (train.py, genomes/gpt_muon.py) and a model with
 scaled_dot_product_attention, RMSNorm, rotary embeddings, soft-capped logits
@@ -28,7 +29,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         "flatten", "unflatten", "contiguous", "clone", "alias", "detach", "repeat",
         "repeat_interleave", "flip", "roll", "tril", "triu", "movedim", "diagonal", "pad",
         "constant_pad_nd", "index_select", "gather", "index", "take_along_dim", "masked_select",
-        "unfold",
+        "unfold", "view_as_real", "view_as_complex", "real", "imag", "conj", "resolve_conj",
+        "tile", "index_put", "index_add", "index_copy", "scatter", "scatter_add",
+        "scatter_reduce", "masked_scatter", "select_scatter", "slice_scatter", "copy", "fill",
+        "zero",
     }),
     # Fresh tensors of a given value (never uninitialised memory: no `empty`).
     "create": frozenset({
@@ -41,7 +45,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "elementwise": frozenset({
         "add", "sub", "rsub", "mul", "div", "neg", "pow", "sqrt", "rsqrt", "exp", "exp2",
         "expm1", "log", "log2", "log10", "log1p", "abs", "sign", "sin", "cos", "tan", "tanh",
-        "atan", "atan2", "sigmoid", "logit", "relu", "relu6", "gelu", "silu", "mish", "softplus",
+        "atan", "atan2", "polar", "complex", "sigmoid", "logit", "relu", "relu6", "gelu", "silu", "mish", "softplus",
         "elu", "selu", "celu", "leaky_relu", "hardtanh", "hardswish", "hardsigmoid", "glu",
         "clamp", "clamp_min", "clamp_max", "clip", "where", "maximum", "minimum", "fmax", "fmin",
         "floor", "ceil", "round", "trunc", "frac", "remainder", "fmod", "floor_divide",
@@ -67,7 +71,23 @@ ALLOWED: dict[str, frozenset[str]] = {
         "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
         "_scaled_dot_product_cudnn_attention", "convolution", "conv1d", "conv2d",
         "cosine_similarity", "pixel_shuffle", "avg_pool1d", "max_pool1d",
+        "batch_norm", "_native_multi_head_attention", "lstm", "gru", "rnn_tanh", "rnn_relu",
+        "bucketize", "searchsorted",
+        "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",  # see ONLY_WHEN
     }),
+}
+
+# Operators that are pure only with one argument fixed: (argument name, required value).
+# A model exported in eval mode keeps `dropout(x, p, train=False)`, the identity.
+_NO_DROPOUT = ("dropout_p", 0.0)
+ONLY_WHEN: dict[str, tuple[str, object]] = {
+    "dropout": ("train", False), "feature_dropout": ("train", False),
+    "alpha_dropout": ("train", False), "feature_alpha_dropout": ("train", False),
+    "scaled_dot_product_attention": _NO_DROPOUT,
+    "_scaled_dot_product_flash_attention_for_cpu": _NO_DROPOUT,
+    "_scaled_dot_product_flash_attention": _NO_DROPOUT,
+    "_scaled_dot_product_efficient_attention": _NO_DROPOUT,
+    "_scaled_dot_product_cudnn_attention": _NO_DROPOUT,
 }
 
 # Higher-order operators that only wrap a subgraph (checked like the rest) in a mode.
@@ -83,7 +103,7 @@ REFUSED_BECAUSE = {
     "rand": "draws from the global random state", "randn": "draws from the global random state",
     "randint": "draws from the global random state", "bernoulli": "draws random numbers",
     "multinomial": "draws random numbers", "normal": "draws random numbers",
-    "dropout": "draws random numbers", "native_dropout": "draws random numbers",
+    "native_dropout": "draws random numbers",
     "_assert_async": "aborts the process from the device", "_print": "has a side effect",
 }
 
