@@ -48,6 +48,7 @@ class RunConfig:
     max_log_bytes: int = 16 << 20  # the genome's output kept in its log (then only the tail)
     max_disk_bytes: int = 8 << 30  # everything in the genome's folder (also caps any one file)
     max_files: int = 100_000  # files and folders in the genome's folder
+    max_source_bytes: int = 64 << 10  # bigger genomes are invalid before they run
     descriptors: list[dict[str, Any]] = field(default_factory=lambda: [dict(d) for d in DEFAULT_DESCRIPTORS])
     operators: dict[str, float] = field(default_factory=lambda: {"hyper_mutate": 1.0, "hyper_crossover": 1.0})
     operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -87,6 +88,7 @@ class RunConfig:
         _positive_int("eval_tokens", self.eval_tokens, "--eval-tokens")
         for key in ("max_log_bytes", "max_disk_bytes", "max_files"):
             _positive_int(key, getattr(self, key), f"{key} in the config file")
+        _positive_int("max_source_bytes", self.max_source_bytes, "--max-source-bytes")
         _positive_int("noise_repeats", self.noise_repeats, "noise_repeats")
         _positive_int("confirm", self.confirm, "confirm")
         if not 0.0 <= self.cxpb <= 1.0:
