@@ -23,6 +23,8 @@ import pytest
 import torch
 
 from evolve.harness import evaluate as evaluator
+from evolve.harness import syscalls
+from evolve.harness.landlock import abi_version
 from evolve.harness.vet import Rejected
 from tests.conftest import ROOT, genome, needs_landlock, set_constants
 from tests.tiny import TINY
@@ -103,6 +105,9 @@ def test_honest_modern_model_is_accepted(evaluate):
     run = evaluate(genome("honest_modern.py"), budget=3.0)
     assert run.result.status == "ok", (run.result.reason, run.log[-2000:])
     assert run.result.val_bpb < 8.0 and run.result.split == "val"
+    layers = run.result.sandbox.split(",")  # the evaluator's own seal, as it reported it
+    assert any(layer.startswith("eval-landlock-v") for layer in layers) == bool(abi_version())
+    assert ("eval-seccomp" in layers) == (syscalls.pyseccomp is not None)
 
 
 def test_oversized_genome_is_invalid_before_it_runs(evaluate, seed_source):
@@ -238,9 +243,15 @@ from evolve.harness import evaluate as e
 archive = e._trusted_program("cpu")
 e.warm("cpu")
 e.seal("cpu")
-for attempt in (lambda: open({str(dataset.val_path)!r}, "rb"),
+import socket
+from evolve.harness import syscalls
+denied = syscalls.deny_sockets()
+print("seccomp", denied)
+sockets = [lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+           lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)]
+for attempt in [lambda: open({str(dataset.val_path)!r}, "rb"),
                 lambda: torch.from_file({str(dataset.val_path)!r}, size=16, dtype=torch.uint8),
-                lambda: open("/etc/hostname")):
+                lambda: open("/etc/hostname"), *(sockets if denied else [])]:
     try:
         attempt()
         print("LEAKED")
@@ -253,7 +264,8 @@ print("scored", e.score_batches(program.module(), batches, 16)[1])
     out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
     assert "LEAKED" not in out.stdout, out.stdout
-    assert out.stdout.count("blocked") == 3, (out.stdout, out.stderr[-2000:])
+    sockets_denied = "seccomp True" in out.stdout  # where pyseccomp and libseccomp exist
+    assert out.stdout.count("blocked") == 3 + 2 * sockets_denied, (out.stdout, out.stderr[-2000:])
     assert "scored 64" in out.stdout, out.stderr[-2000:]
 
 

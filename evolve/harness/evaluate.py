@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from evolve.harness import landlock, limits
+from evolve.harness import landlock, limits, syscalls
 from evolve.harness.operators import ALLOWED_ATEN, ALLOWED_WRAPPERS, ONLY_WHEN, refusal
 from evolve.harness.vet import Rejected, vet_archive
 
@@ -500,8 +500,10 @@ def main() -> None:
             reply.update(_invalid(exc))
     if prepared is not None:
         warm(device)
-    seal(device, [*config.get("sealed", ()), config["heldout_path"]])
+    abi = seal(device, [*config.get("sealed", ()), config["heldout_path"]])
+    no_sockets = syscalls.deny_sockets()
     limits.drop_capabilities()
+    reply["layers"] = [*([f"landlock-v{abi}"] if abi else []), *(["seccomp"] if no_sockets else [])]
     if prepared is not None:
         try:
             reply.update(status="ok", **score(prepared, config))

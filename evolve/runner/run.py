@@ -375,7 +375,8 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
         reported_cuda_peak_bytes=done.get("cuda_peak_bytes"),
         peak_memory_bytes=measured or None,
         seq_len=outcome.events.get("submitted", {}).get("seq_len"),
-        sandbox=_layers(outcome.events.get("sandbox", {}), runner_layers, outcome.cgroup_dirs),
+        sandbox=_layers(outcome.events.get("sandbox", {}), runner_layers, outcome.cgroup_dirs,
+                        reply.get("layers")),
         hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads")
                   if k in reply} | {"kind": settings.device})
     if status is None:
@@ -408,9 +409,11 @@ def _int(value: Any) -> int | None:
     return int(value) if math.isfinite(value) else None
 
 
-def _layers(layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int) -> str:
+def _layers(layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int,
+            evaluator: Any = None) -> str:
     """The isolation layers that were active, as the prologue reported them (before any genome
-    code ran) and as the runner held them from outside."""
+    code ran), as the runner held them from outside, and as the evaluator sealed itself before
+    the handed-in graph ran (`eval-…`)."""
     parts = ["pgroup", "env"]
     if layers.get("landlock"):
         parts.append(f"landlock-v{layers['landlock']}")
@@ -423,4 +426,9 @@ def _layers(layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int) 
     if layers.get("caps_dropped"):
         parts.append("nocaps")
     parts += [name for name in runner_layers if not name.startswith("cgroup-")]
+    if isinstance(evaluator, list):
+        parts += [f"eval-{name}" for name in evaluator if name in _EVAL_LAYERS]
     return ",".join(parts)
+
+
+_EVAL_LAYERS = {f"landlock-v{abi}" for abi in range(1, 32)} | {"seccomp"}
