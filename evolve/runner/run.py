@@ -278,7 +278,8 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
         peak_memory_bytes=_int(done.get("cuda_peak_bytes")) or outcome.max_rss,
         seq_len=_int(outcome.events.get("submitted", {}).get("seq_len")),
         sandbox=_layers(outcome.events.get("sandbox", {})),
-        hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads")
+        hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads",
+                                        "memory_bytes")
                   if k in reply} | {"kind": settings.device})
     if status is None:
         status, reason = reply.get("status"), str(reply.get("reason", ""))
