@@ -11,7 +11,8 @@ By default the LLM is the scripted local endpoint of the tests
 an aimed prompt asks for, or by a random factor otherwise. That measures the
 plumbing (facts, target description, recording), not an LLM's skill: it obeys
 the aim by construction. The grid has one axis, model_size in quarter decades,
-which is what that endpoint can move. With `--llm-base-url` and `--llm-model` the
+which is what that endpoint can move; `--axes 2` adds code_size, which it moves by
+adding or removing no-op lines. With `--llm-base-url` and `--llm-model` the
 same comparison runs against a real endpoint (and the default two-axis grid).
 
     python benchmarks/bench_aim.py [--seeds 2 --pop 4 --generations 5 --budget 1]
@@ -36,12 +37,17 @@ from evolve.executors.factory import build_executor  # noqa: E402
 from tests.llm_server import FakeLLM, sizer  # noqa: E402
 from tests.tiny import tiny_genome  # noqa: E402
 
-SCRIPTED_GRID = [{"name": "model_size", "low": 3.5, "high": 6.5, "bins": 12}]
+GRIDS = {  # what the scripted endpoint can move: model size, and code lines (no-op lines)
+    1: [{"name": "model_size", "low": 3.5, "high": 6.5, "bins": 12}],
+    2: [{"name": "model_size", "low": 3.5, "high": 6.5, "bins": 6},
+        {"name": "code_size", "low": 100, "high": 400, "bins": 6}],
+}
+LINES = (-100, -50, 50, 100)  # the 2-axis endpoint's random code-size moves when not aimed
 
 
 def one_run(folder: Path, name: str, aim_share: float, seed: int, args: argparse.Namespace,
             base_url: str, model: str) -> dict:
-    grid = SCRIPTED_GRID if args.llm_base_url is None else DEFAULT_DESCRIPTORS
+    grid = GRIDS[args.axes] if args.llm_base_url is None else DEFAULT_DESCRIPTORS
     config = RunConfig(
         name=name, archive_dir=str(folder), seed_genomes=[str(folder / "tiny.py")], pop=args.pop,
         generations=args.generations, budget=args.budget, eval_tokens=4096, device="cpu",
@@ -75,6 +81,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--budget", type=float, default=1.0)
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--axes", type=int, choices=(1, 2), default=1,
+                        help="scripted grid: model_size (1), or model_size x code_size (2)")
     parser.add_argument("--mixed", type=float, default=0.25, help="aim_share of the middle arm")
     parser.add_argument("--llm-base-url", default=None)
     parser.add_argument("--llm-model", default="fake")
@@ -86,7 +94,8 @@ def main() -> None:
     for seed in range(args.seeds):
         for arm, share in arms:
             if args.llm_base_url is None:
-                with FakeLLM(responder=sizer(seed=seed)) as fake:
+                lines = LINES if args.axes == 2 else ()
+                with FakeLLM(responder=sizer(seed=seed, lines=lines)) as fake:
                     row = one_run(folder, f"{arm}-{seed}", share, seed, args, fake.url, "fake")
             else:
                 row = one_run(folder, f"{arm}-{seed}", share, seed, args, args.llm_base_url,
@@ -95,14 +104,17 @@ def main() -> None:
             print(f"seed {seed} {arm:<5}: children {row['children']} (ok {row['ok']}, "
                   f"{row['new']} filled a new cell), aimed ok {row['aimed']} ({row['to_empty']} "
                   f"sent to an empty cell), landed {row['landed']}; cells {row['cells']}, coverage "
-                  f"{row['coverage']:.3f}, QD {row['qd']:.2f}, best {row['best'] or float('nan'):.4f}", flush=True)
+                  f"{row['coverage']:.3f}, QD {row['qd']:.2f}, "
+                  f"best {row['best'] or float('nan'):.4f}", flush=True)
     endpoint = args.llm_base_url or "scripted local endpoint (tests/llm_server.sizer)"
-    print(f"\n{endpoint}; {args.seeds} seed(s) x {args.pop * args.generations} issued tasks "
-          f"per run, budget {args.budget:g} s, {args.slots} CPU slots")
+    print(f"\n{endpoint}; {args.axes}-axis grid; {args.seeds} seed(s) x "
+          f"{args.pop * args.generations} issued tasks per run, budget {args.budget:g} s, "
+          f"{args.slots} CPU slots")
     for arm, found in rows.items():
         aimed, landed = sum(r["aimed"] for r in found), sum(r["landed"] for r in found)
         rate = f"{landed}/{aimed} = {landed / aimed:.0%}" if aimed else "-"
-        print(f"{arm:<5} (aim_share {dict(arms)[arm]:g}): landed in target {rate}; cells {statistics.fmean(r['cells'] for r in found):.1f}"
+        cells = statistics.fmean(r["cells"] for r in found)
+        print(f"{arm:<5} (aim_share {dict(arms)[arm]:g}): landed in target {rate}; cells {cells:.1f}"
               f", coverage {statistics.fmean(r['coverage'] for r in found):.3f}, QD "
               f"{statistics.fmean(r['qd'] for r in found):.2f} (mean over seeds)")
 

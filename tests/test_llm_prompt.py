@@ -166,7 +166,8 @@ def test_evolve_prompt_prints_what_the_server_then_receives_byte_for_byte(run_di
     messages = json.loads(printed.stdout)["messages"]
     raw = _cli(run_dir, best.genome[:12], "--raw")
     assert raw.returncode == 0 and raw.stdout == render(messages) + "\n"
-    assert PROGRAM_MD.strip() in messages[0]["content"] and "Facts (measured" in messages[1]["content"]
+    assert PROGRAM_MD.strip() in messages[0]["content"]
+    assert "Facts (measured" in messages[1]["content"]
 
     # the operator itself, through the engine's proposer, sends exactly those messages
     with FakeLLM([say("IDEA: nothing\n```python\nbroken(\n```\n")] * 4) as fake:

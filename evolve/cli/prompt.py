@@ -14,7 +14,8 @@ from evolve.textsafe import printable
 @click.argument("ident", metavar="[ID]", required=False)
 @click.option("--with", "other", metavar="ID2", default=None,
               help="A second parent: the prompt of an LLM crossover of ID with ID2.")
-@click.option("--rewrite", is_flag=True, help="Ask for a full rewrite instead of SEARCH/REPLACE edits.")
+@click.option("--rewrite", is_flag=True,
+              help="Ask for a full rewrite instead of SEARCH/REPLACE edits.")
 @click.option("--aim", is_flag=True, help="Name a target niche, as an aimed mutation does.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Draws the target niche (--aim) and the model (--send).")

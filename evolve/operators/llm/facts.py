@@ -96,7 +96,8 @@ def table(facts: Facts) -> str:
     if facts.peak_memory is not None:
         share = ""
         if facts.device_memory:
-            share = f" of {_bytes(facts.device_memory)} ({facts.peak_memory / facts.device_memory:.1%})"
+            used = facts.peak_memory / facts.device_memory
+            share = f" of {_bytes(facts.device_memory)} ({used:.1%})"
         rows.append(("peak memory", f"{_bytes(facts.peak_memory)}{share}"
                                     + (f" {REPORTED}" if facts.peak_reported else "")))
     if facts.steps is not None:

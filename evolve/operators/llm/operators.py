@@ -50,7 +50,8 @@ class _LLMOperator:
         self.resamples = settings.resamples if resamples is None else resamples
         self.rewrite_share = settings.rewrite_share if rewrite_share is None else rewrite_share
         # only mutations are aimed: a crossover's child has two parents' cells to come from
-        self.aim_share = (settings.aim_share if aim_share is None else aim_share) * (self.arity == 1)
+        share = settings.aim_share if aim_share is None else aim_share
+        self.aim_share = share if self.arity == 1 else 0.0
         if self.resamples < 0 or not 0 <= self.rewrite_share <= 1 or not 0 <= self.aim_share <= 1:
             raise ValueError("resamples must be >= 0, rewrite_share and aim_share in [0, 1]")
         self.view: RunView | None = None
