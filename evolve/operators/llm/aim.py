@@ -20,7 +20,7 @@ from typing import Any
 
 from evolve.archive.atomic import read_json
 from evolve.archive.elites import Elite
-from evolve.archive.grid import Descriptor, Grid
+from evolve.archive.grid import DESCRIPTORS, Descriptor, Grid
 from evolve.errors import UserError
 from evolve.operators.base import Parent
 
@@ -158,7 +158,7 @@ def _amount(name: str, value: float) -> str:
 
 def section(grid: Grid, parent: Parent, aim: Target) -> str:
     """The prompt's aim section: where the parent is, the niche asked for, what it means."""
-    axes = ", ".join(d.name for d in grid.descriptors)
+    axes = ", ".join(f"{d.name} ({DESCRIPTORS[d.name][0]})" for d in grid.descriptors)
     where = _cell(parent.cell) if parent.cell is not None else "(unknown)"
     held = ("is empty" if aim.holder_mean is None else
             f"is held by a program with val_bpb {aim.holder_mean:.4f}, worse than the current one")

@@ -112,7 +112,7 @@ def table(facts: Facts) -> str:
     if facts.smallest_difference is not None:
         rows.append(("smallest difference that counts",
                      f"{facts.smallest_difference:.4f} val_bpb: a child evaluated once must score "
-                     f"at least this much lower to replace it (seed noise std "
+                     f"at least this much lower to count as better (the run's noise std "
                      f"{facts.noise_std or 0:.4f})"))
     over = f", mean of {facts.runs} evaluations" if facts.runs > 1 else ""
     lines = [f"Facts (measured by the harness{over}):", "| fact | value |", "|---|---|"]
