@@ -45,6 +45,9 @@ class RunConfig:
     threads: int | None = None  # CPU threads per slot (per Ray task)
     mixed_hardware: bool = False  # allow slots of different hardware classes in one run
     eval_tokens: int = 65536
+    max_log_bytes: int = 16 << 20  # the genome's output kept in its log (then only the tail)
+    max_disk_bytes: int = 8 << 30  # everything in the genome's folder (also caps any one file)
+    max_files: int = 100_000  # files and folders in the genome's folder
     descriptors: list[dict[str, Any]] = field(default_factory=lambda: [dict(d) for d in DEFAULT_DESCRIPTORS])
     operators: dict[str, float] = field(default_factory=lambda: {"hyper_mutate": 1.0, "hyper_crossover": 1.0})
     operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -82,6 +85,8 @@ class RunConfig:
         if self.time_limit is not None:
             _positive_number("time_limit", self.time_limit, "--time-limit")
         _positive_int("eval_tokens", self.eval_tokens, "--eval-tokens")
+        for key in ("max_log_bytes", "max_disk_bytes", "max_files"):
+            _positive_int(key, getattr(self, key), f"{key} in the config file")
         _positive_int("noise_repeats", self.noise_repeats, "noise_repeats")
         _positive_int("confirm", self.confirm, "confirm")
         if not 0.0 <= self.cxpb <= 1.0:
@@ -91,11 +96,19 @@ class RunConfig:
                             "pass --device auto, cpu or cuda")
         if self.threads is not None:
             _positive_int("threads", self.threads, "--threads")
+        from evolve.archive.grid import reported_descriptor
+
+        for descriptor in self.descriptors:
+            error = reported_descriptor(descriptor.get("name") if isinstance(descriptor, dict) else None)
+            if error is not None:
+                raise error
         if self.executor not in ("local", "ray"):
             raise UserError(f"unknown executor {self.executor!r}", "executors are local and ray",
                             "pass --executor local or --executor ray")
         from evolve.operators.llm.settings import parse_llm
+        from evolve.selection import check_method
 
+        check_method(self.selection)
         parse_llm(self.llm)  # unknown keys, bad numbers, a negative cost cap: UserError
         if not self.seed_genomes and not self.seed_from:
             raise UserError("no seed genome", "a run starts from at least one genome",

@@ -14,15 +14,26 @@ INFRASTRUCTURE_STATUSES = ("interrupted", "lost")
 
 @dataclass
 class EvalResult:
+    """One evaluation. Where each figure comes from matters: the genome controls everything
+    in its own process, harness code included, so only measurements made outside it
+    (by the runner, the kernel or the evaluator) are trusted.
+
+    Trusted: val_bpb and params (the evaluator), training_seconds and wall_seconds (the
+    runner's clock), peak_memory_bytes (the runner: the highest of the genome process's
+    max RSS from wait4 and its sampled PSS + memfd + /dev/shm), sandbox.
+    Reported by the genome, unverified, kept for humans and never a default descriptor:
+    steps, tokens, reported_cuda_peak_bytes.
+    """
+
     status: str
     reason: str = ""
     val_bpb: float | None = None
     training_seconds: float | None = None
     wall_seconds: float = 0.0
-    steps: int | None = None
-    tokens: int | None = None
+    steps: int | None = None  # reported by the genome (the `steps=` it passed to submit)
+    tokens: int | None = None  # reported: the harness's count, in the genome's own memory
     params: int | None = None
-    peak_memory_bytes: int | None = None
+    peak_memory_bytes: int | None = None  # measured by the runner (host memory)
     device: str = ""
     torch_version: str = ""
     dataset: str = ""  # dataset fingerprint
@@ -35,6 +46,7 @@ class EvalResult:
     sandbox: str = ""  # which isolation layers were active
     slot: str = ""
     hardware: dict[str, Any] = field(default_factory=dict)
+    reported_cuda_peak_bytes: int | None = None  # reported: torch.cuda.max_memory_allocated()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -67,14 +79,17 @@ class EvalResult:
             return "-" if value is None else format(value, spec)
 
         mem = None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**20
+        cuda = None if self.reported_cuda_peak_bytes is None else self.reported_cuda_peak_bytes / 2**20
         rows = [
             ("status", self.status + (f" ({self.reason})" if self.reason else "")),
             ("val_bpb", fmt(self.val_bpb, ".6f")),
             ("training_seconds", fmt(self.training_seconds, ".1f")),
             ("wall_seconds", fmt(self.wall_seconds, ".1f")),
             ("peak_memory_mb", fmt(mem, ".1f")),
-            ("num_steps", fmt(self.steps, "d")),
-            ("tokens_trained", fmt(self.tokens, ",d")),
+            *([("cuda_peak_mb", fmt(cuda, ".1f") + " (reported by the genome)")]
+              if cuda is not None else []),
+            ("num_steps", fmt(self.steps, "d") + " (reported by the genome)"),
+            ("tokens_trained", fmt(self.tokens, ",d") + " (reported by the genome)"),
             ("num_params", fmt(self.params, ",d")),
             ("device", self.device),
             ("dataset", self.dataset),

@@ -1,9 +1,14 @@
 """A local OpenAI-compatible chat server with scripted replies, for tests and benchmarks.
 
-It speaks just enough of `POST /v1/chat/completions` for the real `openai`
-client: each request takes the next scripted step (a reply, an HTTP error, a
-dropped connection, a delay), or asks a `responder` function when the script
-is empty. Every request body is kept in `requests` so tests can read prompts.
+It speaks just enough of `POST /v1/chat/completions`, `GET /v1/models` and
+`GET /v1/models/{name}` for the real `openai` client: each chat request takes the
+next scripted step (a reply, an HTTP error, a dropped connection, a delay), or
+asks a `responder` function when the script is empty. Every chat request body is
+kept in `requests` so tests can read prompts; GET paths go to `gets`.
+
+Like a real server it can refuse a wrong key (`api_key`: 401), not know a model
+(`models`: 404), lack the model-retrieve route (`retrieve=False`, as vLLM and
+llama.cpp do), and go down and come back on the same port (`down()`, `up()`).
 """
 
 from __future__ import annotations
@@ -151,26 +156,55 @@ def sizer(latency: float = 0.0, seed: int = 0, sizes: tuple[float, ...] = (0.25,
 class FakeLLM:
     """Start with `with FakeLLM([...]) as llm:`; point the client at `llm.url`."""
 
-    def __init__(self, script: list[Step] | None = None, responder: Responder | None = None) -> None:
+    def __init__(self, script: list[Step] | None = None, responder: Responder | None = None,
+                 *, api_key: str | None = None, models: list[str] | None = None,
+                 retrieve: bool = True, started: bool = True) -> None:
+        """`api_key`: the only key accepted (None: any); `models`: the models it knows (None:
+        any); `started=False`: the port is reserved but nothing listens until `up()`."""
         self.script: deque[Step] = deque(script or [])
         self.responder = responder
+        self.api_key, self.models, self.retrieve = api_key, models, retrieve
         self.requests: list[dict[str, Any]] = []
+        self.gets: list[str] = []
         self.active = self.max_active = 0  # requests being answered now, and the most at once
+        self.is_down = True
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server: _Server | None = _Server(("127.0.0.1", 0), _handler(self))
+        self.port = self._server.server_address[1]
+        self._serving = False  # a thread runs serve_forever on self._server
+        self._started = started
+        if not started:
+            self.down()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> FakeLLM:
-        self._thread.start()
+        if self._started:
+            self.up()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.down()
+
+    def up(self) -> None:
+        """Listen (again) on the same port."""
+        if self._server is None:
+            self._server = _Server(("127.0.0.1", self.port), _handler(self))
+        self.is_down = False
+        if not self._serving:
+            self._serving = True
+            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        """Stop listening (connections are refused) and drop the connections kept alive."""
+        self.is_down = True
+        if self._server is not None:
+            if self._serving:
+                self._server.shutdown()
+            self._server.server_close()
+            self._server, self._serving = None, False
 
     def add(self, *steps: Step) -> None:
         with self._lock:
@@ -210,8 +244,41 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:  # keep test output clean
             pass
 
+        def _refused(self) -> bool:
+            """Down: drop the connection. A wrong key: 401."""
+            if fake.is_down:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return True
+            if fake.api_key is not None and self.headers.get("authorization") != f"Bearer {fake.api_key}":
+                self._send(401, _error("Incorrect API key provided.", "invalid_api_key"))
+                return True
+            return False
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            fake.gets.append(self.path)
+            if self._refused():
+                return
+            if self.path.rstrip("/") == "/v1/models":
+                names = fake.models or ["fake"]
+                self._send(200, {"object": "list", "data": [_model(n) for n in names]})
+                return
+            name = self.path.removeprefix("/v1/models/")
+            if not self.path.startswith("/v1/models/") or not fake.retrieve:
+                self._send(404, {"detail": "Not Found"})  # a route the server does not have
+            elif fake.models is not None and name not in fake.models:
+                self._send(404, _error(f"The model `{name}` does not exist.", "model_not_found"))
+            else:
+                self._send(200, _model(name))
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+            if self._refused():
+                return
+            if fake.models is not None and body.get("model") not in fake.models:
+                self._send(404, _error(f"The model `{body.get('model')}` does not exist.",
+                                       "model_not_found"))
+                return
             step = fake.next_step(body)
             fake.arrived(+1)
             try:
@@ -253,6 +320,14 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 pass  # the client gave up (timeout): nothing to do
 
     return Handler
+
+
+def _error(message: str, code: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "fake"}
 
 
 def _completion(model: str | None, step: Step) -> dict[str, Any]:

@@ -124,17 +124,21 @@ def write_corrupt_run(path: Path) -> None:
     (["start", "--seed-genome", "missing.py"], "seed genome missing.py does not exist"),
     (["start", "--seed-genome", "tiny.py", "--config", "bad.toml"], "unknown behaviour descriptor"),
     (["start", "--config", "nope.toml"], "config file nope.toml does not exist"),
+    (["start", "--seed-genome", "tiny.py", "--selection", "foo"], "unknown selection method 'foo'"),
+    (["start", "--seed-genome", "tiny.py", "--config", "ops.toml"], "unknown operator 'hyper_mutat'"),
     (["resume", "nothing-here"], "no run at"),
     (["resume", "broken"], "broken"),
 ])
 def test_bad_input_is_a_clear_error_with_exit_code_2(workspace: Path, args, expected) -> None:
     (workspace / "bad.toml").write_text('descriptors = [{name = "beauty", low = 0, high = 1, bins = 3}]\n')
+    (workspace / "ops.toml").write_text("[operators]\nhyper_mutat = 1\n")
     write_corrupt_run(workspace / "archive" / "broken")
     result = evolve(*args, cwd=workspace)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert (workspace / "archive" / "broken" / "config.json").read_text() == "{not json"
+    assert [p.name for p in (workspace / "archive").iterdir()] == ["broken"]  # no run folder left
 
 
 def test_a_locked_run_refuses_a_second_writer(workspace: Path) -> None:

@@ -83,3 +83,78 @@ def test_search_matches_whole_lines_only() -> None:
         apply_reply(block("BATCH = 1", "BATCH = 8"), PROGRAM)
     source, _ = apply_reply(block("LR = 3e-3", "LR = 1e-3"), "MIN_LR = 3e-3\n" + PROGRAM)
     assert source == "MIN_LR = 3e-3\n" + PROGRAM.replace("LR = 3e-3", "LR = 1e-3")
+
+
+ALIGNED = """\
+LEARNING_RATE = 3e-3     # peak learning rate
+WEIGHT_DECAY  = 0.1      # AdamW
+WARMUP_FRAC   = 0.05
+
+
+def lr_at(step, total):
+    if step < WARMUP_FRAC * total:
+        return LEARNING_RATE * step / (WARMUP_FRAC * total)
+    return LEARNING_RATE
+"""
+
+
+def test_collapsed_alignment_spaces_inside_a_line_still_match() -> None:
+    """The LLM quoted `LEARNING_RATE = 3e-3 # peak…` for `LEARNING_RATE = 3e-3     # peak…`."""
+    reply = block("LEARNING_RATE = 3e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW",
+                  "LEARNING_RATE = 1e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW")
+    source, how = apply_reply(reply, ALIGNED)
+    assert how == "diff"
+    assert source.startswith("LEARNING_RATE = 1e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW\n"
+                             "WARMUP_FRAC   = 0.05\n")
+    # indentation is still shifted as a whole when the inner spacing differs too
+    inner = block("if step  <  WARMUP_FRAC * total:", "if step <= WARMUP_FRAC * total:")
+    assert "    if step <= WARMUP_FRAC * total:\n        return" in apply_reply(inner, ALIGNED)[0]
+
+
+def test_a_loose_match_in_two_places_is_refused_not_guessed() -> None:
+    program = "A  = 1\nB = 2\nA   = 1\n"
+    with pytest.raises(EditError, match="matches 2 places") as info:
+        apply_reply(block("A = 1", "A = 5"), program)
+    assert info.value.kind == "no_match"
+    # an exact quote is not ambiguous because another line matches only loosely
+    assert apply_reply(block("A  = 1", "A = 5"), program)[0] == "A = 5\nB = 2\nA   = 1\n"
+
+
+UDIFF = """\
+IDEA: lower the peak learning rate and warm up for longer
+```diff
+--- a/train.py
++++ b/train.py
+@@ -1,3 +1,3 @@
+-LEARNING_RATE = 3e-3     # peak learning rate
++LEARNING_RATE = 1e-3     # peak learning rate
+ WEIGHT_DECAY  = 0.1      # AdamW
+-WARMUP_FRAC   = 0.05
++WARMUP_FRAC   = 0.1
+
+@@ -40,5 +40,5 @@ def lr_at(step, total):
+     if step < WARMUP_FRAC * total:
+         return LEARNING_RATE * step / (WARMUP_FRAC * total)
+-    return LEARNING_RATE
++    return 0.5 * LEARNING_RATE
+```
+"""
+
+
+def test_a_unified_diff_is_applied_by_its_context_whatever_its_line_numbers() -> None:
+    source, how = apply_reply(UDIFF, ALIGNED)
+    assert how == "unified_diff"
+    assert source == (ALIGNED.replace("3e-3 ", "1e-3 ").replace("0.05", "0.1")
+                      .replace("    return LEARNING_RATE\n", "    return 0.5 * LEARNING_RATE\n"))
+    # bare `@@ @@` headers, no file names, no fence, collapsed spaces: still one place each
+    bare = "@@ @@\n-WEIGHT_DECAY = 0.1 # AdamW\n+WEIGHT_DECAY = 0.2 # AdamW\n"
+    assert "WEIGHT_DECAY = 0.2 # AdamW\nWARMUP_FRAC" in apply_reply(bare, ALIGNED)[0]
+
+
+def test_a_unified_hunk_that_is_ambiguous_or_absent_is_refused() -> None:
+    twice = "@@ -1 +1 @@\n-A = 1\n+A = 2\n"
+    with pytest.raises(EditError, match="2 times") as info:
+        apply_reply(twice, "A = 1\nB = 2\nA = 1\n")
+    assert info.value.kind == "no_match"
+    with pytest.raises(EditError, match="not in the program"):
+        apply_reply("@@ -1 +1 @@\n-DROPOUT = 0.1\n+DROPOUT = 0.0\n", ALIGNED)

@@ -231,7 +231,7 @@ def test_repeated_failures_pause_the_llm_and_builtin_operators_carry_on(rig, fak
     for _ in range(2):
         with pytest.raises(LLMError):
             r.op("llm_mutate").vary([narrow_elite(r)], random.Random(0))
-    assert not r.llm.available() and any("paused 60 s" in e for e in r.events)
+    assert not r.llm.available() and any("LLM down" in e and "every 60 s" in e for e in r.events)
     children = [r.proposer.child(random.Random(seed)) for seed in range(5)]
     assert {c.operator for c in children} == {"hyper_mutate"}
     assert len(fake.requests) == 2  # nothing was sent while paused
@@ -313,3 +313,14 @@ def test_calls_in_flight_neither_stop_the_cap_for_good_nor_escape_abandon(tmp_pa
     stored = LLM(settings, stats_path=tmp_path / STATS_FILE).stats()
     assert stored["abandoned"] == 2 and stored["cost"] == pytest.approx(0.04, abs=1e-3)
     assert not stored["stopped"]
+
+
+def test_a_failed_variation_is_retried_with_another_operator_and_reported(rig, fake) -> None:
+    r = rig(weights={"llm_mutate": 50, "hyper_mutate": 1}, max_retries=0,
+            failures_before_cooldown=100)
+    fake.add(fail(500))
+    failures = []
+    child = r.proposer.child(random.Random(0), lambda name, exc: failures.append((name, str(exc))))
+    assert child.operator == "hyper_mutate"  # despite a weight of 1 against 50
+    assert [name for name, _ in failures] == ["llm_mutate"] and "500" in failures[0][1]
+    assert len(fake.requests) == 1

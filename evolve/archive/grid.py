@@ -43,17 +43,40 @@ def _throughput(result: EvalResult, source: str) -> float | None:
 
 
 # name -> (what it measures, function of (result, genome source)); None = not measurable.
+# A descriptor decides which cell an evaluation competes in, so a genome that can set
+# one picks its own cell (an empty one, where any score is an elite). Trusted ones come
+# from outside the genome: parameters from the evaluator, memory from the runner, code
+# size from the source.
 DESCRIPTORS: dict[str, tuple[str, DescriptorFn]] = {
-    "model_size": ("log10 parameters", lambda r, s: _log10(r.params)),
+    "model_size": ("log10 parameters (the evaluator)", lambda r, s: _log10(r.params)),
     "code_size": (
-        "non-blank non-comment lines of the genome",
+        "non-blank non-comment lines of the genome (its source)",
         lambda r, s: float(count_code_lines(s)),
     ),
-    "tokens": ("log10 tokens trained", lambda r, s: _log10(r.tokens)),
-    "memory": ("log10 peak memory bytes", lambda r, s: _log10(r.peak_memory_bytes)),
-    "steps": ("log10 optimizer steps", lambda r, s: _log10(r.steps)),
-    "throughput": ("log10 tokens per training second", _throughput),
+    "memory": ("log10 peak host memory bytes (the runner)",
+               lambda r, s: _log10(r.peak_memory_bytes)),
+    "tokens": ("REPORTED by the genome: log10 tokens trained", lambda r, s: _log10(r.tokens)),
+    "steps": ("REPORTED by the genome: log10 optimizer steps", lambda r, s: _log10(r.steps)),
+    "throughput": ("REPORTED by the genome: log10 tokens per training second", _throughput),
 }
+# Derived from the genome's own report (see EvalResult). Nothing outside the genome can
+# bound them: the token count is kept by harness code in the genome's memory, and the
+# training split is readable, so a genome can train on tokens it never asked the harness
+# for, or claim ones it never trained on. New runs refuse them (`reported_descriptor`);
+# archives that used them still load and keep their cells.
+REPORTED = frozenset({"tokens", "steps", "throughput"})
+
+
+def reported_descriptor(name: str) -> UserError | None:
+    """The error a new run's grid gets for a descriptor the genome reports itself, else None."""
+    if name not in REPORTED:
+        return None
+    trusted = ", ".join(n for n in DESCRIPTORS if n not in REPORTED)
+    return UserError(
+        f"descriptor {name!r} is reported by the genome itself",
+        "a genome could report any value and so choose its own cell of the map",
+        f"use descriptors the harness measures: {trusted}",
+    )
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from evolve.archive.pending import PendingTasks
 from evolve.archive.shards import Record
 from evolve.browse.testsplit import test_records, test_view
 from evolve.errors import UserError
+from evolve.operators.llm.summary import read_stats
 
 SLACK = 1.0  # seconds: an interrupt recorded this close to the last record still counts as after it
 
@@ -124,8 +125,18 @@ def run_row(archive: RunArchive) -> dict[str, Any]:
                                            "test": test},
         "coverage": len(elites) / archive.grid.total_cells, "elites": len(elites),
         "started": started_at(archive), "budget": settings["budget"], "device": settings["device"],
-        "error": None,
+        "llm": llm_row(archive.path), "error": None,
     }
+
+
+def llm_row(run_dir: Path) -> dict[str, Any] | None:
+    """The LLM's account of a run (None: it used no LLM): calls, failures by kind, spend."""
+    stats = read_stats(run_dir)
+    if stats is None:
+        return None
+    keys = ("calls", "failures", "errors", "rejected", "cost", "max_cost", "tokens", "abandoned",
+            "outages", "stopped")
+    return {key: stats.get(key) for key in keys}
 
 
 def run_rows(archive_dir: str | Path) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from evolve.browse.testsplit import OVERFIT_NOTE, test_text
+from evolve.operators.llm.summary import short
 from evolve.textsafe import printable
 
 PIPE_WIDTH = 200  # columns when stdout is not a terminal: keep whole rows for grep and less
@@ -51,13 +52,13 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
     for name, justify in (("run", "left"), ("status", "left"), ("gens", "right"),
                           ("evals", "right"), ("best val_bpb", "right"), ("test", "right"),
                           ("coverage", "right"), ("started", "left"), ("budget", "right"),
-                          ("device", "left")):
+                          ("device", "left"), ("LLM", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         status = cell(r["status"], style=STATUS_STYLE.get(r["status"], ""))
         if r.get("error"):
             table.add_row(cell(r["name"]), status, "", "", cell(r["error"].splitlines()[0]),
-                          "", "", "", "", "")
+                          "", "", "", "", "", "")
             continue
         best = r["best"]
         best_text = "-" if best is None else (
@@ -66,7 +67,8 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
         budget = "-" if r["budget"] is None else f"{r['budget']:g} s"
         table.add_row(cell(r["name"]), status, f"{r['generations']}{planned}", str(r["evaluations"]),
                       best_text, cell(test_text((best or {}).get("test"))), f"{r['coverage']:.1%}",
-                      _when(r["started"]), budget, cell(r["device"] or "-"))
+                      _when(r["started"]), budget, cell(r["device"] or "-"),
+                      cell(short(r["llm"])) if r.get("llm") else "-")
     notes = []
     if any(r.get("best") and not r["best"]["confirmed"] for r in rows):
         notes.append("* unconfirmed: the best has fewer evaluations than the run's confirm count")
@@ -76,8 +78,10 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def elites_table(name: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=cell(f"elites of {name}, best first"))
+def elites_table(name: str, rows: list[dict[str, Any]], caption: str | None = None) -> Table:
+    """`caption`: a line under the table (the run's LLM account)."""
+    table = Table(title=cell(f"elites of {name}, best first"),
+                  caption=cell(caption) if caption else None)
     for col, justify in (("id", "left"), ("cell", "left"), ("val_bpb", "right"), ("n", "right"),
                          ("test", "right"), ("params", "right"), ("lines", "right"),
                          ("gen", "right"), ("operator", "left"), ("parent", "left"),

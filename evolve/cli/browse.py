@@ -43,13 +43,16 @@ def show(run: str, archive_dir: str, as_json: bool) -> None:
     from evolve.browse import open_run
     from evolve.browse.queries import elite_rows
     from evolve.browse.views import console, elites_table
+    from evolve.operators.llm.summary import describe, read_stats
 
     with open_run(run, archive_dir) as archive:
         rows = elite_rows(archive)
         if as_json:
             echo_json(rows)
         else:
-            console().print(elites_table(archive.name, rows))
+            stats = read_stats(archive.path)
+            caption = describe(stats) if stats is not None else None
+            console().print(elites_table(archive.name, rows, caption))
 
 
 @cli.command("map")

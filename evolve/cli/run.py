@@ -39,6 +39,7 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
     from evolve.runner.devices import resolve_device
     from evolve.runner.source import read_genome
 
+    check_torch()
     source = read_genome(genome)
     dataset = prepare(data, tokenizer=tokenizer)
     folder = Path(workdir or tempfile.mkdtemp(prefix="evolve-eval-"))
@@ -50,6 +51,32 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
     result = run_genome(source, dataset, settings, folder / "work", folder / "log.txt")
     click.echo(result.to_json() if as_json else printable(result.summary()))  # reason: genome text
     sys.exit(0 if result.ok else 1)
+
+
+def check_torch(version: str | None = None) -> None:
+    """Say before any work when the installed torch exports models the evaluator would refuse:
+    an error when every genome would be `invalid`, a warning when that torch is untested."""
+    import importlib.metadata
+
+    from evolve.errors import UserError
+    from evolve.harness.vet import SUPPORTED_TEXT, torch_support
+
+    if version is None:
+        try:
+            version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            import torch
+
+            version = torch.__version__
+    problem = torch_support(version)
+    if problem is None:
+        return
+    kind, why = problem
+    if kind == "new":
+        click.echo(f"warning: {why}", err=True)
+        return
+    raise UserError(f"torch {version} cannot be used with evolve", why,
+                    f'install a supported torch ({SUPPORTED_TEXT}): pip install "torch>=2.11,<2.15"')
 
 
 def run_options(func):
@@ -96,6 +123,9 @@ def run_options(func):
                           "[default: the OpenAI API; key from OPENAI_API_KEY]."),
         click.option("--max-llm-cost", type=float, default=None,
                      help="Hard cap in USD on LLM spend for the run; then built-in operators only."),
+        click.option("--llm-fallback/--no-llm-fallback", default=None,
+                     help="If the LLM endpoint does not answer at start, go on with the built-in "
+                          "operators and retry the LLM during the run [default: stop, exit 2]."),
         click.option("--llm-concurrency", type=int, default=None,
                      help="LLM proposals prepared in parallel with evaluations [default: auto, "
                           "enough that slots never wait, from measured LLM and evaluation times]."),
@@ -120,6 +150,7 @@ def start(config_file: str | None, **flags: object) -> None:
     from evolve.config import build_config
     from evolve.engine import start as start_run
 
+    check_torch()
     config = build_config(config_file, without_default_seed(config_file, flags))
     _drive(lambda on_update: start_run(config, _executor_factory(), on_update))
 
@@ -127,11 +158,16 @@ def start(config_file: str | None, **flags: object) -> None:
 @cli.command()
 @click.argument("run")
 @click.option("--archive-dir", default="archive", show_default=True, help="Where runs live.")
-def resume(run: str, archive_dir: str) -> None:
+@click.option("--llm-fallback/--no-llm-fallback", default=None,
+              help="If the LLM endpoint does not answer, go on with the built-in operators and "
+                   "retry the LLM during the run [default: as the run was started].")
+def resume(run: str, archive_dir: str, llm_fallback: bool | None) -> None:
     """Continue a stopped or killed RUN with its stored config; nothing is repeated or lost."""
     from evolve.engine import resume as resume_run
 
-    _drive(lambda on_update: resume_run(run_path(run, archive_dir), _executor_factory(), on_update))
+    check_torch()
+    _drive(lambda on_update: resume_run(run_path(run, archive_dir), _executor_factory(), on_update,
+                                        llm_fallback=llm_fallback))
 
 
 def _executor_factory():
@@ -175,6 +211,10 @@ def _drive(prepare_run) -> None:
     best = final["best"]
     click.echo(printable(f"run {archive.name}: {state.stop_reason}; {final['evals']} evaluations "
                          f"in {archive.path}"))  # a stop reason may quote an operator's error
+    if final["llm"] is not None:
+        from evolve.operators.llm.summary import describe
+
+        click.echo(printable(describe(final["llm"])))
     if best is not None and best["n"] < engine.config.confirm:
         click.echo(f"note: the best has {best['n']} evaluation(s), fewer than the {engine.config.confirm} "
                    "that confirm it", err=True)

@@ -64,11 +64,12 @@ class RunState:
     planned: float = math.inf
     done: int = 0  # evaluations recorded by this process
     total: int = 0  # evaluations in the archive
-    failed_proposals: int = 0
+    failed_proposals: int = 0  # variations that failed (each retried with another operator)
     statuses: Counter = field(default_factory=Counter)
     gen: int = 0
     stop_reason: str = ""
     last_events: deque = field(default_factory=lambda: deque(maxlen=6))
+    notices: list = field(default_factory=list)  # lines that must be seen: LLM down, back, capped
 
 
 class Engine:
@@ -91,6 +92,11 @@ class Engine:
         self._proposals = DaemonPool(self._max_workers, "propose")  # Ctrl-C never waits for an LLM
         self._propose_seconds, self._eval_seconds = _Mean(), _Mean()
         self._per_gen: Counter = Counter()  # evaluations stored per generation
+        self._filled: Counter = Counter()  # seeds and children stored per generation (pop closes it)
+        self._failed_ops: dict[int, Counter] = {}  # generation -> operator -> failed variations
+        self._retry: deque[int] = deque()  # indices whose proposal failed: proposed again
+        self._attempts: Counter = Counter()  # index -> proposals of it that failed
+        self._failed_rounds = 0  # proposals that failed with every operator tried
         self._reevals: Counter = Counter()  # re-evaluations issued per genome
         self._tested: set[str] = set()  # genomes whose test-split evaluation is stored or queued
         self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
@@ -106,6 +112,11 @@ class Engine:
             self._hard_stop.set()
             for _, request in self._running.values():
                 request.cancel.set()
+
+    def notice(self, message: str) -> None:
+        """A line that must be seen (the progress display prints it on its own); any thread."""
+        self.state.notices.append(message)
+        self.state.last_events.append(message)
 
     def llm_stats(self) -> dict[str, Any] | None:
         """LLM calls, failures, tokens and cost so far, for the progress display (None: no LLM)."""
@@ -163,21 +174,36 @@ class Engine:
         val = [r for r in records if not sealed(r.get("result") or {})]
         self._tested = {r["genome"] for r in records if sealed(r.get("result") or {})}
         self._per_gen.update(int(r.get("generation", 0)) for r in val)
-        self.state.issued = sum(1 for r in val if r.get("operator") not in NOT_ISSUED)
+        self._filled.update(int(r.get("generation", 0)) for r in val
+                            if r.get("operator") not in NOT_ISSUED)
         self.state.total = len(records)
         self.state.statuses.update(r.get("status", "?") for r in records)
+        present = Counter(self._filled)
         for task in self.pending.all():
             if task.id in stored:  # killed between storing the record and clearing the task
                 self.pending.done(task.id)
                 continue
             self._ready.append(task)
-            self.state.issued += task.kind not in NOT_ISSUED
+            present[task.gen] += task.kind not in NOT_ISSUED
             if task.split != "val":
                 self._tested.add(task.genome)
+        self._plan_refill(present)
         if records or self._ready:
             self.state.gen = max([int(r.get("generation", 0)) for r in records]
                                  + [t.gen for t in self._ready])
         self._update_noise()
+
+    def _plan_refill(self, present: Counter) -> None:
+        """Continue the numbering after the last generation begun; proposals that were in flight
+        when the run stopped (never written) leave holes in earlier generations: propose them."""
+        pop = self.config.pop
+        last = max((g for g, n in present.items() if n), default=None)
+        if last is None:
+            self.state.issued = 0
+            return
+        for gen in range(last):
+            self._retry.extend(gen * pop + k for k in range(present[gen], pop))
+        self.state.issued = last * pop + min(present[last], pop)
 
     def _fill(self) -> None:
         """Start evaluations on free slots and keep proposals running ahead of them."""
@@ -186,9 +212,14 @@ class Engine:
             self._start(self._ready.popleft())
             free -= 1
         wanted = len(self.executor.slots) + self.proposal_workers()
-        while len(self._ready) + len(self._proposing) < wanted and self.state.issued < self.state.planned:
-            index = self.state.issued
-            self.state.issued += 1
+        while len(self._ready) + len(self._proposing) < wanted:
+            if self._retry:  # a failed proposal is not a child: its place is proposed again
+                index = self._retry.popleft()
+            elif self.state.issued < self.state.planned:
+                index = self.state.issued
+                self.state.issued += 1
+            else:
+                break
             self._proposing[self._proposals.submit(self._propose, index)] = index
 
     def proposal_workers(self) -> int:
@@ -212,14 +243,15 @@ class Engine:
     def _propose(self, index: int) -> Task:
         """Runs in a proposal thread: the index-th seed or child of the run."""
         gen = index // self.config.pop
-        rng = random.Random(f"{self.config.rng_seed}:{index}")
+        attempt = self._attempts[index]
+        rng = random.Random(f"{self.config.rng_seed}:{index}" + (f":{attempt}" if attempt else ""))
         if index < self._seed_tasks:
             genome = self.seeds[index // self.config.noise_repeats]
             source = self.archive.genome_source(genome)
             task = self._task(gen, "seed", source, operator="seed", idea="seed genome")
         else:
             began = time.monotonic()
-            child = self.proposer.child(rng)
+            child = self.proposer.child(rng, lambda name, exc: self._variation_failed(gen, name, exc))
             self._propose_seconds.add(time.monotonic() - began)
             task = self._task(gen, "child", child.source, operator=child.operator,
                               parents=list(child.parent_ids), idea=child.idea, meta=child.meta)
@@ -234,15 +266,24 @@ class Engine:
         self.pending.put(task)
         return task
 
+    def _variation_failed(self, gen: int, operator: str, exc: VariationError) -> None:
+        """Runs in a proposal thread: one operator could not make a child; another will try."""
+        with self.lock:
+            self._failed_ops.setdefault(gen, Counter())[operator] += 1
+            self.state.failed_proposals += 1
+        self.state.last_events.append(f"{operator} failed ({' '.join(str(exc).split())[:120]}); "
+                                      "trying another operator")
+
     def _take_proposal(self, future: Future) -> None:
         index = self._proposing.pop(future)
         try:
             task = future.result()
         except VariationError as exc:
-            self.state.failed_proposals += 1
+            self._failed_rounds += 1
+            self._attempts[index] += 1
+            self._retry.append(index)  # no child for now: that place of the generation waits
             self.state.last_events.append(f"proposal {index} failed: {exc}")
-            self.state.issued -= 1  # try that slot of the generation again
-            if self.state.failed_proposals > 20 * max(1, self.state.total):
+            if self._failed_rounds > 20 * max(1, self.state.total):
                 self.state.stop_reason = f"operators keep failing: {exc}"
                 self.stop(hard=False)
             return
@@ -291,6 +332,7 @@ class Engine:
         if result.split != "val":
             return  # reported only: no generation count, no noise, no new best
         self._per_gen[task.gen] += 1
+        self._filled[task.gen] += task.kind not in NOT_ISSUED
         if task.kind == "seed":
             self._update_noise()
         self._test_best()
@@ -344,16 +386,19 @@ class Engine:
         return True
 
     def _close_generations(self) -> None:
-        """Write a generation's statistics once every task of it is done."""
+        """Write a generation's statistics once `pop` seeds or children of it are stored and
+        nothing else of it is under way; failed variations are counted apart, by operator."""
+        pop = self.config.pop
         outstanding = {t.gen for t in self._ready} | {t.gen for t, _ in self._running.values()}
-        outstanding |= {index // self.config.pop for index in self._proposing.values()}
-        produced = self.state.issued // self.config.pop  # generations fully issued
-        for gen in range(produced):
-            if gen in self._closed or gen in outstanding or self._per_gen[gen] == 0:
+        outstanding |= {index // pop for index in (*self._proposing.values(), *self._retry)}
+        for gen in sorted(g for g, n in self._filled.items() if n >= pop):
+            if gen in self._closed or gen in outstanding:
                 continue
             with self.lock:
-                self.archive.record_generation(gen, self._per_gen[gen],
-                                               failed_proposals=self.state.failed_proposals)
+                failed = self._failed_ops.pop(gen, Counter())
+                self.archive.record_generation(gen, self._per_gen[gen], children=self._filled[gen],
+                                               failed_proposals=sum(failed.values()),
+                                               failed_by_operator=dict(failed))
             self._closed.add(gen)
             if not self._stop.is_set():
                 self._confirm_best()  # keep the reported best confirmed during long runs

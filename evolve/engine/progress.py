@@ -58,6 +58,8 @@ def headline(s: dict[str, Any]) -> str:
     if s.get("llm"):
         llm = s["llm"]
         line += f" | LLM {llm['calls']} calls, {llm['failures']} failed, ${llm['cost']:.3f}"
+        if llm.get("down"):
+            line += " (down)"
     return line
 
 
@@ -68,6 +70,7 @@ class Progress:
         self.console = console or Console(stderr=True)
         self.live: Live | None = None
         self._printed = 0
+        self._noticed = 0  # notices already printed
         self._last = 0.0
 
     def __enter__(self) -> Progress:
@@ -81,6 +84,10 @@ class Progress:
             self.live.__exit__(None, None, None)
 
     def update(self, engine: Any) -> None:
+        notices = engine.state.notices
+        while self._noticed < len(notices):  # never throttled: these lines must be seen
+            self.say(notices[self._noticed])
+            self._noticed += 1
         now = time.monotonic()
         if now - self._last < 0.25:
             return
@@ -94,6 +101,13 @@ class Progress:
             self._printed = done
             event = s["events"][-1] if s["events"] else ""
             print(f"{headline(s)}\n  {event}", file=sys.stderr, flush=True)
+
+    def say(self, line: str) -> None:
+        """A line of its own that stays: above the live panel, or on stderr."""
+        if self.live is not None:
+            self.live.console.print(Text(line, style="bold yellow"))
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def _panel(self, s: dict[str, Any]) -> Group:
         slots = Table(show_header=True, header_style="bold", box=None)

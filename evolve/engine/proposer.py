@@ -8,13 +8,16 @@ Operators with an `attach` method (the LLM operators) are handed this proposer
 as their view of the run: `context()` reads the history they show the LLM and
 `is_known()` lets them tell the LLM at once that a program was already tried.
 Operators with an `available` method that says False (an LLM over its cost cap
-or pausing after failures) are passed over in favour of the others.
+or pausing after failures) are passed over in favour of the others, and so is,
+for the rest of one proposal, an operator that just failed it: a failed
+variation is retried with another operator, and reported to `on_failure`.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 
 from evolve.archive import Elite, RunArchive
 from evolve.operators import Child, Operator, Parent, VariationError
@@ -55,18 +58,26 @@ class Proposer:
     def _parent(self, elite: Elite) -> Parent:
         return elite_parent(self.archive, elite)  # the same parent `evolve prompt` shows
 
-    def child(self, rng: random.Random) -> Child:
-        """Select parents, vary them, and return a child that was never tried before."""
+    def child(self, rng: random.Random,
+              on_failure: Callable[[str, VariationError], None] | None = None) -> Child:
+        """Select parents, vary them, and return a child that was never tried before.
+
+        An operator that fails is reported to `on_failure(name, error)` and passed over
+        for the next tries when another operator can be used."""
         error: Exception | None = None
+        failed: set[str] = set()
         for _ in range(MAX_TRIES):
             pool = self.parents()
-            operator = self._choose(len(pool), rng)
+            operator = self._choose(len(pool), rng, avoid=failed)
             chosen = self.toolbox.select(pool, operator.arity, rng)
             try:
                 child = operator.vary(chosen, rng)
                 digest = normalized_hash(child.source)
             except VariationError as exc:
                 error = exc
+                failed.add(operator.name)
+                if on_failure is not None:
+                    on_failure(operator.name, exc)
                 continue
             with self.lock:
                 if digest in self.seen:
@@ -76,13 +87,17 @@ class Proposer:
             return child
         raise VariationError(f"no new valid child after {MAX_TRIES} tries: {error}")
 
-    def _choose(self, n_available: int, rng: random.Random) -> Operator:
-        """Draw by weight among the operators that are available now."""
+    def _choose(self, n_available: int, rng: random.Random,
+                avoid: set[str] | frozenset[str] = frozenset()) -> Operator:
+        """Draw by weight among the operators available now, preferring those not in `avoid`."""
+        drawn = []
         for _ in range(REDRAWS):
             operator = self.toolbox.choose(n_available, rng)
-            if getattr(operator, "available", lambda: True)():
+            if _available(operator) and operator.name not in avoid:
                 return operator
-        return operator  # nothing else is configured: let it try, or say why it cannot
+            drawn.append(operator)
+        # nothing else is configured: an available one that failed before, else let it try
+        return next((op for op in drawn if _available(op)), drawn[-1])
 
     def context(self, parents: list[Parent], **limits: int) -> RunContext:
         """Lineage, log tails, other elites and recent failures, for an LLM prompt."""
@@ -97,6 +112,10 @@ class Proposer:
             return False
         with self.lock:
             return digest in self.seen
+
+
+def _available(operator: Operator) -> bool:
+    return getattr(operator, "available", lambda: True)()
 
 
 def _known_genomes(archive: RunArchive) -> set[str]:

@@ -1,4 +1,9 @@
-"""Wiring for `evolve start` and `evolve resume`: config in, a ready Engine out."""
+"""Wiring for `evolve start` and `evolve resume`: config in, a ready Engine out.
+
+Every setting is checked, and the LLM endpoint probed, before `start` creates the
+run folder, so a bad setting leaves nothing behind; `resume` applies the same
+checks to the stored config before the loop touches the run.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +26,12 @@ from evolve.errors import UserError
 from evolve.executors.base import Executor
 from evolve.harness.data import Dataset, prepare
 from evolve.operators import GenomeSyntaxError, check_syntax
+from evolve.operators.llm import LLM
+from evolve.operators.llm.preflight import Down, check, down_error
 from evolve.operators.llm.wiring import build_llm
 from evolve.operators.toolbox import OperatorMix
 from evolve.runner.source import read_genome
-from evolve.selection import CuriosityTracker
+from evolve.selection import CuriosityTracker, check_method
 
 
 @dataclass
@@ -47,6 +54,29 @@ def read_seed(path: str) -> str:
     return source
 
 
+@dataclass
+class Operators:
+    """The operator mix and its LLM handle, built and checked before anything is written."""
+
+    mix: OperatorMix
+    llm: LLM | None
+    notes: list[str]
+    down: list[Down]
+
+
+def plan_operators(config: RunConfig, run_dir: Path, resuming: bool = False) -> Operators:
+    """Build the mix (unknown operators, bad weights or options, a bad selection: UserError),
+    then probe the LLM: a bad key or model is a UserError, and so is an endpoint that does not
+    answer unless `fallback` is set, in which case the run starts with the LLM marked down."""
+    check_method(config.selection)
+    llm, options, notes = build_llm(config.llm, config.operators, config.operator_options, run_dir)
+    mix = OperatorMix(config.operators, cxpb=config.cxpb, options=options)
+    down = check(llm) if llm is not None else []
+    if down and not llm.settings.fallback:
+        raise down_error(down, resume=resuming)
+    return Operators(mix, llm, notes, down)
+
+
 def default_name() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S")
 
@@ -64,9 +94,10 @@ def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prep
     """Create the run's archive and everything the loop needs."""
     sources = [read_seed(path) for path in config.seed_genomes]
     grid = Grid.from_list(config.descriptors)
+    config.name = config.name or default_name()
+    operators = plan_operators(config, Path(config.archive_dir) / config.name)
     dataset = prepare(config.data, tokenizer=config.tokenizer)
     imports = plan_for(config, dataset) if config.seed_from or config.seed_top else None
-    config.name = config.name or default_name()
     seeds = [hashlib.sha256(s.encode()).hexdigest() for s in sources]
     executor, settings = build_executor(config, dataset)
     stored = {"config": config.to_dict(), "seeds": seeds,
@@ -83,15 +114,21 @@ def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prep
     for source in sources:
         archive.put_genome(source)
     notes = [] if imports is None else apply_imports(archive, imports, config.pop, config.rng_seed)
-    return _assemble(config, archive, dataset, executor, seeds, on_update, notes)
+    return _assemble(config, archive, dataset, executor, seeds, on_update, notes, operators)
 
 
-def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None) -> Prepared:
-    """Reopen a stopped or killed run with its stored config, as the single writer."""
+def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None,
+           llm_fallback: bool | None = None) -> Prepared:
+    """Reopen a stopped or killed run with its stored config, as the single writer.
+
+    `llm_fallback` overrides the stored [llm] fallback for this resume only."""
     archive = RunArchive.open(run_dir, writer=True)
     try:
         stored = archive.config
         config = RunConfig.from_dict(stored["config"])
+        if llm_fallback is not None and config.llm:
+            config.llm = {**config.llm, "fallback": llm_fallback}
+        operators = plan_operators(config, archive.path, resuming=True)
         dataset = prepare(config.data, tokenizer=config.tokenizer)
         notes = []
         if dataset.fingerprint != stored["fingerprint"]["dataset_fingerprint"]:
@@ -101,7 +138,8 @@ def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None) -> P
                             "restore the original data, or start a new run seeded from this one")
         executor, _ = build_executor(config, dataset)
         _keep_hardware_class(executor, stored["fingerprint"], config.mixed_hardware, archive.name)
-        return _assemble(config, archive, dataset, executor, list(stored["seeds"]), on_update, notes)
+        return _assemble(config, archive, dataset, executor, list(stored["seeds"]), on_update,
+                         notes, operators)
     except BaseException:
         archive.close()
         raise
@@ -125,19 +163,21 @@ def _keep_hardware_class(executor: Executor, fingerprint: dict[str, Any], mixed:
 
 
 def _assemble(config: RunConfig, archive: RunArchive, dataset: Dataset, executor: Executor,
-              seeds: list[str], on_update: Any, notes: list[str]) -> Prepared:
+              seeds: list[str], on_update: Any, notes: list[str],
+              operators: Operators) -> Prepared:
     lock = threading.RLock()
-    llm, options, llm_notes = build_llm(config.llm, config.operators, config.operator_options,
-                                        archive.path)
-    notes.extend(llm_notes)
-    mix = OperatorMix(config.operators, cxpb=config.cxpb, options=options)
+    llm = operators.llm
+    notes.extend(operators.notes)
+    if llm is not None and operators.down:  # asked for: go on, and say so on its own line
+        notes.append(llm.mark_down("; ".join(d.message() for d in operators.down)))
     imported = [i["genome"] for i in archive.config.get("imports", [])]
-    proposer = Proposer(archive, mix, config.selection, seeds + imported, lock, CuriosityTracker())
+    proposer = Proposer(archive, operators.mix, config.selection, seeds + imported, lock,
+                        CuriosityTracker())
     # Slow LLM calls run ahead of the slots: a fixed number, or (None) sized from measurements.
     workers = llm.settings.concurrency if llm else 1
     engine = Engine(config, archive, executor, proposer, seeds, lock, on_update,
                     proposal_workers=workers)
     if llm is not None:
         engine.llm = llm
-        llm.on_event = engine.state.last_events.append  # cost cap, pauses: shown in progress
+        llm.on_event = engine.notice  # down, back, cost cap: each a line of its own
     return Prepared(engine, archive, dataset, executor, notes)

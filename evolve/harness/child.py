@@ -1,8 +1,9 @@
 """Entry point of the sandboxed genome process, forked from the slot's zygote (or run as
 `python -m evolve.harness.child GENOME`).
 
-Everything here runs before the first line of the genome: join the cgroup, cap
-resources, seed, lock the filesystem and network down, drop capabilities. Then
+Everything here runs before the first line of the genome: join the cgroups, cap
+resources, seed, lock the filesystem and network down (Landlock), forbid sockets
+(seccomp), drop capabilities. Then
 the genome runs as `__main__`; it must end by calling `run.submit(model)`.
 """
 
@@ -16,14 +17,14 @@ import sys
 import time
 import traceback
 
-from evolve.harness import landlock, limits
+from evolve.harness import landlock, limits, syscalls
 from evolve.harness.session import ENV_VAR
 
 EXIT_CRASHED, EXIT_NO_SUBMIT = 1, 3
 
 
 def _prologue(config: dict) -> dict:
-    joined = limits.join_cgroup(config.get("cgroup"))
+    joined = sum(limits.join_cgroup(path) for path in config.get("cgroups", ()))
     rlimits = limits.set_rlimits(config.get("mem_limit"), config.get("max_procs"),
                                  int(config["max_file_bytes"]))
     # torch._dynamo and torch.export: seconds of imports that any optimizer and
@@ -39,8 +40,10 @@ def _prologue(config: dict) -> dict:
     torch.manual_seed(config["seed"])
     read = landlock.python_read_paths() + [config["train_path"]]
     abi = landlock.restrict(read, [os.getcwd()], landlock.device_paths(), config.get("sealed", ()))
+    seccomp = syscalls.deny_sockets()
     dropped = limits.drop_capabilities()
-    return {"landlock": abi, "cgroup": joined, "rlimits": rlimits, "caps_dropped": dropped}
+    return {"landlock": abi, "cgroups": joined, "rlimits": rlimits, "caps_dropped": dropped,
+            "seccomp": seccomp}
 
 
 def describe(exc: BaseException, genome: str) -> str:

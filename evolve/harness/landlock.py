@@ -151,17 +151,28 @@ DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/n
 
 
 def python_read_paths() -> list[str]:
-    """What an interpreter with torch needs to read: prefixes, sys.path, this package.
+    """What an interpreter with torch needs to read: the Python installation (prefixes,
+    standard library, site-packages), the system's folders and the `evolve` package.
 
-    The current directory and the repository root are left out on purpose: only
-    the `evolve` package itself is readable, not archives or data beside it.
+    Never `sys.path` as such: a checkout on PYTHONPATH, or the root of an editable
+    install, would open the folders beside the package (archives with every genome and
+    log, data, notes) to every genome. Only the package folder itself is readable, not
+    what is next to it.
     """
+    import site
     import sys
+    import sysconfig
 
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, package, *SYSTEM_READ}
-    paths.update(p for p in sys.path if p and os.path.isabs(p) and p != os.getcwd())
-    return sorted(p for p in paths if os.path.exists(p))
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, package,
+             *SYSTEM_READ}
+    paths.update(sysconfig.get_paths().get(key, "") for key in
+                 ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
+    user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    if user:
+        paths.add(user)
+    return sorted(p for p in paths if p and os.path.isabs(p) and os.path.exists(p))
 
 
 def device_paths() -> list[str]:

@@ -71,8 +71,10 @@ class Session:
         """Hand the trained model in for evaluation and end this process."""
         import torch
 
-        self._send(event="training_done", steps=steps, tokens=self.tokens_served,
-                   cuda_peak_bytes=_cuda_peak(torch))
+        # Reported figures: this code runs in the genome's process, which can change any
+        # of them. The runner keeps them as reported and never bins the map on them.
+        self._send(event="training_done", steps=None if steps is None else int(steps),
+                   tokens=int(self.tokens_served), cuda_peak_bytes=_cuda_peak(torch))
         model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
         model.eval()
         batch = int(self._config["export_batch"])

@@ -20,7 +20,12 @@ class Outcome:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> payload + "t" (arrival, our clock)
     exit_code: int | None = None
     max_rss: int | None = None
-    killed: str | None = None  # "timeout", "oom", "interrupted"; "lost" if its zygote died
+    killed: str | None = None  # "timeout", "oom", "disk", "interrupted"; "lost" if its zygote died
+    protocol_error: str | None = None  # what broke the result channel's protocol (tampering)
+    messages: int = 0  # read from the result channel
+    peak_memory: int = 0  # the highest PSS + memfd + shm the runner measured
+    disk_bytes: int = 0  # the most the runner saw in the genome's folder
+    cgroup_dirs: int = 0  # cgroups the runner made for the genome to join
 
     @property
     def budget_start(self) -> float | None:
@@ -50,6 +55,8 @@ class Outcome:
 
 def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str | None, str]:
     """(status, reason) when the genome failed before scoring; (None, "") when it handed in."""
+    if outcome.protocol_error:
+        return "invalid", f"the result channel was tampered with: {outcome.protocol_error}; killed"
     if outcome.over_budget(settings):
         seconds = outcome.training_seconds()
         handed = outcome.at("submitted")
@@ -65,6 +72,10 @@ def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str
         return "interrupted", "the evaluation was cancelled (the run was stopped)"
     if outcome.killed == "oom":
         return "oom", f"memory use passed the limit of {settings.mem_limit_bytes / 2**30:.1f} GiB; killed"
+    if outcome.killed == "disk":
+        return "crashed", (f"disk use of the genome's folder passed the limit of "
+                           f"{settings.max_disk_bytes / 2**30:.1f} GiB or {settings.max_files:,} "
+                           f"files ({outcome.disk_bytes / 2**30:.2f} GiB seen); killed")
     if outcome.killed == "timeout" and outcome.budget_start is None:
         return "timeout", f"timed out: the sandboxed process did not start within {settings.startup:g} s"
     if outcome.killed == "timeout":

@@ -17,6 +17,7 @@ import os
 import select
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,11 @@ from typing import Any
 from evolve.harness.data import Dataset
 from evolve.harness.session import MODEL_FILE
 from evolve.record import EvalResult
-from evolve.runner import sandbox, zygotes
+from evolve.runner import channel, sandbox, zygotes
+from evolve.runner.logpipe import LogPipe
 from evolve.runner.outcome import Outcome, failure_reason
 
-EVENTS = ("sandbox", "training_done", "submitted")  # all the genome side may report
-MAX_MESSAGE = 1 << 20  # bytes of control-pipe text kept without a newline
+MAX_MESSAGE = 1 << 20  # bytes read from the evaluator's verdict pipe
 PASSED_FD = 3  # where the control or verdict pipe lands in the forked process
 
 
@@ -50,7 +51,10 @@ class RunSettings:
     export_batch: int = 8
     mem_limit_bytes: int | None = field(default_factory=lambda: int(_total_memory() * 0.8))
     max_procs: int = 256
-    max_file_bytes: int = 4 << 30
+    max_file_bytes: int = 4 << 30  # RLIMIT_FSIZE, never above max_disk_bytes
+    max_disk_bytes: int = 8 << 30  # everything in the genome's folder, polled by the runner
+    max_files: int = 100_000  # files and folders in the genome's folder
+    max_log_bytes: int = 16 << 20  # the genome's stdout+stderr kept in its log (plus a tail)
     eval_timeout: float | None = None  # default max(60 s, budget / 2)
     startup: float = 120.0  # fork and trusted prologue may take this long (zygote start not counted)
     seed: int = 0
@@ -69,7 +73,30 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
     """Evaluate `source` on `dataset`; the record looks the same for success and failure.
 
     Setting `cancel` stops the evaluation early (status `interrupted`, to be retried).
+    Never raises: whatever the genome does ends as its record, and a fault of the
+    runner itself (a bug, a full disk on the host) ends as `lost`, which the engine
+    retries a few times before it keeps the record.
     """
+    wall_start = time.monotonic()
+    try:
+        return _run_genome(source, dataset, settings, workdir, log_path, cancel)
+    except Exception as exc:  # noqa: BLE001 - infrastructure, never the genome (see above)
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a") as log:
+                log.write("\n--- evolve runner fault ---\n" + traceback.format_exc())
+        except OSError:
+            pass
+        text = " ".join(str(exc).split())[:300]
+        return EvalResult(status="lost", reason=f"the runner failed ({type(exc).__name__}: {text}),"
+                          " a fault of the harness, not of the genome; the evaluation will be retried",
+                          log_path=str(log_path), slot=settings.slot, budget=settings.budget,
+                          seed=settings.seed, dataset=dataset.fingerprint,
+                          wall_seconds=time.monotonic() - wall_start)
+
+
+def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Path,
+                log_path: Path, cancel: threading.Event | None) -> EvalResult:
     cancel = cancel or threading.Event()
     wall_start = time.monotonic()
     hashes = sandbox.harness_hashes()
@@ -84,10 +111,10 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
     mem_limit = settings.mem_limit_bytes if cpu else None  # CUDA reserves huge address space
     common = {"device": settings.device, "threads": settings.threads, "vocab_size": dataset.vocab_size,
               "export_batch": settings.export_batch, "mem_limit": mem_limit,
-              "max_file_bytes": settings.max_file_bytes}
+              "max_file_bytes": min(settings.max_file_bytes, settings.max_disk_bytes)}
     try:
         zygote = zygotes.get(settings.threads, settings.cuda_visible, hashes)
-        outcome = _run_child(zygote, dataset, settings, home, log_path, common, cancel)
+        outcome, fence_layers = _run_child(zygote, dataset, settings, home, log_path, common, cancel)
         status, reason = failure_reason(outcome, settings, log_path)
         eval_config = {**common, "val_path": str(dataset.val_path), "model_dir": str(home),
                        "eval_tokens": settings.eval_tokens, "verdict_fd": PASSED_FD,
@@ -100,7 +127,7 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
                           seed=settings.seed, dataset=dataset.fingerprint,
                           wall_seconds=time.monotonic() - wall_start)
     _append(log_path, evaldir / "evaluator.log")
-    result = _record(outcome, status, reason, reply, settings, dataset, log_path)
+    result = _record(outcome, status, reason, reply, settings, dataset, log_path, fence_layers)
     if cancel.is_set() and result.status != "ok":
         result.status, result.reason = "interrupted", "the evaluation was cancelled (the run was stopped)"
     changed = [name for name, digest in sandbox.harness_hashes().items() if hashes.get(name) != digest]
@@ -112,39 +139,51 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
 
 
 def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, home: Path,
-               log_path: Path, common: dict[str, Any], cancel: threading.Event) -> Outcome:
+               log_path: Path, common: dict[str, Any],
+               cancel: threading.Event) -> tuple[Outcome, list[str]]:
     """Start the sandboxed genome, watch it, and leave nothing of it running."""
-    fence = sandbox.Fence.create(settings.max_procs)
+    fence = sandbox.Fence.create(settings.max_procs, settings.mem_limit_bytes)
     ctl_read, ctl_write = os.pipe()
     clock_start = time.monotonic()
     config = {**common, "budget": settings.budget, "seed": settings.seed,
               "control_fd": PASSED_FD, "train_path": str(dataset.train_path),
-              "max_procs": settings.max_procs, "cgroup": str(fence.path) if fence.path else None,
+              "max_procs": settings.max_procs, "cgroups": [str(p) for p in fence.dirs],
               "sealed": list(dataset.sealed)}
     env = sandbox.clean_env(home, settings.threads, settings.cuda_visible,
                             {"EVOLVE_SESSION": json.dumps(config)})
+    logs = None
     try:
-        with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
-            child = zygote.spawn("child", ["evolve.harness.child", "genome.py"], home, env, devnull.fileno(), log.fileno(),
-                                 ctl_write)
+        logs = LogPipe(log_path, settings.max_log_bytes)
+        with open(os.devnull, "rb") as devnull:
+            child = zygote.spawn("child", ["evolve.harness.child", "genome.py"], home, env,
+                                 devnull.fileno(), logs.write_fd, ctl_write)
         os.close(ctl_write)
         ctl_write = -1
+        logs.close_write()
         try:
-            return _supervise(child, ctl_read, clock_start, settings, fence, cancel)
+            outcome = _supervise(child, ctl_read, clock_start, settings, fence, logs, home, cancel)
         finally:
             child.stop()
+        if fence.oom_kills() and "submitted" not in outcome.events and not outcome.killed:
+            outcome.killed = "oom"  # the kernel enforced the cgroup's memory limit
+        return outcome, fence.layers + ["mem-watch", "disk-watch", "log-cap"]
     finally:
         fence.kill_all()
+        if logs is not None:
+            logs.close()  # after every writer is dead
         for fd in (ctl_read, ctl_write):
             if fd >= 0:
                 os.close(fd)
 
 
 def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettings,
-               fence: sandbox.Fence, cancel: threading.Event) -> Outcome:
-    """Watch the genome until it hands in a model, exits, or runs out of time or memory."""
-    outcome = Outcome()
-    buffer, reading, next_mem_check = b"", True, 0.0
+               fence: sandbox.Fence, logs: LogPipe, home: Path,
+               cancel: threading.Event) -> Outcome:
+    """Watch the genome until it hands in a model, exits, breaks the protocol, or runs out of
+    time, memory or disk."""
+    outcome = Outcome(cgroup_dirs=len(fence.dirs))
+    buffer, reading = b"", True
+    next_mem_check = next_disk_check = 0.0
     while True:
         now = time.monotonic()
         # The budget runs from the end of the trusted prologue (the `sandbox` report).
@@ -154,30 +193,43 @@ def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettin
         if now >= deadline or cancel.is_set():
             outcome.killed = "interrupted" if cancel.is_set() else "timeout"
             break
-        if reading:
-            ready, _, _ = select.select([ctl], [], [], min(0.2, deadline - now))
-            if ready:
-                chunk = os.read(ctl, 65536)
-                reading = bool(chunk)
-                buffer = _take_messages(buffer + chunk, outcome, start)
-                if "submitted" in outcome.events:
-                    break
-        else:
+        watched = ([ctl] if reading else []) + ([logs.read_fd] if logs.open else [])
+        ready = select.select(watched, [], [], min(0.2, deadline - now))[0] if watched else []
+        if not watched:
             time.sleep(0.05)
+        if logs.read_fd in ready:
+            logs.pump()
+        if ctl in ready:
+            chunk = os.read(ctl, 65536)
+            reading = bool(chunk)
+            buffer = _take_messages(buffer + chunk, outcome, start)
+            if outcome.protocol_error or "submitted" in outcome.events:
+                break
         if child.poll() is not None:
             break
         if now >= next_mem_check:
             next_mem_check = now + 0.5
             members = fence.pids() or sandbox.group_members(child.pid)
-            if settings.mem_limit_bytes and sandbox.memory_bytes(members) > settings.mem_limit_bytes:
+            used = sandbox.memory_bytes(members)
+            outcome.peak_memory = max(outcome.peak_memory, used)
+            if settings.mem_limit_bytes and used > settings.mem_limit_bytes:
                 outcome.killed = "oom"
+                break
+        if now >= next_disk_check:
+            took = time.monotonic()
+            used, entries = sandbox.disk_usage(home, settings.max_files)
+            took = time.monotonic() - took
+            next_disk_check = now + max(0.25, 20 * took)  # at most 5 % of a core on counting
+            outcome.disk_bytes = max(outcome.disk_bytes, used)
+            if used > settings.max_disk_bytes or entries > settings.max_files:
+                outcome.killed = "disk"
                 break
     # The zygote kills the group before it reaps, while the group id cannot be reused.
     outcome.exit_code, outcome.max_rss = child.stop(), child.max_rss
     if child.lost:
         outcome.killed = "lost"
-    if "submitted" not in outcome.events:  # what it wrote just before it exited
-        _take_messages(buffer + _drain(ctl), outcome, start)
+    if "submitted" not in outcome.events and not outcome.protocol_error:
+        _take_messages(buffer + _drain(ctl), outcome, start)  # what it wrote before it exited
     return outcome
 
 
@@ -197,23 +249,34 @@ def _drain(fd: int, limit: int = MAX_MESSAGE) -> bytes:
 
 
 def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
-    """Parse complete JSON lines from the control pipe; stamp them with our own clock.
+    """Parse complete lines from the control pipe; stamp them with our own clock.
 
-    `sandbox` and `submitted` keep their first report; `training_done` its last,
-    so a genome cannot report the end of training early and keep training.
+    Any line the honest harness would not write (see `channel`) sets
+    `outcome.protocol_error`: the evaluation is invalid. `training_done` keeps its
+    last report, so a genome cannot report the end of training early and keep
+    training; `sandbox` and `submitted` come once.
     """
     *lines, rest = buffer.split(b"\n")
     for line in lines:
+        if outcome.protocol_error or "submitted" in outcome.events:
+            return b""
+        outcome.messages += 1
         try:
-            message = json.loads(line)
-            event = str(message.pop("event"))
-        except (ValueError, KeyError, AttributeError, TypeError):
-            continue  # garbage on the control pipe proves nothing; ignore it
-        if event not in EVENTS or "submitted" in outcome.events:
-            continue
-        if event == "training_done" or event not in outcome.events:
-            outcome.events[event] = {**message, "t": time.monotonic() - start}
-    return rest[-MAX_MESSAGE:]
+            if outcome.messages > channel.MAX_MESSAGES:
+                raise channel.ProtocolError(f"more than {channel.MAX_MESSAGES} messages")
+            event, message = channel.parse(line)
+            if event != "training_done" and event in outcome.events:
+                raise channel.ProtocolError(f"a second {event!r} message")
+            if event != "sandbox" and "sandbox" not in outcome.events:
+                raise channel.ProtocolError(f"{event!r} before the sandbox was set up")
+        except channel.ProtocolError as exc:
+            outcome.protocol_error = str(exc)
+            return b""
+        outcome.events[event] = {**message, "t": time.monotonic() - start}
+    if len(rest) > channel.MAX_LINE:
+        outcome.protocol_error = f"a message of more than {channel.MAX_LINE} bytes"
+        return b""
+    return rest
 
 
 def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], outcome: Outcome,
@@ -267,17 +330,21 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], out
 
 
 def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, Any],
-            settings: RunSettings, dataset: Dataset, log_path: Path) -> EvalResult:
+            settings: RunSettings, dataset: Dataset, log_path: Path,
+            runner_layers: list[str]) -> EvalResult:
     done = outcome.events.get("training_done", {})
+    measured = max(outcome.max_rss or 0, outcome.peak_memory)
     result = EvalResult(
         status="ok", budget=settings.budget, seed=settings.seed, dataset=dataset.fingerprint,
         eval_tokens=settings.eval_tokens, log_path=str(log_path), slot=settings.slot,
         device=str(reply.get("device_name", settings.device)),
         torch_version=str(reply.get("torch_version", "")),
-        training_seconds=outcome.training_seconds(), steps=_int(done.get("steps")), tokens=_int(done.get("tokens")),
-        peak_memory_bytes=_int(done.get("cuda_peak_bytes")) or outcome.max_rss,
-        seq_len=_int(outcome.events.get("submitted", {}).get("seq_len")),
-        sandbox=_layers(outcome.events.get("sandbox", {})),
+        training_seconds=outcome.training_seconds(),
+        steps=done.get("steps"), tokens=done.get("tokens"),  # reported; checked by `channel`
+        reported_cuda_peak_bytes=done.get("cuda_peak_bytes"),
+        peak_memory_bytes=measured or None,
+        seq_len=outcome.events.get("submitted", {}).get("seq_len"),
+        sandbox=_layers(outcome.events.get("sandbox", {}), runner_layers, outcome.cgroup_dirs),
         hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads",
                                         "memory_bytes")
                   if k in reply} | {"kind": settings.device})
@@ -306,16 +373,24 @@ def _append(log_path: Path, part: Path) -> None:
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if math.isfinite(value) else None
 
 
-def _layers(layers: dict[str, Any]) -> str:
+def _layers(layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int) -> str:
+    """The isolation layers that were active, as the prologue reported them (before any genome
+    code ran) and as the runner held them from outside."""
     parts = ["pgroup", "env"]
     if layers.get("landlock"):
         parts.append(f"landlock-v{layers['landlock']}")
-    if layers.get("cgroup"):
-        parts.append("cgroup")
+    if layers.get("seccomp"):
+        parts.append("seccomp")
+    cgroups = [name for name in runner_layers if name.startswith("cgroup-")]
+    if cgroups and layers.get("cgroups") == cgroup_dirs:  # the child joined every one
+        parts += cgroups
     parts += [f"rlimit-{name}" for name in layers.get("rlimits", [])]
     if layers.get("caps_dropped"):
         parts.append("nocaps")
+    parts += [name for name in runner_layers if not name.startswith("cgroup-")]
     return ",".join(parts)

@@ -37,50 +37,82 @@ def clean_env(workdir: Path, threads: int, cuda_visible: str | None, extra: dict
 
 
 class Fence:
-    """A cgroup (pids controller) around one evaluation, where the host lets us make one.
+    """Cgroups around one evaluation, where the host lets us make them.
 
-    It caps the number of processes (a fork bomb stops at the cap even for root,
-    whom RLIMIT_NPROC does not bind) and lists every process of the evaluation,
-    including those that left the process group with setsid().
+    The pids controller caps the number of processes (a fork bomb stops at the cap
+    even for root, whom RLIMIT_NPROC does not bind) and lists every process of the
+    evaluation, including those that left the process group with setsid(). The
+    memory controller caps what the kernel charges to the evaluation: anonymous
+    memory, and also tmpfs, /dev/shm and memfd pages, which no rlimit and no
+    per-process figure (RSS, PSS) counts when they are not mapped.
+
+    cgroup v2 (one hierarchy, both controllers in one folder) where the memory
+    controller is enabled; else cgroup v1: pids at the root of its hierarchy, memory
+    below the runner's own memory cgroup, so the host's limits on the runner still
+    hold for the genome.
     """
 
-    ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+    V2_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+    PIDS_V1 = "/sys/fs/cgroup/pids"
+    MEMORY_V1 = "/sys/fs/cgroup/memory"
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    def __init__(self, pids_dir: Path | None, memory_dir: Path | None = None) -> None:
+        self.path = pids_dir  # where the processes are listed
+        self.memory = memory_dir  # holds memory.max (v2) or memory.limit_in_bytes (v1)
+
+    @property
+    def dirs(self) -> list[Path]:
+        """Every cgroup the genome joins (one per hierarchy)."""
+        return list(dict.fromkeys(p for p in (self.path, self.memory) if p is not None))
+
+    @property
+    def layers(self) -> list[str]:
+        return (["cgroup-pids"] if self.path else []) + (["cgroup-memory"] if self.memory else [])
 
     @classmethod
-    def create(cls, max_procs: int) -> Fence:
-        for root in cls.ROOTS:
-            base = Path(root)
-            if not (base / "cgroup.procs").exists():
-                continue
-            path = base / "evolve" / uuid.uuid4().hex[:12]
-            try:
-                path.parent.mkdir(exist_ok=True)
-                _sweep(path.parent)
-                _try_write(path.parent / "cgroup.subtree_control", "+pids")  # cgroup v2
-                path.mkdir()
-                (path / "pids.max").write_text(str(max_procs))
-                return cls(path)
-            except OSError:
-                _rmdir(path)
-        return cls(None)
+    def create(cls, max_procs: int, mem_bytes: int | None = None) -> Fence:
+        name = uuid.uuid4().hex[:12]
+        for root in cls.V2_ROOTS:  # a v2 hierarchy with the controllers we need
+            both = _make(Path(root), name, {"pids": str(max_procs)}, mem_bytes, v2=True)
+            if both is not None:
+                return cls(both, both if (both / "memory.max").exists() and mem_bytes else None)
+        pids = _make(Path(cls.PIDS_V1), name, {"pids": str(max_procs)}, None, v2=False)
+        memory = None
+        if mem_bytes:
+            memory = _make(_own_v1_memory(Path(cls.MEMORY_V1)), name, {}, mem_bytes, v2=False)
+        return cls(pids, memory)
 
     def pids(self) -> list[int]:
-        if self.path is None:
-            return []
-        try:
-            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-        except OSError:
-            return []
+        found: set[int] = set()
+        for path in self.dirs:
+            try:
+                found.update(int(p) for p in (path / "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                pass
+        return sorted(found)
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for passing the memory limit."""
+        if self.memory is None:
+            return 0
+        for name in ("memory.events", "memory.oom_control"):  # v2, v1
+            try:
+                for line in (self.memory / name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+            except (OSError, ValueError):
+                continue
+        return 0
 
     def kill_all(self) -> None:
-        """Stop all forking, SIGKILL everything inside until it is empty, remove the cgroup."""
-        if self.path is None:
+        """Stop all forking, SIGKILL everything inside until it is empty, remove the cgroups."""
+        if not self.dirs:
             return
-        _try_write(self.path / "pids.max", "0")
-        _try_write(self.path / "cgroup.kill", "1")  # cgroup v2, Linux 5.14+
+        if self.path is not None:
+            _try_write(self.path / "pids.max", "0")
+        for path in self.dirs:
+            _try_write(path / "cgroup.kill", "1")  # cgroup v2, Linux 5.14+
         for _ in range(500):
             pids = self.pids()
             if not pids:
@@ -88,7 +120,56 @@ class Fence:
             for pid in pids:
                 _kill(pid)
             time.sleep(0.01)
-        _rmdir(self.path)
+        for path in self.dirs:
+            _rmdir(path)
+
+
+def _make(base: Path | None, name: str, pids: dict[str, str], mem_bytes: int | None,
+          v2: bool) -> Path | None:
+    """`base`/evolve/`name` with its limits written; None where the host does not allow it."""
+    if base is None or not (base / "cgroup.procs").exists():
+        return None
+    if v2:
+        try:
+            controllers = (base / "cgroup.controllers").read_text().split()
+        except OSError:
+            return None
+        if "pids" not in controllers:
+            return None
+        if "memory" not in controllers:
+            mem_bytes = None
+    path = base / "evolve" / name
+    try:
+        path.parent.mkdir(exist_ok=True)
+        _sweep(path.parent)
+        if v2:
+            _try_write(base / "cgroup.subtree_control", "+pids +memory")
+            _try_write(path.parent / "cgroup.subtree_control", "+pids +memory")
+        path.mkdir()
+        if pids:
+            (path / "pids.max").write_text(pids["pids"])
+        if mem_bytes and v2:
+            (path / "memory.max").write_text(str(mem_bytes))
+            _try_write(path / "memory.swap.max", "0")
+        elif mem_bytes:
+            (path / "memory.limit_in_bytes").write_text(str(mem_bytes))
+            _try_write(path / "memory.memsw.limit_in_bytes", str(mem_bytes))  # no swapping past it
+        return path
+    except OSError:
+        _rmdir(path)
+        return None
+
+
+def _own_v1_memory(root: Path) -> Path | None:
+    """The runner's own cgroup in the v1 memory hierarchy (/proc/self/cgroup)."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                return root / path.lstrip("/")
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _sweep(parent: Path, age: float = 3600.0) -> None:
@@ -142,7 +223,42 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def memory_bytes(pids: list[int]) -> int:
-    """Proportional set size of the processes: pages shared after fork() are counted once."""
+    """What the processes hold in memory: PSS plus their memfd and /dev/shm files.
+
+    PSS counts pages shared after fork() once; the files cover memory that is held
+    without being mapped (a memfd filled with write()), which PSS never sees. A file
+    both mapped and open is counted twice: an overestimate, on the safe side.
+    """
+    return _pss(pids) + shared_file_bytes(pids)
+
+
+SHARED_FILES = ("/memfd:", "/dev/shm/", "/SYSV")
+
+
+def shared_file_bytes(pids: list[int]) -> int:
+    """Bytes held by memfd, /dev/shm and SysV segments the processes have open (each file once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            link = f"/proc/{pid}/fd/{fd}"
+            try:
+                if not os.readlink(link).startswith(SHARED_FILES):
+                    continue
+                info = os.stat(link)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total
+
+
+def _pss(pids: list[int]) -> int:
     total = 0
     for pid in pids:
         try:
@@ -156,6 +272,46 @@ def memory_bytes(pids: list[int]) -> int:
             except (OSError, IndexError, ValueError):
                 pass
     return total
+
+
+def disk_usage(root: Path, max_entries: int) -> tuple[int, int]:
+    """(bytes allocated on disk, entries) below `root`, each inode once, symlinks not followed.
+
+    Allocated blocks, not apparent sizes: a sparse file costs what it holds. Stops
+    counting at `max_entries`, so a genome that makes millions of files cannot make
+    the count itself expensive.
+    """
+    seen: set[int] = set()
+    total = entries = 0
+    stack = [str(root)]
+    while stack and entries <= max_entries:
+        folder = stack.pop()
+        try:
+            listing = os.scandir(folder)
+        except PermissionError:  # a folder the genome made unreadable to hide what it holds
+            try:
+                os.chmod(folder, 0o700)  # same owner as the genome: allowed
+                listing = os.scandir(folder)
+            except OSError:
+                return total, max_entries + 1  # what cannot be counted is over the cap
+        except OSError:
+            continue
+        try:
+            with listing:
+                for entry in listing:
+                    entries += 1
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if info.st_ino not in seen:
+                        seen.add(info.st_ino)
+                        total += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total, entries
 
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent / "harness"

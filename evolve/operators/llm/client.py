@@ -5,11 +5,13 @@ Bounded: each HTTP attempt has `timeout` seconds and the openai client retries
 call takes at most about (max_retries + 1) * timeout plus the backoff (up to
 8 s a retry, or a server's Retry-After of up to 2 minutes).
 Failures raise `LLMError` (a `VariationError`, which the engine counts and
-survives); repeated failures pause LLM calls for `cooldown` seconds so the
-built-in operators carry the run meanwhile (with no built-in operator
-configured, the next call waits the pause out instead of failing at once).
-Every call's tokens and cost are counted; the totals live in `<run>/llm.json`
-so a cost cap holds across resumes.
+survives); repeated failures mark the LLM down and pause LLM calls for `cooldown`
+seconds so the built-in operators carry the run meanwhile (with no built-in
+operator configured, the next call waits the pause out instead of failing at
+once); after the pause one call probes it again. Going down, coming back and
+reaching the cost cap are each told once through `on_event`, which the engine
+prints as its own line. Every call's tokens and cost are counted; the totals
+live in `<run>/llm.json` so a cost cap holds across resumes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ CHARS_PER_TOKEN = 3  # a pessimistic guess, used only where the server reports n
 OUTPUT_GUESS = 8192  # output tokens assumed for a call when max_tokens is not set
 # What a 200 reply that is not a chat completion raises (bad JSON, no choices, no message).
 BAD_REPLY = (ValueError, LookupError, AttributeError, TypeError)
+
+
+EVENTS_KEPT = 50  # newest down/up/cap events kept in llm.json
 
 
 class LLMError(VariationError):
@@ -66,6 +71,11 @@ class LLM:
         self._paused_until = 0.0
         self._in_flight = 0
         self._abandoned = False  # the run stopped with calls in flight; they are counted already
+        self._down_since: float | None = None  # wall time it was marked down; None: up
+        self._failed_while_down = 0
+        # Whether built-in operators can make children without the LLM (wiring sets it from the
+        # operator mix): what the lines about an LLM down or capped say the run does instead.
+        self.builtin = True
         self.totals = _load(stats_path)
         self.stopped = self.totals.get("stopped", "")
         for model in settings.models:  # fail at start, not in the middle of the run
@@ -157,8 +167,12 @@ class LLM:
             cap = self.settings.max_cost
             if cap is not None and self.totals["cost"] + guess > cap:
                 self.stopped = (f"LLM cost cap ${cap:g} reached (spent ${self.totals['cost']:.4f}): "
-                                "no more LLM calls; built-in operators continue")
+                                "no more LLM calls; " + ("the built-in operators carry on"
+                                                         if self.builtin else
+                                                         "no other operator is configured, so no "
+                                                         "new child can be made"))
                 self.totals["stopped"] = self.stopped
+                self._remember(self.stopped)
                 self._save()
                 message = self.stopped
             elif cap is not None and self.totals["cost"] + self._reserved + guess > cap:
@@ -185,12 +199,19 @@ class LLM:
                 self._save()
 
     def _succeeded(self, reply: Reply, guess: float) -> None:
+        message = ""
         with self._lock:
             self._in_flight -= 1
             if self._abandoned:
                 return
             self._reserved -= guess
             self._streak = 0
+            if self._down_since is not None:
+                message = (f"LLM answers again after {_duration(time.time() - self._down_since)} "
+                           f"down ({self._failed_while_down} failed call(s) meanwhile): "
+                           "LLM operators resume")
+                self._down_since, self._failed_while_down = None, 0
+                self._remember(message)
             t = self.totals
             t["input_tokens"] += reply.input_tokens
             t["output_tokens"] += reply.output_tokens
@@ -202,6 +223,8 @@ class LLM:
             row["output_tokens"] += reply.output_tokens
             row["cost"] += reply.cost
             self._save()
+        if message:
+            self.on_event(message)
 
     def _failed(self, model: ModelSpec, guess: float, exc: BaseException) -> None:
         kind = _kind(exc)
@@ -215,14 +238,56 @@ class LLM:
             self.totals["failures"] += 1
             self.totals["errors"][kind] = self.totals["errors"].get(kind, 0) + 1
             self.totals["by_model"].setdefault(model.name, _zero_model())["failures"] += 1
-            if self._streak >= self.settings.failures_before_cooldown and self.settings.cooldown > 0:
-                self._paused_until = time.monotonic() + self.settings.cooldown
-                message = (f"LLM paused {self.settings.cooldown:g} s after {self._streak} failures "
-                           f"in a row ({_describe(exc)}); built-in operators meanwhile")
-                self._streak = 0
+            if self._down_since is not None:
+                self._failed_while_down += 1
+                if self.settings.cooldown > 0:  # the probe failed: pause again, without a word
+                    self._paused_until = time.monotonic() + self.settings.cooldown
+            elif self._streak >= self.settings.failures_before_cooldown:
+                message = self._go_down(f"{self._streak} failed calls in a row, the last "
+                                        f"{_describe(exc)}")
             self._save()
         if message:
             self.on_event(message)
+
+    def mark_down(self, reason: str) -> str:
+        """Start (or resume) a run with an LLM that does not answer: paused, probed later.
+
+        Returns the line to show; `on_event` is not called (the engine is not running yet)."""
+        with self._lock:
+            message = self._go_down(reason)
+            self._save()
+        return message
+
+    def _go_down(self, reason: str) -> str:
+        """Mark the LLM down (caller holds the lock); the one line that says so and what now."""
+        self._down_since = time.time()
+        self._failed_while_down = 0
+        self._streak = 0
+        self.totals["outages"] += 1
+        retry = "at once"
+        if self.settings.cooldown > 0:
+            self._paused_until = time.monotonic() + self.settings.cooldown
+            retry = f"every {self.settings.cooldown:g} s"
+        instead = ("the built-in operators carry on" if self.builtin else
+                   "no other operator is configured, so new children wait for it")
+        message = f"LLM down: {reason}; {instead}; trying the LLM again {retry}"
+        self._remember(message)
+        return message
+
+    def _remember(self, message: str) -> None:
+        """Keep an event in llm.json (caller holds the lock and saves)."""
+        events = self.totals["events"]
+        events.append({"at": time.time(), "what": message})
+        del events[:-EVENTS_KEPT]
+
+    def count_probe(self, model: ModelSpec, tokens_in: int, tokens_out: int) -> None:
+        """Count the tokens of a start-up check (saved with the next call's totals)."""
+        with self._lock:
+            t = self.totals
+            t["input_tokens"] += tokens_in
+            t["output_tokens"] += tokens_out
+            t["tokens"] = t["input_tokens"] + t["output_tokens"]
+            t["cost"] += model.cost(tokens_in, tokens_out)
 
     def reject(self, reason: str) -> None:
         """Count a reply that arrived but could not be used (no match, syntax error, ...)."""
@@ -236,6 +301,8 @@ class LLM:
         with self._lock:
             stats = copy.deepcopy(self.totals)
         stats["paused"] = time.monotonic() < self._paused_until
+        stats["down"] = self._down_since is not None
+        stats["max_cost"] = self.settings.max_cost
         return stats
 
     def _save(self) -> None:
@@ -251,7 +318,8 @@ def _load(path: Path | None) -> dict[str, Any]:
     """Totals so far: zero for a new run, the stored ones when a run resumes."""
     totals: dict[str, Any] = {"calls": 0, "failures": 0, "tokens": 0, "input_tokens": 0,
                               "output_tokens": 0, "cost": 0.0, "errors": {}, "rejected": {},
-                              "by_model": {}, "stopped": "", "abandoned": 0}
+                              "by_model": {}, "stopped": "", "abandoned": 0, "outages": 0,
+                              "events": []}
     if path is not None:
         try:
             stored = read_json(path)
@@ -273,6 +341,11 @@ def _kind(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
         return f"http_{exc.status_code}"
     return "bad_reply" if isinstance(exc, (LLMError, *BAD_REPLY)) else "other"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _describe(exc: BaseException) -> str:

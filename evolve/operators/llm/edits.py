@@ -1,8 +1,13 @@
-"""Turn an LLM reply into a new program: SEARCH/REPLACE blocks, or a whole fenced program.
+"""Turn an LLM reply into a new program: SEARCH/REPLACE blocks, a unified diff, or a whole
+fenced program.
 
-Nothing is dropped silently: a block whose SEARCH text is not found (even after
-forgiving trailing whitespace and a uniform indentation shift), or found more
-than once, makes the whole reply an `EditError` that goes back to the LLM.
+Near misses are used, not bounced (each bounce costs a resample): a SEARCH text
+matches verbatim, else as whole lines whose indentation is shifted uniformly, else
+as whole lines whose runs of spaces inside a line differ (LLMs collapse alignment
+padding). A unified diff's hunks are applied the same way, by their context. But
+nothing is guessed or dropped silently: a block found in no place, or in more than
+one place at the first level that finds it, makes the whole reply an `EditError`
+that goes back to the LLM.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from evolve.operators.base import VariationError
+from evolve.operators.llm.udiff import parse_hunks
 
 _SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
@@ -75,14 +81,18 @@ def full_program(reply: str) -> str | None:
 
 
 def apply_reply(reply: str, source: str) -> tuple[str, str]:
-    """The program the reply asks for and how it said so ("diff" or "rewrite")."""
+    """The program the reply asks for and how it said so ("diff", "unified_diff" or "rewrite")."""
     blocks = parse_blocks(reply)
     if blocks:
         return apply_blocks(source, blocks), "diff"
+    hunks = parse_hunks(reply)
+    if hunks:
+        return apply_blocks(source, [Block(h.old, h.new) for h in hunks]), "unified_diff"
     program = full_program(reply)
     if program is not None and program.strip():
         return program if program.endswith("\n") else program + "\n", "rewrite"
-    raise EditError("no_code", "the reply has no SEARCH/REPLACE block and no ```python block")
+    raise EditError("no_code", "the reply has no SEARCH/REPLACE block, no unified diff and no "
+                    "```python block")
 
 
 def apply_blocks(source: str, blocks: list[Block]) -> str:
@@ -100,7 +110,7 @@ def apply_blocks(source: str, blocks: list[Block]) -> str:
 
 def _apply_one(source: str, block: Block) -> str:
     """Replace the one place the SEARCH part quotes: verbatim, or as whole lines whose
-    indentation differs.
+    indentation differs, or (only when that finds nothing) whose spacing inside lines differs.
 
     A verbatim match must start a line and end a token: `BATCH = 1` is not a part of
     `BATCH = 16`, nor `LR = 3e-3` of `MIN_LR = 3e-3`; a line's trailing comment may be
@@ -117,8 +127,11 @@ def _apply_one(source: str, block: Block) -> str:
         raise EditError("no_match",
                         f"its SEARCH text occurs {len(exact)} times; add lines to make it unique")
     lines, wanted = source.split("\n"), search.split("\n")
-    hits = {i: shift for i in range(len(lines) - len(wanted) + 1)
-            if (shift := _shift(lines[i:i + len(wanted)], wanted)) is not None}
+    for loose in (False, True):  # same text first; spaces inside lines only if that finds nothing
+        hits = {i: shift for i in range(len(lines) - len(wanted) + 1)
+                if (shift := _shift(lines[i:i + len(wanted)], wanted, loose)) is not None}
+        if hits:
+            break
     if len(hits) != 1:
         head = wanted[0].strip()[:80]
         where = "is not in the program" if not hits else f"matches {len(hits)} places"
@@ -145,18 +158,19 @@ def _trim_blank_edges(text: str) -> str:
     return "\n".join(lines)
 
 
-def _shift(have: list[str], want: list[str]) -> tuple[str, str] | None:
+def _shift(have: list[str], want: list[str], loose: bool = False) -> tuple[str, str] | None:
     """(remove, add): the indentation the SEARCH lines need to become `have`, or None.
 
     Lines must agree after stripping trailing whitespace and one uniform change
-    of leading whitespace; blank lines match blank lines.
+    of leading whitespace (`loose`: and with every run of spaces inside a line
+    counted as one space); blank lines match blank lines.
     """
     shift: tuple[str, str] | None = None
     for got, wanted in zip(have, want, strict=True):
         got, wanted = got.rstrip(), wanted.rstrip()
         if not got and not wanted:
             continue
-        if got.lstrip() != wanted.lstrip() or not got or not wanted:
+        if not got or not wanted or _body(got, loose) != _body(wanted, loose):
             return None
         g_indent, w_indent = _indent(got), _indent(wanted)
         common = len(os.path.commonprefix([g_indent, w_indent]))
@@ -166,6 +180,11 @@ def _shift(have: list[str], want: list[str]) -> tuple[str, str] | None:
         elif this != shift:
             return None
     return shift or ("", "")
+
+
+def _body(line: str, loose: bool) -> str:
+    """A line without its indentation; `loose`: with each run of whitespace made one space."""
+    return " ".join(line.split()) if loose else line.lstrip()
 
 
 def _indent(line: str) -> str:

@@ -3,9 +3,10 @@
 "The model is undertrained in 5 minutes: make it smaller" needs to know how many
 steps and tokens the last run got, how much of the device's memory it used and
 how big a difference the run can tell from noise. These come from the parent's
-val-split records. Parameters, wall time and training time are measured by
-trusted code; steps and tokens are counted inside the genome's own process (as
-is peak memory on a GPU), so the prompt marks them as reported by the program.
+val-split records. Parameters, wall time, training time and peak host memory
+are measured by trusted code; steps, tokens and a GPU's peak memory are counted
+inside the genome's own process, so the prompt marks them as reported by the
+program.
 
 The smallest difference that counts is the engine's own replacement margin
 (`EliteRule.margin`) for a child evaluated once against this parent: one
@@ -38,8 +39,8 @@ class Facts:
     device_memory: int | None = None  # bytes the device has (GPU memory, or the host's RAM)
     budget: float | None = None  # training seconds per evaluation
     params: int | None = None
-    peak_memory: int | None = None
-    peak_reported: bool = False  # on a GPU the genome's process counts its own peak
+    peak_memory: int | None = None  # host memory, measured by the runner
+    gpu_peak: int | None = None  # reported: torch.cuda.max_memory_allocated() in the genome
     steps: float | None = None
     tokens: float | None = None
     training_seconds: float | None = None
@@ -73,7 +74,8 @@ def parent_facts(records: Iterable[Mapping[str, Any]], rule: EliteRule, n: int) 
         device_memory=_device_memory(hardware, kind), budget=_number(last.get("budget")),
         params=_int(_mean(r.get("params") for r in results)),
         peak_memory=_int(_max(r.get("peak_memory_bytes") for r in results)),
-        peak_reported=kind == "cuda", steps=_mean(r.get("steps") for r in results),
+        gpu_peak=_int(_max(r.get("reported_cuda_peak_bytes") for r in results)) if kind == "cuda"
+        else None, steps=_mean(r.get("steps") for r in results),
         tokens=_mean(r.get("tokens") for r in results),
         training_seconds=_mean(r.get("training_seconds") for r in results),
         wall_seconds=_mean(r.get("wall_seconds") for r in results),
@@ -93,13 +95,12 @@ def table(facts: Facts) -> str:
                                         "(fixed; start-up and scoring not counted)"))
     if facts.params is not None:
         rows.append(("parameters", f"{facts.params:,} ({_short(facts.params)})"))
-    if facts.peak_memory is not None:
-        share = ""
-        if facts.device_memory:
-            used = facts.peak_memory / facts.device_memory
-            share = f" of {_bytes(facts.device_memory)} ({used:.1%})"
-        rows.append(("peak memory", f"{_bytes(facts.peak_memory)}{share}"
-                                    + (f" {REPORTED}" if facts.peak_reported else "")))
+    gpu = facts.device.endswith("(GPU)")
+    if facts.gpu_peak is not None:
+        rows.append(("peak GPU memory", _of(facts.gpu_peak, facts.device_memory) + f" {REPORTED}"))
+    if facts.peak_memory is not None:  # on a CPU the device's memory is the host's
+        rows.append(("peak host memory" if gpu else "peak memory",
+                     _of(facts.peak_memory, None if gpu else facts.device_memory)))
     if facts.steps is not None:
         rows.append(("steps trained", f"{facts.steps:,.0f} {REPORTED}"))
     if facts.tokens is not None:
@@ -118,6 +119,12 @@ def table(facts: Facts) -> str:
     lines = [f"Facts (measured by the harness{over}):", "| fact | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines)
+
+
+def _of(used: int, total: int | None) -> str:
+    if not total:
+        return _bytes(used)
+    return f"{_bytes(used)} of {_bytes(total)} ({used / total:.1%})"
 
 
 def _device(result: Mapping[str, Any], hardware: Mapping[str, Any], kind: str) -> str:

@@ -29,7 +29,7 @@ LLM_OPERATORS: dict[str, float] = {"llm_mutate": 3.0, "llm_crossover": 1.0,
                                    "hyper_mutate": 1.0, "hyper_crossover": 0.5}
 # Command-line flags that land in the [llm] table: flag name -> table key.
 FLAG_KEYS = {"llm_models": "models", "llm_base_url": "base_url", "max_llm_cost": "max_cost",
-             "llm_concurrency": "concurrency"}
+             "llm_concurrency": "concurrency", "llm_fallback": "fallback"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class LLMSettings:
     # from measured LLM latency and evaluation time (4 to start, at most max(16, 2 x slots)).
     concurrency: int | None = None
     cooldown: float = 60.0  # seconds without LLM calls after repeated failures
+    # An endpoint that is unreachable at start (or resume): False stops there (exit 2); True
+    # starts with the LLM marked down, built-in operators carry on, and it is retried.
+    fallback: bool = False
     failures_before_cooldown: int = 3
     program: str = "program.md"  # research instructions, re-read for every prompt
     lineage_depth: int = 5
@@ -121,6 +124,11 @@ def parse_llm(table: dict[str, Any]) -> LLMSettings:
     for key in _STR_KEYS:
         if table.get(key) is not None:
             values[key] = _text(key, table[key])
+    if table.get("fallback") is not None:
+        if not isinstance(table["fallback"], bool):
+            raise UserError(f"llm fallback is {table['fallback']!r}", "it is true or false",
+                            "set fallback = true (or pass --llm-fallback)")
+        values["fallback"] = table["fallback"]
     for key in ("rewrite_share", "aim_share"):
         if table.get(key) is not None:
             share = _number(key, table[key], 0.0)

@@ -10,9 +10,9 @@ from evolve.errors import UserError
 from evolve.operators.llm.client import LLM
 from evolve.operators.llm.prompt import load_program
 from evolve.operators.llm.settings import parse_llm
+from evolve.operators.llm.summary import STATS_FILE  # totals of calls, failures, tokens, cost
 
 LLM_OPERATOR_NAMES = ("llm_mutate", "llm_crossover")
-STATS_FILE = "llm.json"  # totals of calls, failures, tokens and cost, in the run directory
 
 
 def build_llm(table: Mapping[str, Any], weights: Mapping[str, float] | None,
@@ -31,7 +31,13 @@ def build_llm(table: Mapping[str, Any], weights: Mapping[str, float] | None,
         return None, options, [f"no LLM configured: built-in operators only ({mix}); "
                                "pass --llm-model to add LLM mutation and crossover"]
     load_program(settings.program)  # a missing program.md is a start-up error, not a run of failures
+    builtin = [n for n, w in weights.items() if w > 0 and n not in LLM_OPERATOR_NAMES]
+    if settings.fallback and not builtin:
+        raise UserError("--llm-fallback asks to go on without the LLM, but only LLM operators "
+                        "have a weight", "without the LLM no child could be made",
+                        "give hyper_mutate a weight in [operators], or drop --llm-fallback")
     llm = LLM(settings, stats_path=run_dir / STATS_FILE)
+    llm.builtin = bool(builtin)
     for name in used:
         options.setdefault(name, {})["llm"] = llm
     mix = ", ".join(f"{n} {w:g}" for n, w in weights.items())
