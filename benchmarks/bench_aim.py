@@ -114,7 +114,8 @@ def main() -> None:
         aimed, landed = sum(r["aimed"] for r in found), sum(r["landed"] for r in found)
         rate = f"{landed}/{aimed} = {landed / aimed:.0%}" if aimed else "-"
         cells = statistics.fmean(r["cells"] for r in found)
-        print(f"{arm:<5} (aim_share {dict(arms)[arm]:g}): landed in target {rate}; cells {cells:.1f}"
+        print(f"{arm:<5} (aim_share {dict(arms)[arm]:g}): landed in target {rate}; "
+              f"cells {cells:.1f}"
               f", coverage {statistics.fmean(r['coverage'] for r in found):.3f}, QD "
               f"{statistics.fmean(r['qd'] for r in found):.2f} (mean over seeds)")
 
