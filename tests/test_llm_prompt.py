@@ -212,6 +212,14 @@ def test_evolve_prompt_aims_crosses_and_explains_bad_input(run_dir) -> None:
     if len(elites) > 1:
         crossed = _cli(run_dir, elites[0].genome[:12], "--with", elites[1].genome[:12])
         assert crossed.returncode == 0 and "## Program B" in crossed.stdout
+    # --send checks the reply by the operator's own rules: an unchanged program is refused
+    with RunArchive.open(run_dir / "archive" / "r") as archive:
+        source = archive.genome_source(elites[0].genome)
+    with FakeLLM([say(f"IDEA: the same\n```python\n{source}```\n")]) as fake:
+        same = _cli(run_dir, elites[0].genome[:12], "--send", "--json", "--llm-base-url", fake.url)
+    assert same.returncode == 0, same.stderr
+    answer = json.loads(same.stdout)
+    assert answer["diff"] == "" and "changes no code" in answer["error"]
     missing = _cli(run_dir, "e999999")
     assert missing.returncode == 2 and "no evaluation e999999" in missing.stderr
     assert "Traceback" not in missing.stderr

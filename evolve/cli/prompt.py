@@ -38,7 +38,7 @@ def prompt(run: str, ident: str | None, other: str | None, rewrite: bool, aim: b
     with open_run(run, archive_dir) as archive:
         view = preview(archive, run_settings(archive, models, llm_base_url), ident, other,
                        rewrite=rewrite, aim=aim, seed=seed)
-    sent = send_one(view, seed) if send else None
+        sent = send_one(archive, view, seed) if send else None
     if as_json:
         data: dict = {"messages": view.draft.messages, "target": view.draft.meta().get("target")}
         if sent is not None:

@@ -20,10 +20,9 @@ from evolve.browse.locate import resolve
 from evolve.config import RunConfig
 from evolve.errors import UserError
 from evolve.operators.base import Parent, VariationError
-from evolve.operators.dedupe import check_syntax
 from evolve.operators.llm.client import LLM, Reply
 from evolve.operators.llm.draft import Draft, compose
-from evolve.operators.llm.edits import apply_reply
+from evolve.operators.llm.operators import LLMCrossover, LLMMutation
 from evolve.operators.llm.settings import LLMSettings, fold_flags, parse_llm
 from evolve.operators.llm.view import ArchiveView, genome_parent
 
@@ -73,12 +72,16 @@ def preview(archive: RunArchive, settings: LLMSettings, ident: str | None = None
     return Preview(parents, settings, draft, notes)
 
 
-def send(view: Preview, seed: int = 0) -> Sent:
-    """One call with the previewed messages; the reply applied to the parent, nothing stored."""
+def send(archive: RunArchive, view: Preview, seed: int = 0) -> Sent:
+    """One call with the previewed messages; the reply checked by the operator's own rules
+    (edits apply, the code parses, keeps the harness contract, is new to the run), nothing
+    stored."""
     if not view.settings.enabled:
         raise UserError("the run has no LLM model configured", "--send needs a model to call",
                         "pass --llm-model NAME (and --llm-base-url URL for a local server)")
     llm = LLM(dataclasses.replace(view.settings, failures_before_cooldown=10**9))
+    operator = (LLMCrossover if len(view.parents) == 2 else LLMMutation)(llm=llm)
+    operator.attach(ArchiveView(archive))
     try:
         reply = llm.complete(view.draft.messages, llm.pick(random.Random(seed)))
     except VariationError as exc:
@@ -86,8 +89,7 @@ def send(view: Preview, seed: int = 0) -> Sent:
                         "check --llm-base-url, the model name and the API key") from None
     parent = view.parents[0]
     try:
-        source, _ = apply_reply(reply.text, parent.source)
-        check_syntax(source)
+        source, _ = operator._program(reply.text, parent)
     except VariationError as exc:
         return Sent(reply, "", str(exc))
     diff = "".join(difflib.unified_diff(parent.source.splitlines(keepends=True),
