@@ -315,7 +315,8 @@ class Engine:
             record = self.archive.add_evaluation(
                 result, source, generation=task.gen, parents=task.parents, operator=task.operator,
                 idea=task.idea, eval_id=task.id, prompt=task.meta.get("prompt"),
-                response=task.meta.get("response"), origin=task.meta.get("origin"))
+                response=task.meta.get("response"), origin=task.meta.get("origin"),
+                target=task.meta.get("target"))
         self.pending.done(task.id)
         inserted = record.get("decision") in (Decision.NEW_CELL.value, Decision.REPLACED.value)
         if task.kind == "child" and result.comparable and result.status != "lost":

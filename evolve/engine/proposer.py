@@ -23,6 +23,7 @@ from evolve.archive import Elite, RunArchive
 from evolve.operators import Child, Operator, Parent, VariationError
 from evolve.operators.dedupe import normalized_hash
 from evolve.operators.llm.context import RunContext, gather
+from evolve.operators.llm.view import elite_parent
 from evolve.operators.toolbox import OperatorMix, build_toolbox
 from evolve.selection import CuriosityTracker
 
@@ -55,9 +56,7 @@ class Proposer:
             return [Parent(id=g, source=self.archive.genome_source(g)) for g in self.seeds]
 
     def _parent(self, elite: Elite) -> Parent:
-        return Parent(id=elite.genome, source=self.archive.genome_source(elite.genome),
-                      mean=elite.mean, std=elite.std, n=elite.n, cell=elite.cell,
-                      extra={"descriptors": elite.descriptors, "eval_ids": list(elite.eval_ids)})
+        return elite_parent(self.archive, elite)  # the same parent `evolve prompt` shows
 
     def child(self, rng: random.Random,
               on_failure: Callable[[str, VariationError], None] | None = None) -> Child:

@@ -452,9 +452,11 @@ def device_facts(device: str) -> dict[str, Any]:
         facts["device_name"] = torch.cuda.get_device_name(0)
         facts["cuda_version"] = torch.version.cuda
         facts["device_count"] = torch.cuda.device_count()
+        facts["memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
     else:
         facts["device_name"] = cpu_name()
         facts["threads"] = torch.get_num_threads()
+        facts["memory_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return facts
 
 

@@ -377,7 +377,8 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
         seq_len=outcome.events.get("submitted", {}).get("seq_len"),
         sandbox=_layers(outcome.events.get("sandbox", {}), runner_layers, outcome.cgroup_dirs,
                         reply.get("layers")),
-        hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads")
+        hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads",
+                                        "memory_bytes")
                   if k in reply} | {"kind": settings.device})
     if status is None:
         status, reason = reply.get("status"), str(reply.get("reason", ""))
