@@ -53,6 +53,8 @@ DESCRIPTORS: dict[str, tuple[str, DescriptorFn]] = {
     "memory": ("log10 peak memory bytes", lambda r, s: _log10(r.peak_memory_bytes)),
     "steps": ("log10 optimizer steps", lambda r, s: _log10(r.steps)),
     "throughput": ("log10 tokens per training second", _throughput),
+    "context": ("log2 context length the exported model is scored at",
+                lambda r, s: math.log2(r.seq_len) if r.seq_len and r.seq_len > 0 else None),
 }
 
 
