@@ -162,6 +162,25 @@ def plot(results: dict[str, list[dict]], evals: int, path: Path, true: bool) -> 
     fig.savefig(path, dpi=110)
 
 
+def report(folder: Path, evals: int, surrogate: Surrogate | None) -> None:
+    """The summary of runs made by earlier invocations (e.g. seeds run in several goes)."""
+    results: dict[str, list[dict]] = {}
+    runs = sorted((folder / "runs").iterdir(), key=lambda p: (p.name.rsplit("-s", 1)[1], p.name))
+    for run in runs:
+        strategy = run.name.rsplit("-s", 1)[0]
+        results.setdefault(strategy, []).append(measure(run, evals, surrogate))
+    order = [s for s in STRATEGIES if s in results] + [s for s in results if s not in STRATEGIES]
+    results = {name: results[name] for name in order}
+    for name, rows in results.items():
+        print(f"{name:<22} seeds {len(rows)}: best@N " + ", ".join(
+            "-" if r["best"] is None else f"{r['best']:.4f}" for r in rows))
+    aligned = {k: v for k, v in results.items() if len(v) == len(results.get("greedy", v))}
+    for true in ([False, True] if surrogate else [False]):
+        print("\n".join(summarize(aligned, evals, true)))
+    plot(aligned, evals, folder / "search.png", bool(surrogate))
+    print(f"plot: {folder / 'search.png'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evals", type=int, default=64, help="N: evaluations per run")
@@ -180,7 +199,14 @@ def main() -> None:
     parser.add_argument("--fit", nargs="*", default=None, help="run folders to fit a surrogate to")
     parser.add_argument("--save-surrogate", default=None)
     parser.add_argument("--out", default=None, help="where runs, summary and plot go")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="measure every run under DIR/runs (named STRATEGY-sSEED) again")
     args = parser.parse_args()
+
+    if args.report:
+        report(Path(args.report), args.evals, Surrogate.load(args.surrogate) if args.surrogate
+               else None)
+        return
 
     if args.fit:
         samples, reference = samples_from_runs(args.fit)

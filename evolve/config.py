@@ -55,7 +55,7 @@ class RunConfig:
     operators: dict[str, float] = field(default_factory=lambda: {"hyper_mutate": 1.0, "hyper_crossover": 1.0})
     operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cxpb: float = 0.2
-    selection: str = "uniform"
+    selection: str = "tournament"  # see benchmarks/bench_search.py (README: Search benchmark)
     noise_repeats: int = 3  # evaluations of the seed at the start, to measure noise
     noise_std: float | None = None  # override the measured noise (bpb)
     min_noise_std: float = 1e-3

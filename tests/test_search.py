@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from evolve.archive import EliteRule, ElitesMap, GenomeStats, RunArchive
-from evolve.browse.curve import evals_to_reach, search_curve
+from evolve.browse.curve import coverage_line, evals_to_reach, search_curve
 from evolve.config import RunConfig
 from evolve.engine import start
 from evolve.engine.strategy import GreedyStrategy
@@ -154,6 +154,12 @@ def test_search_curve_counts_every_val_evaluation(tmp_path, monkeypatch) -> None
     assert all(a.coverage <= b.coverage for a, b in zip(points, points[1:], strict=False))
     assert evals_to_reach(points, points[-1].best) <= len(points)
     assert evals_to_reach(points, 0.0) is None
+    with RunArchive.open(path) as archive:
+        line = coverage_line(archive)
+        assert line.startswith("coverage by generation (cells filled): 0: ")
+        last = max(archive.logbook(), key=lambda row: row["gen"])
+        assert line.endswith(f"{last['gen']}: {last['coverage']:.1%} "
+                             f"({round(last['coverage'] * archive.grid.total_cells)})")
 
 
 # --- the surrogate ------------------------------------------------------------------------
