@@ -120,7 +120,16 @@ def run_options(func):
         click.option("--eval-tokens", type=int, default=None, help="Held-out tokens scored [default: 65536]."),
         click.option("--max-source-bytes", type=int, default=None,
                      help="Genomes with more source bytes are invalid before they run [default: 65536]."),
-        click.option("--selection", default=None, help="Parent selection: uniform, fitness, curiosity."),
+        click.option("--selection", default=None, help="Parent selection: uniform, fitness, tournament, curiosity."),
+        click.option("--strategy", default=None,
+                     help="Search: map-elites (an archive of elites), greedy (autoresearch: one "
+                          "lineage, each child from the current best) or random (children of the "
+                          "seed) [default: map-elites]."),
+        click.option("--z", type=float, default=None,
+                     help="A challenger must be lower by z noise std to win; 0: any lower score "
+                          "wins [default: 2]."),
+        click.option("--max-evals", type=int, default=None,
+                     help="Stop issuing work after this many evaluations (re-evaluations included)."),
         click.option("--llm-model", "llm_models", multiple=True,
                      help="LLM for mutation and crossover; repeat for an ensemble (weights, "
                           "temperatures, prices: [[llm.models]] in --config) [default: none, "

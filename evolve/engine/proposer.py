@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from evolve.archive import Elite, RunArchive
 from evolve.operators import Child, Operator, Parent, VariationError
@@ -42,7 +43,9 @@ class Proposer:
         self.seeds = seeds  # genome hashes of the seed genomes
         self.lock = lock
         self.curiosity = curiosity
-        self.seen = {normalized_hash(archive.genome_source(g)) for g in _known_genomes(archive)}
+        self.strategy: Any = None  # the engine's search strategy: who may be a parent
+        known = _known_genomes(archive) | set(seeds)  # a child equal to a seed is no child
+        self.seen = {normalized_hash(archive.genome_source(g)) for g in known}
         for op in mix.operators:
             if hasattr(op, "attach"):
                 op.attach(self)
@@ -50,7 +53,7 @@ class Proposer:
     def parents(self) -> list[Parent]:
         """Elites as operator parents; before any elite exists, the seed genomes."""
         with self.lock:
-            elites = self.archive.elites()
+            elites = self.strategy.parents() if self.strategy else self.archive.elites()
             if elites:
                 return [self._parent(e) for e in elites]
             return [Parent(id=g, source=self.archive.genome_source(g)) for g in self.seeds]
