@@ -105,6 +105,7 @@ def test_honest_modern_model_is_accepted(evaluate):
     run = evaluate(genome("honest_modern.py"), budget=3.0)
     assert run.result.status == "ok", (run.result.reason, run.log[-2000:])
     assert run.result.val_bpb < 8.0 and run.result.split == "val"
+    assert run.result.seq_len == 32  # counted in the scored graph, not taken from the genome
     layers = run.result.sandbox.split(",")  # the evaluator's own seal, as it reported it
     assert any(layer.startswith("eval-landlock-v") for layer in layers) == bool(abi_version())
     assert ("eval-seccomp" in layers) == (syscalls.pyseccomp is not None)

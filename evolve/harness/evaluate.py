@@ -34,6 +34,7 @@ import numpy as np
 
 from evolve.harness import landlock, limits, syscalls
 from evolve.harness.operators import ALLOWED_ATEN, ALLOWED_WRAPPERS, ONLY_WHEN, refusal
+from evolve.harness.shape import graph_shape
 from evolve.harness.vet import Rejected, vet_archive
 
 ENV_VAR = "EVOLVE_EVAL"
@@ -441,7 +442,7 @@ def score(prepared: Prepared, config: dict[str, Any]) -> dict[str, Any]:
     nats, n_bytes = score_batches(program.module(), prepared.batches, int(config["vocab_size"]),
                                   prepared.token_bytes)
     return {"val_bpb": nats / math.log(2) / n_bytes, "params": count_params(program),
-            "eval_tokens": int(config["eval_tokens"])}
+            "eval_tokens": int(config["eval_tokens"]), **graph_shape(program)}
 
 
 def device_facts(device: str) -> dict[str, Any]:

@@ -390,6 +390,8 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
     result.status, result.reason = status, reason
     if status == "ok":
         result.val_bpb, result.params = float(reply["val_bpb"]), _int(reply.get("params"))
+        context = _int(reply.get("context"))  # counted in the scored graph: the genome's claim
+        result.seq_len = context if context and context > 0 else result.seq_len  # only named it
     return result
 
 
