@@ -21,9 +21,15 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PRUNE_MODES = ("off", "on", "shadow")
+# The grid of new runs. Bins from benchmarks/bench_search.py: a hyperparameter child moves
+# log10 parameters by 0.05 to 0.6 and its context by a factor of 2, so quarter decades and
+# octaves spread built-in children; LLM children also move the line count (25-line bins).
+# All three are measured, not reported: parameters and context by the evaluator from the
+# exported graph, lines from the source.
 DEFAULT_DESCRIPTORS = [
-    {"name": "model_size", "low": 4.0, "high": 9.0, "bins": 10},
-    {"name": "code_size", "low": 50, "high": 600, "bins": 10},
+    {"name": "model_size", "low": 4.0, "high": 7.0, "bins": 12},
+    {"name": "context", "low": 3.0, "high": 11.0, "bins": 8},
+    {"name": "code_size", "low": 60, "high": 260, "bins": 8},
 ]
 
 
@@ -49,16 +55,21 @@ class RunConfig:
     max_log_bytes: int = 16 << 20  # the genome's output kept in its log (then only the tail)
     max_disk_bytes: int = 8 << 30  # everything in the genome's folder (also caps any one file)
     max_files: int = 100_000  # files and folders in the genome's folder
+    max_source_bytes: int = 64 << 10  # bigger genomes are invalid before they run
     descriptors: list[dict[str, Any]] = field(default_factory=lambda: [dict(d) for d in DEFAULT_DESCRIPTORS])
     operators: dict[str, float] = field(default_factory=lambda: {"hyper_mutate": 1.0, "hyper_crossover": 1.0})
     operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cxpb: float = 0.2
-    selection: str = "uniform"
+    selection: str = "tournament"  # see benchmarks/bench_search.py (README: Search benchmark)
     noise_repeats: int = 3  # evaluations of the seed at the start, to measure noise
     noise_std: float | None = None  # override the measured noise (bpb)
     min_noise_std: float = 1e-3
     z: float = 2.0  # replacement margin in noise standard deviations
     confirm: int = 3  # evaluations that confirm the reported best
+    strategy: str = "map-elites"  # map-elites | greedy (autoresearch) | random (children of seeds)
+    race: int = 3  # a close challenger is re-evaluated up to this many evaluations (1: no racing)
+    noise_prior: float = 2.0  # pseudo-evaluations of the run's noise in each genome's own spread
+    max_evals: int | None = None  # stop issuing work after this many val evaluations
     rng_seed: int = 0
     llm: dict[str, Any] = field(default_factory=dict)
     seed_from: list[str] = field(default_factory=list)
@@ -94,8 +105,22 @@ class RunConfig:
         _positive_int("eval_tokens", self.eval_tokens, "--eval-tokens")
         for key in ("max_log_bytes", "max_disk_bytes", "max_files"):
             _positive_int(key, getattr(self, key), f"{key} in the config file")
+        _positive_int("max_source_bytes", self.max_source_bytes, "--max-source-bytes")
         _positive_int("noise_repeats", self.noise_repeats, "noise_repeats")
         _positive_int("confirm", self.confirm, "confirm")
+        _positive_int("race", self.race, "race")
+        if self.max_evals is not None:
+            _positive_int("max_evals", self.max_evals, "--max-evals")
+        if not isinstance(self.noise_prior, (int, float)) or not self.noise_prior >= 0:
+            raise UserError(f"noise_prior is {self.noise_prior!r}",
+                            "it counts pseudo-evaluations of the run's noise, 0 or more",
+                            "set noise_prior to a number >= 0 (0: one noise level for all)")
+        if not isinstance(self.z, (int, float)) or not self.z >= 0:
+            raise UserError(f"z is {self.z!r}", "it is a number of noise standard deviations",
+                            "pass --z with a value >= 0 (0: keep any child that is lower)")
+        from evolve.engine.strategy import check_strategy
+
+        check_strategy(self.strategy)
         if not 0.0 <= self.cxpb <= 1.0:
             raise UserError(f"cxpb is {self.cxpb}", "it is a probability", "use a value in [0, 1]")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -1,6 +1,8 @@
 """Parent selection among the archive's elites.
 
-`uniform` explores evenly, `fitness` leans on elites with lower val_bpb, and
+`uniform` explores evenly, `fitness` leans on elites with lower val_bpb (linear
+ranking), `tournament` leans harder (the best of 3 elites drawn at random: under
+heavy noise and a small evaluation budget, children of the few best elites pay), and
 `curiosity` (Cully & Demiris 2018) leans on elites whose recent children made it
 into the archive, which keeps the search near productive stepping stones
 rather than only near the current best.
@@ -17,7 +19,8 @@ from evolve.errors import UserError
 if TYPE_CHECKING:  # a runtime import would cycle: evolve.operators imports this module
     from evolve.operators.base import Parent
 
-SELECTION_METHODS = ("uniform", "fitness", "curiosity")
+SELECTION_METHODS = ("uniform", "fitness", "tournament", "curiosity")
+TOURNAMENT = 3  # elites drawn per tournament
 
 
 class CuriosityTracker:
@@ -83,6 +86,20 @@ def _rank_weights(elites: Sequence[Parent]) -> list[float]:
     return [float(n - sum(other < m for other in means)) for m in means]
 
 
+def _tournament_weights(elites: Sequence[Parent], size: int = TOURNAMENT) -> list[float]:
+    """The chance of each elite to win a tournament of `size` draws with replacement:
+    rank r of n (1 = best) wins with ((n - r + 1)^size - (n - r)^size) / n^size; ties share."""
+    means = [e.mean if e.mean is not None else float("inf") for e in elites]
+    n = len(elites)
+    weights = []
+    for m in means:
+        better = sum(other < m for other in means)
+        tied = sum(other == m for other in means)
+        above, below = n - better, n - better - tied  # elites not better / strictly worse
+        weights.append((above**size - below**size) / tied)
+    return [float(w) for w in weights]
+
+
 def _weights(
     elites: Sequence[Parent], method: str, curiosity: CuriosityTracker | None
 ) -> list[float]:
@@ -90,6 +107,8 @@ def _weights(
         return [1.0] * len(elites)
     if method == "fitness":
         return _rank_weights(elites)
+    if method == "tournament":
+        return _tournament_weights(elites)
     if curiosity is None:
         raise ValueError("curiosity selection needs a CuriosityTracker")
     return [curiosity.weight(e.id) for e in elites]

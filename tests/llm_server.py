@@ -14,6 +14,7 @@ llama.cpp do), and go down and come back on the same port (`down()`, `up()`).
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import socket
@@ -73,6 +74,81 @@ def tweaker(latency: float, seed: int = 0) -> Responder:
         value = float(match.group(1)) * factor
         child = source.replace(match.group(0), f"{name} = {value:.6g}", 1)
         return Step(content=f"IDEA: {name} x{factor:.2f}\n```python\n{child}```\n", delay=latency)
+
+    return reply
+
+
+AIM = re.compile(r"^- model_size: .*?: (?:about ([0-9.e+]+)x (more|fewer) parameters|keep it)",
+                 re.M)
+AIM_LINES = re.compile(r"^- code_size: .*?: (?:about ([0-9]+) (more|fewer) code lines|keep it)",
+                       re.M)
+PAD = re.compile(r"^_PAD_\d+ = \d+\n", re.M)
+
+
+def _pad(source: str, lines: int) -> str:
+    """Add (or remove) `lines` no-op code lines at the end: moves code_size, nothing else."""
+    if lines < 0:
+        return PAD.sub("", source, count=-lines) if PAD.search(source) else source
+    start = len(PAD.findall(source))
+    return source + "".join(f"_PAD_{start + i} = {i}\n" for i in range(lines))
+
+
+def _constant(source: str, name: str) -> float:
+    return float(re.search(rf"^{name} = ([0-9.e-]+)", source, re.M).group(1))
+
+
+def _params(width: int, layers: int, seq_len: int, vocab: int = 256) -> int:
+    """About what the seed genome's GPT has: tied embeddings, positions, 12 E^2 per block."""
+    return (vocab + seq_len) * width + 12 * layers * width * width
+
+
+def sizer(latency: float = 0.0, seed: int = 0, sizes: tuple[float, ...] = (0.25, 0.5, 2, 4),
+          resize_share: float = 0.7, lines: tuple[int, ...] = ()) -> Responder:
+    """A fake LLM that changes the model's size (N_EMBD, N_LAYER) of a seed-style genome.
+
+    When the prompt names a target niche it reads the factor the aim asks for ("about 3.2x
+    fewer parameters") and picks the width and depth closest to it; otherwise it resizes by a
+    random factor from `sizes` (`resize_share` of the time). The learning rate is jittered
+    every time, so every reply is a new program. With `lines`, it also moves code_size: by the
+    lines an aim asks for, or otherwise by a random entry of `lines` (added or removed no-op
+    lines). It measures plumbing, not an LLM's skill.
+    """
+    rng, lock = random.Random(seed), threading.Lock()
+
+    def reply(body: dict[str, Any]) -> Step:
+        first = body["messages"][1]["content"]  # later turns are feedback on the first
+        source = PROGRAM.search(first).group(1)
+        retry = len(body["messages"]) > 2
+        aim = AIM.search(first)
+        with lock:
+            if aim:
+                factor = 1.0 if aim.group(1) is None else float(aim.group(1)) ** (
+                    1 if aim.group(2) == "more" else -1)
+            else:
+                factor = rng.choice(sizes) if rng.random() < resize_share else 1.0
+            jitter = rng.uniform(0.8, 1.25)
+            aim_lines = AIM_LINES.search(first)
+            if aim_lines:
+                more = 0 if aim_lines.group(1) is None else int(aim_lines.group(1))
+                more = more if aim_lines.group(2) == "more" else -more
+            else:
+                more = rng.choice(lines) if lines and rng.random() < resize_share else 0
+            pick = rng.randrange(3) if retry else 0
+        width, layers = int(_constant(source, "N_EMBD")), int(_constant(source, "N_LAYER"))
+        seq_len = int(_constant(source, "SEQ_LEN"))
+        heads = int(_constant(source, "N_HEAD"))
+        wanted = _params(width, layers, seq_len) * factor
+        shapes = sorted((abs(math.log(_params(w, n, seq_len) / wanted)), abs(n - layers), w, n)
+                         for w in range(4 * heads, 1025, 4 * heads) for n in range(1, 7))
+        _, _, width, layers = shapes[pick]
+        lr = _constant(source, "LEARNING_RATE") * jitter
+        child = re.sub(r"^N_EMBD = [^#\n]+", f"N_EMBD = {width}  ", source, count=1, flags=re.M)
+        child = re.sub(r"^N_LAYER = [^#\n]+", f"N_LAYER = {layers}  ", child, count=1, flags=re.M)
+        child = re.sub(r"^LEARNING_RATE = [^#\n]+", f"LEARNING_RATE = {lr:.6g}  ", child,
+                       count=1, flags=re.M)
+        child = _pad(child, more)
+        idea = f"IDEA: resize to N_EMBD={width}, N_LAYER={layers} (x{factor:.2g} parameters)"
+        return Step(content=f"{idea}\n```python\n{child}```\n", delay=latency)
 
     return reply
 

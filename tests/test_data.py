@@ -59,10 +59,13 @@ def lines(n: int, seed: int = 0) -> bytes:
 
 
 def load(ds: Dataset) -> tuple[bytes, bytes]:
+    """The train split and the held-out text (the val split, then the sealed test split)."""
     train = np.load(ds.train_path, mmap_mode="r")
     val = np.load(ds.val_path, mmap_mode="r")
-    assert train.dtype == np.uint8 and val.dtype == np.uint8
-    return bytes(train), bytes(val)
+    test = np.load(ds.test_path, mmap_mode="r")
+    assert train.dtype == np.uint8 and val.dtype == np.uint8 and test.dtype == np.uint8
+    assert abs(len(val) - len(test)) <= 1 and str(ds.test_path) in ds.sealed
+    return bytes(train), bytes(val) + bytes(test)
 
 
 def write_parquet(path: Path, docs: list, column: str = "text") -> None:
@@ -296,7 +299,8 @@ def test_bpe_counts_bytes_exactly(tmp_path, cache):
     (tmp_path / "c.txt").write_bytes(data)
     ds = prepare(str(tmp_path / "c.txt"), tokenizer="bpe-300")
     assert ds.tokenizer == "bpe-300" and 256 < ds.vocab_size <= 300
-    train, val = np.load(ds.train_path), np.load(ds.val_path)
+    train = np.load(ds.train_path)
+    val = np.concatenate([np.load(ds.val_path), np.load(ds.test_path)])  # all held out
     token_bytes = np.load(ds.token_bytes_path)
     assert train.dtype == np.uint16 and token_bytes.dtype == np.int32
     assert token_bytes.shape == (ds.vocab_size,) and int(train.max()) < ds.vocab_size
@@ -352,7 +356,7 @@ def test_climbmix(mirror):
     two = prepare("climbmix:2")
     assert two.name == "climbmix:2"
     assert load(two) == (joined[0] + DOC_SEP + joined[1], joined[6542])
-    assert json.loads((two.train_path.parent / "meta.json").read_text())["val_bytes"] == len(
+    assert json.loads((two.train_path.parent / "meta.json").read_text())["heldout_bytes"] == len(
         joined[6542]
     )
 

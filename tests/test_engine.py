@@ -125,6 +125,7 @@ def write_corrupt_run(path: Path) -> None:
     (["start", "--seed-genome", "tiny.py", "--config", "bad.toml"], "unknown behaviour descriptor"),
     (["start", "--config", "nope.toml"], "config file nope.toml does not exist"),
     (["start", "--seed-genome", "tiny.py", "--selection", "foo"], "unknown selection method 'foo'"),
+    (["start", "--seed-genome", "tiny.py", "--strategy", "hill"], "unknown search strategy 'hill'"),
     (["start", "--seed-genome", "tiny.py", "--config", "ops.toml"], "unknown operator 'hyper_mutat'"),
     (["resume", "nothing-here"], "no run at"),
     (["resume", "broken"], "broken"),

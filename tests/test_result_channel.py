@@ -181,7 +181,8 @@ def test_garbage_from_a_genome_is_invalid(evaluate, payload):
     """A real genome writes garbage and sleeps: killed at once and `invalid` (before, one
     such line raised out of run_genome and crashed `evolve start` and every resume)."""
     started = time.monotonic()
-    run = evaluate(genome("garbage_pipe.py", PAYLOAD_HEX=payload.hex()))
+    # the biggest payloads, as hex in the source, are over the default 64 KiB source cap
+    run = evaluate(genome("garbage_pipe.py", PAYLOAD_HEX=payload.hex()), max_source_bytes=1 << 20)
     assert run.result.status == "invalid", (run.result.reason, run.log[-2000:])
     assert "tampered" in run.result.reason and run.result.val_bpb is None
     assert time.monotonic() - started < 30  # killed, not left to its 60 s sleep

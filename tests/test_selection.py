@@ -91,3 +91,13 @@ def test_unknown_method_is_a_user_error() -> None:
 
 def test_selection_is_reproducible_with_a_seed() -> None:
     assert counts("fitness", seed=5) == counts("fitness", seed=5)
+
+
+def test_tournament_leans_harder_on_the_best_than_ranking() -> None:
+    tour, rank = counts("tournament"), counts("fitness")
+    # best of 3 draws among 5: the best wins 1 - (4/5)^3 = 48.8 % of the time, the worst 0.8 %
+    assert abs(tour["e0"] / DRAWS - 0.488) < 0.03 and tour["e4"] / DRAWS < 0.02
+    assert tour["e0"] > rank["e0"] and tour["e4"] < rank["e4"]
+    tied = [elite("a", 1.0), elite("b", 1.0), elite("c", 2.0)]
+    both = counts("tournament", tied)
+    assert abs(both["a"] - both["b"]) < 0.05 * DRAWS  # ties share their chance

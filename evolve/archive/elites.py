@@ -6,10 +6,14 @@ and the search then climbs noise. Here every genome carries n, mean and std of
 val_bpb over its ok evaluations, and a challenger takes a cell only when its mean
 is lower than the incumbent's by more than
 
-    margin = max(min_margin, z * noise_std * sqrt(1/n_challenger + 1/n_incumbent))
+    margin = max(min_margin, z * sqrt(s_c**2 / n_challenger + s_i**2 / n_incumbent))
 
-i.e. a z-sigma test of the difference of two means with the run's measured
-seed noise. Re-evaluating a genome tightens its mean, so a lucky incumbent can
+i.e. a z-sigma test of the difference of two means. Noise differs from genome
+to genome (a faster genome that takes more, noisier steps spreads far more than
+the seed), so with `prior_weight` k > 0 each genome's s is its own spread shrunk
+toward the run's measured seed noise, s**2 = (k noise**2 + (n-1) std**2) / (k + n-1):
+the run's noise until it has repeats, mostly its own after many. k = 0 (the
+default of old runs) uses the run's noise for every genome. Re-evaluating a genome tightens its mean, so a lucky incumbent can
 later lose its cell to a challenger it once kept out.
 
 The map is a pure function of the observations in the order they arrived and of
@@ -53,14 +57,32 @@ class EliteRule:
     min_margin: float = 1e-4
     offset: float = 10.0
     confirm_n: int = 3
+    prior_weight: float = 0.0  # pseudo-evaluations of the run's noise in each genome's spread
 
     def margin(self, n_challenger: int, n_incumbent: int) -> float:
         spread = self.z * self.noise_std * math.sqrt(1 / n_challenger + 1 / n_incumbent)
         return max(self.min_margin, spread)
 
+    def genome_variance(self, stats: GenomeStats) -> float:
+        """The noise variance of one genome's single evaluation: its own spread, shrunk."""
+        prior = self.noise_std**2
+        if self.prior_weight <= 0 or stats.n < 2:
+            return prior
+        own = stats.n - 1
+        return (self.prior_weight * prior + own * stats.std**2) / (self.prior_weight + own)
+
+    def margin_between(self, challenger: GenomeStats, incumbent: GenomeStats) -> float:
+        """How much lower the challenger's mean must be, with each genome's own noise."""
+        if self.prior_weight <= 0:
+            return self.margin(challenger.n, incumbent.n)
+        spread = self.z * math.sqrt(self.genome_variance(challenger) / challenger.n
+                                    + self.genome_variance(incumbent) / incumbent.n)
+        return max(self.min_margin, spread)
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            k: getattr(self, k) for k in ("noise_std", "z", "min_margin", "offset", "confirm_n")
+            k: getattr(self, k)
+            for k in ("noise_std", "z", "min_margin", "offset", "confirm_n", "prior_weight")
         }
 
     @classmethod
@@ -231,8 +253,20 @@ class ElitesMap:
         return Decision.UPDATED
 
     def _beats(self, challenger: GenomeStats, incumbent: GenomeStats) -> bool:
-        margin = self.rule.margin(challenger.n, incumbent.n)
+        margin = self.rule.margin_between(challenger, incumbent)
         return challenger.mean < incumbent.mean - margin
+
+    def close_call(self, genome: str) -> bool:
+        """True when `genome` is kept out of its cell although its mean is lower than the
+        holder's: better, but not yet by the noise margin. More evaluations decide it."""
+        stats = self.genomes.get(genome)
+        if stats is None:
+            return False
+        holder = self._holders.get(stats.cell)
+        if holder is None or holder == genome:
+            return False
+        incumbent = self.genomes[holder]
+        return stats.mean < incumbent.mean and not self._beats(stats, incumbent)
 
     def _replay(self, history: list[Observation]) -> None:
         self._reset()

@@ -58,6 +58,9 @@ DESCRIPTORS: dict[str, tuple[str, DescriptorFn]] = {
     "tokens": ("REPORTED by the genome: log10 tokens trained", lambda r, s: _log10(r.tokens)),
     "steps": ("REPORTED by the genome: log10 optimizer steps", lambda r, s: _log10(r.steps)),
     "throughput": ("REPORTED by the genome: log10 tokens per training second", _throughput),
+    "context": ("log2 context length the exported graph is scored at (the evaluator: the "
+                "graph takes no other shape)",
+                lambda r, s: math.log2(r.seq_len) if r.seq_len and r.seq_len > 0 else None),
 }
 # Derived from the genome's own report (see EvalResult). Nothing outside the genome can
 # bound them: the token count is kept by harness code in the genome's memory, and the

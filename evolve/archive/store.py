@@ -224,11 +224,14 @@ class RunArchive:
         prompt: str | None = None,
         response: str | None = None,
         origin: dict[str, Any] | None = None,
+        target: dict[str, Any] | None = None,
     ) -> Record:
         """Record one finished evaluation and update the elites; idempotent by eval_id.
 
         Returns the stored record; its "decision" says what it did to the elites
         (None for failed evaluations). An id already stored is returned unchanged.
+        `target` (an aimed LLM mutation's niche, {"cell": [...], ...}) is stored with
+        "landed": whether the child's cell is that cell.
         """
         self._require_writer()
         eval_id = eval_id or self.new_eval_id()
@@ -258,6 +261,9 @@ class RunArchive:
             record["response_sha256"] = self.put_text(response)
         if origin is not None:  # imported genome: the run and evaluation it came from
             record["origin"] = dict(origin)
+        if target is not None:  # aimed mutation: the niche it was sent to, and whether it got there
+            record["target"] = {**target, "landed": cell is not None
+                                and list(cell) == list(target.get("cell") or [])}
         self.insert_many([record])
         return record
 

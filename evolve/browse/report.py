@@ -16,6 +16,7 @@ from typing import Any
 
 from evolve.archive import RunArchive
 from evolve.browse.curves import curves_png, pruning_summary
+from evolve.browse.curve import coverage_line
 from evolve.browse.gridview import grid_view
 from evolve.browse.locate import genome_target
 from evolve.browse.plots import heatmap_png, progress_png
@@ -103,6 +104,8 @@ def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str
             f" of {run['generations']}" if run.get("generations") else "")),
         ("elites", f"{len(archive.elites())} of {archive.grid.total_cells} cells "
                    f"({summary['coverage']:.1%}); QD score {summary['qd_score']:.3f}"),
+        ("coverage over time", coverage_line(archive) or "-"),
+        ("strategy", f"{run.get('strategy', 'map-elites')}, selection {run.get('selection', '-')}"),
         ("best val_bpb", "-" if elite is None else
          f"{elite.mean:.4f} ± {elite.std:.4f} (n={elite.n}{'' if confirmed else ', unconfirmed'})"),
         ("best on the sealed test split", _test_stat(test, archive.rule.z)),

@@ -80,8 +80,7 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
 
 def elites_table(name: str, rows: list[dict[str, Any]], caption: str | None = None) -> Table:
     """`caption`: a line under the table (the run's LLM account)."""
-    table = Table(title=cell(f"elites of {name}, best first"),
-                  caption=cell(caption) if caption else None)
+    table = Table(title=cell(f"elites of {name}, best first"))
     for col, justify in (("id", "left"), ("cell", "left"), ("val_bpb", "right"), ("n", "right"),
                          ("test", "right"), ("params", "right"), ("lines", "right"),
                          ("gen", "right"), ("operator", "left"), ("parent", "left"),
@@ -97,8 +96,10 @@ def elites_table(name: str, rows: list[dict[str, Any]], caption: str | None = No
                       "-" if r["params"] is None else f"{r['params']:,}", str(r["code_size"]),
                       "-" if r["generation"] is None else str(r["generation"]),
                       cell(r["operator"] or "-"), cell(parent), cell(r["idea"] or ""))
+    notes = [caption] if caption else []
     if any((r.get("test") or {}).get("overfit") for r in rows):
-        table.caption = Text(OVERFIT_NOTE)
+        notes.append(OVERFIT_NOTE)
+    table.caption = cell("\n".join(notes)) if notes else None
     return table
 
 

@@ -5,6 +5,7 @@ Each module registers its commands on the group in `group.py`.
 
 from evolve.cli import (  # noqa: F401  (importing a module registers its commands)
     browse,  # runs, show, map, genome, diff, lineage, log, export, report
+    prompt,  # prompt
     run,  # eval, start, resume
     serve,  # serve
 )

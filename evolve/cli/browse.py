@@ -41,6 +41,7 @@ def runs(archive_dir: str, as_json: bool) -> None:
 def show(run: str, archive_dir: str, as_json: bool) -> None:
     """The elites of RUN, best val_bpb first."""
     from evolve.browse import open_run
+    from evolve.browse.curve import coverage_line
     from evolve.browse.queries import elite_rows
     from evolve.browse.views import console, elites_table
     from evolve.operators.llm.summary import describe, read_stats
@@ -51,7 +52,8 @@ def show(run: str, archive_dir: str, as_json: bool) -> None:
             echo_json(rows)
         else:
             stats = read_stats(archive.path)
-            caption = describe(stats) if stats is not None else None
+            lines = [describe(stats) if stats is not None else None, coverage_line(archive)]
+            caption = "\n".join(line for line in lines if line) or None
             console().print(elites_table(archive.name, rows, caption))
             _show_curve(archive, rows)
 

@@ -24,11 +24,16 @@ from evolve.textsafe import printable
 @click.option("--eval-tokens", type=positive(int), default=65536, show_default=True,
               help="Held-out tokens scored for val_bpb (the same for every genome).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Evaluation seed, set by the harness.")
+@click.option("--max-source-bytes", type=positive(int), default=64 << 10, show_default=True,
+              help="A genome with more source bytes is invalid before it runs.")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="Held-out split that scores: val (selection) or the sealed test split.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Where the sandbox and log go (default: a new temporary folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
 def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: str,
-                 eval_tokens: int, seed: int, workdir: str | None, as_json: bool) -> None:
+                 eval_tokens: int, seed: int, max_source_bytes: int, split: str,
+                 workdir: str | None, as_json: bool) -> None:
     """Evaluate one GENOME under the harness and print its summary.
 
     Exit code 0 when the genome was scored, 1 when it failed (the record says why),
@@ -44,7 +49,7 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
     dataset = prepare(data, tokenizer=tokenizer)
     folder = Path(workdir or tempfile.mkdtemp(prefix="evolve-eval-"))
     settings = RunSettings(budget=budget, device=resolve_device(device), eval_tokens=eval_tokens,
-                           seed=seed)
+                           seed=seed, max_source_bytes=max_source_bytes, split=split)
     if not as_json:
         click.echo(f"evaluating {genome} on {dataset.name} ({dataset.fingerprint}) for "
                    f"{budget:g} s on {settings.device}; log: {folder / 'log.txt'}", err=True)
@@ -113,11 +118,22 @@ def run_options(func):
                      help="Allow slots of different hardware classes; off-class results are flagged "
                           "and kept out of comparisons [default: refuse]."),
         click.option("--eval-tokens", type=int, default=None, help="Held-out tokens scored [default: 65536]."),
-        click.option("--selection", default=None, help="Parent selection: uniform, fitness, curiosity."),
         click.option("--prune", type=click.Choice(["off", "on", "shadow"]), default=None,
                      help="Stop a child whose reported training loss is clearly behind its "
                           "parent's at the same training time (checkpoints: prune_checkpoints in "
                           "--config); shadow: only record when it would have [default: off]."),
+        click.option("--max-source-bytes", type=int, default=None,
+                     help="Genomes with more source bytes are invalid before they run [default: 65536]."),
+        click.option("--selection", default=None, help="Parent selection: uniform, fitness, tournament, curiosity."),
+        click.option("--strategy", default=None,
+                     help="Search: map-elites (an archive of elites), greedy (autoresearch: one "
+                          "lineage, each child from the current best) or random (children of the "
+                          "seed) [default: map-elites]."),
+        click.option("--z", type=float, default=None,
+                     help="A challenger must be lower by z noise std to win; 0: any lower score "
+                          "wins [default: 2]."),
+        click.option("--max-evals", type=int, default=None,
+                     help="Stop issuing work after this many evaluations (re-evaluations included)."),
         click.option("--llm-model", "llm_models", multiple=True,
                      help="LLM for mutation and crossover; repeat for an ensemble (weights, "
                           "temperatures, prices: [[llm.models]] in --config) [default: none, "

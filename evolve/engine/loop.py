@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.archive import Decision, RunArchive
-from evolve.archive.elites import best_elite
 from evolve.archive.pending import PendingTasks, Task
 from evolve.config import RunConfig
 from evolve.engine.daemons import DaemonPool
 from evolve.engine.proposer import Proposer
 from evolve.engine.pruning import Pruning
+from evolve.engine.strategy import OBSERVED, make_strategy
 from evolve.executors.base import EvalRequest, Executor
 from evolve.operators import VariationError
 from evolve.record import INFRASTRUCTURE_STATUSES, EvalResult, sealed
@@ -43,6 +43,7 @@ AUTO_START = 4  # proposals in flight before there are measurements to size them
 AUTO_MARGIN = 1.5  # in flight = margin x slots x proposal latency / evaluation time
 NOT_ISSUED = ("reeval", "test")  # task kinds that are no new member of the population
 TEST_IDEA = "sealed test-split score of the confirmed best"
+RACE_IDEA = "race: re-evaluation of a challenger that is better by less than the noise margin"
 
 
 class _Mean:
@@ -102,6 +103,9 @@ class Engine:
         self._tested: set[str] = set()  # genomes whose test-split evaluation is stored or queued
         self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
         self._seed_tasks = len(seeds) * config.noise_repeats
+        self._val_evals = 0  # val evaluations in the archive (the max_evals budget counts these)
+        self.strategy = make_strategy(config.strategy, archive, proposer.seeds)
+        proposer.strategy = self.strategy
         self.llm: Any = None  # the run's LLM handle, set by setup when an LLM is configured
         self.pruning = Pruning(config, archive, seeds)  # children's reference curves (--prune)
 
@@ -136,6 +140,10 @@ class Engine:
             while True:
                 if time.monotonic() >= deadline and not self._stop.is_set():
                     state.stop_reason = "time limit reached"
+                    self.stop(hard=False)
+                limit = self.config.max_evals
+                if limit and self._val_evals >= limit and not self._stop.is_set():
+                    state.stop_reason = "evaluation limit reached"
                     self.stop(hard=False)
                 if not self._stop.is_set():
                     self._fill()
@@ -176,6 +184,7 @@ class Engine:
         val = [r for r in records if not sealed(r.get("result") or {})]
         self._tested = {r["genome"] for r in records if sealed(r.get("result") or {})}
         self._per_gen.update(int(r.get("generation", 0)) for r in val)
+        self._val_evals = len(val)
         self._filled.update(int(r.get("generation", 0)) for r in val
                             if r.get("operator") not in NOT_ISSUED)
         self.state.total = len(records)
@@ -321,8 +330,10 @@ class Engine:
             record = self.archive.add_evaluation(
                 result, source, generation=task.gen, parents=task.parents, operator=task.operator,
                 idea=task.idea, eval_id=task.id, prompt=task.meta.get("prompt"),
-                response=task.meta.get("response"), origin=task.meta.get("origin"))
+                response=task.meta.get("response"), origin=task.meta.get("origin"),
+                target=task.meta.get("target"))
         self.pending.done(task.id)
+        self.strategy.observe(record)
         inserted = record.get("decision") in (Decision.NEW_CELL.value, Decision.REPLACED.value)
         if task.kind == "child" and result.comparable and result.status != "lost":
             for parent in task.parents:  # re-evaluations and infrastructure say nothing of a parent
@@ -337,10 +348,29 @@ class Engine:
         if result.split != "val":
             return  # reported only: no generation count, no noise, no new best
         self._per_gen[task.gen] += 1
+        self._val_evals += 1
         self._filled[task.gen] += task.kind not in NOT_ISSUED
         if task.kind == "seed":
             self._update_noise()
+        elif record.get("decision") in OBSERVED:
+            self._race(task.genome)
         self._test_best()
+
+    def _race(self, genome: str) -> None:
+        """Re-evaluate a close challenger, one evaluation at a time, until the noise gate decides
+        (it wins or its mean is no longer lower) or it has `race` evaluations."""
+        if self._stop.is_set() or self.config.race <= 1:
+            return
+        with self.lock:
+            if not self.strategy.close_call(genome):
+                return
+            done = self.strategy.evaluations(genome)
+        queued = sum(1 for t in (*self._ready, *(t for t, _ in self._running.values()))
+                     if t.kind == "reeval" and genome in t.parents)
+        if done + queued >= self.config.race:
+            return
+        self._ready.append(self._task(self.state.gen, "reeval", self.archive.genome_source(genome),
+                                      operator="race", parents=[genome], idea=RACE_IDEA))
 
     def _update_noise(self) -> None:
         """Once the seed's repeats are in, adopt their spread as the run's noise level."""
@@ -355,13 +385,14 @@ class Engine:
                 noise = max(self.config.min_noise_std, math.sqrt(sum(variances) / len(variances)))
             if abs(self.archive.rule.noise_std - noise) > 1e-12:
                 self.archive.set_noise_std(noise)
+                self.strategy.set_rule(self.archive.rule)
 
     def _confirm_best(self) -> bool:
         """Queue re-evaluations of the best elite until it has `confirm` runs; True if queued."""
-        elites = self.archive.elites()
-        if not elites:
+        with self.lock:
+            best = self.strategy.best()  # the lowest mean, confirmed or not: it needs confirming
+        if best is None:
             return False
-        best = min(elites, key=lambda e: e.mean)  # the lowest mean, confirmed or not: it needs confirming
         queued = [t for t in (*self._ready, *(t for t, _ in self._running.values()))
                   if t.kind == "reeval" and best.genome in t.parents]
         missing = self.config.confirm - best.n - len(queued)
@@ -381,8 +412,8 @@ class Engine:
         True if queued. A genome that becomes the confirmed best later gets its own.
         """
         with self.lock:
-            best = best_elite(self.archive.elites(), self.config.confirm)
-        if best is None or best.n < self.config.confirm or best.genome in self._tested:
+            best = self.strategy.confirmed(self.config.confirm)
+        if best is None or best.genome in self._tested:
             return False
         self._tested.add(best.genome)
         task = self._task(self.state.gen, "test", self.archive.genome_source(best.genome),

@@ -18,11 +18,13 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from evolve.archive import Elite, RunArchive
 from evolve.operators import Child, Operator, Parent, VariationError
 from evolve.operators.dedupe import normalized_hash
 from evolve.operators.llm.context import RunContext, gather
+from evolve.operators.llm.view import elite_parent
 from evolve.operators.toolbox import OperatorMix, build_toolbox
 from evolve.selection import CuriosityTracker
 
@@ -41,7 +43,9 @@ class Proposer:
         self.seeds = seeds  # genome hashes of the seed genomes
         self.lock = lock
         self.curiosity = curiosity
-        self.seen = {normalized_hash(archive.genome_source(g)) for g in _known_genomes(archive)}
+        self.strategy: Any = None  # the engine's search strategy: who may be a parent
+        known = _known_genomes(archive) | set(seeds)  # a child equal to a seed is no child
+        self.seen = {normalized_hash(archive.genome_source(g)) for g in known}
         for op in mix.operators:
             if hasattr(op, "attach"):
                 op.attach(self)
@@ -49,15 +53,13 @@ class Proposer:
     def parents(self) -> list[Parent]:
         """Elites as operator parents; before any elite exists, the seed genomes."""
         with self.lock:
-            elites = self.archive.elites()
+            elites = self.strategy.parents() if self.strategy else self.archive.elites()
             if elites:
                 return [self._parent(e) for e in elites]
             return [Parent(id=g, source=self.archive.genome_source(g)) for g in self.seeds]
 
     def _parent(self, elite: Elite) -> Parent:
-        return Parent(id=elite.genome, source=self.archive.genome_source(elite.genome),
-                      mean=elite.mean, std=elite.std, n=elite.n, cell=elite.cell,
-                      extra={"descriptors": elite.descriptors, "eval_ids": list(elite.eval_ids)})
+        return elite_parent(self.archive, elite)  # the same parent `evolve prompt` shows
 
     def child(self, rng: random.Random,
               on_failure: Callable[[str, VariationError], None] | None = None) -> Child:

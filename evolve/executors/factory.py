@@ -22,7 +22,8 @@ RAY_MISSING = UserError("--executor ray needs Ray, which is not installed",
 def run_settings(config: RunConfig, device: str) -> RunSettings:
     return RunSettings(budget=config.budget, grace=config.grace, device=device,
                        eval_tokens=config.eval_tokens, max_log_bytes=config.max_log_bytes,
-                       max_disk_bytes=config.max_disk_bytes, max_files=config.max_files)
+                       max_disk_bytes=config.max_disk_bytes, max_files=config.max_files,
+                       max_source_bytes=config.max_source_bytes)
 
 
 def build_executor(config: RunConfig, dataset: Dataset) -> tuple[Executor, RunSettings]:

@@ -1,7 +1,9 @@
 """Prepare a corpus once: split it, tokenize it, cache it under a content fingerprint.
 
 `prepare(spec)` turns a spec (builtin, a file, a folder, a named download) into
-`train.npy` / `val.npy` in `<cache>/<fingerprint>/`. Every file is written to a
+`train.npy`, `val.npy` and `test.npy` in `<cache>/<fingerprint>/`: the held-out
+text is cut in two, a validation half that scores every evaluation (selection)
+and a sealed test half that only scores what a search reports. Every file is written to a
 temporary name and renamed into place, `meta.json` last, so a prepare killed
 half way never leaves something that a later call trusts. A small index in
 `<cache>/sources/` maps a cheap description of the source (paths, sizes, mtimes,
@@ -29,12 +31,16 @@ from evolve.errors import UserError
 from evolve.harness import tokenizer as tokenizing
 from evolve.harness.download import download
 
-FORMAT = 1  # bump when the corpus recipe or the cache layout changes
+FORMAT = 2  # bump when the corpus recipe or the cache layout changes
 BUILTIN_CAP = 8 << 20  # builtin corpus: stop adding stdlib files at 8 MiB
 # builtin held-out text: the start of the stdlib's own test suite, a folder that no
-# training code imports, so the sandbox can seal it (see Dataset.sealed).
+# training code imports, so the sandbox can seal it (see Dataset.sealed). 16 MiB: the
+# evaluator scores windows at secret offsets of it, a pool far larger than a genome
+# (64 KiB of source by default) can carry.
 BUILTIN_HELDOUT_DIR = "test"
-BUILTIN_HELDOUT_CAP = 1 << 20
+BUILTIN_HELDOUT_CAP = 16 << 20
+BUILTIN_HELDOUT_MIN = 2 << 20  # a test suite smaller than this: hold out the corpus's tail
+TEST_FRACTION = 0.5  # of the held-out tokens: the sealed test split (the tail); the rest is val
 BUILTIN_SKIP_DIRS = {
     "test",
     "tests",
@@ -63,15 +69,18 @@ class Dataset:
     """A prepared corpus: token ids on disk, ready for np.load(mmap_mode="r")."""
 
     name: str  # human label, e.g. "builtin:stdlib", "tinyshakespeare.txt"
-    fingerprint: str  # 16 hex chars; sha256 of tokenizer name + train bytes + val bytes
+    fingerprint: str  # 16 hex chars; sha256 of tokenizer name + train, val and test ids
     tokenizer: str  # "byte" (vocab 256) or "bpe-<vocab>"
     vocab_size: int
     train_path: Path  # .npy, 1-D uint8/uint16 token ids
-    val_path: Path  # .npy, held-out split, never shown to a genome
+    val_path: Path  # .npy, held-out split that scores every evaluation, never shown to a genome
     token_bytes_path: Path | None  # .npy int32 bytes per token id (None: 1 byte each)
     # Paths a genome must not read because they hold the held-out text: the source
-    # files and val.npy. The sandbox cuts them out of whatever it lets the genome read.
+    # files, val.npy and test.npy. The sandbox cuts them out of whatever it lets the genome read.
     sealed: tuple[str, ...] = ()
+    # .npy, the other part of the held-out text: it never takes part in selection, only
+    # scores what a search reports (RunSettings.split = "test").
+    test_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -111,14 +120,22 @@ def prepare(
 
 def _build(cache: Path, spec: str, source: _Source, tokenizer: str) -> dict[str, Any]:
     """Read, split and tokenize the source; store it unless that content is already there."""
-    train, val = source.load()
-    encoded = tokenizing.encode(tokenizer, train, val, cache)
-    fingerprint = _fingerprint(tokenizer, encoded.train, encoded.val)
+    train, heldout = source.load()
+    encoded = tokenizing.encode(tokenizer, train, heldout, cache)
+    val, test = split_heldout(encoded.val)
+    fingerprint = _fingerprint(tokenizer, encoded.train, val, test)
     meta = _complete(cache / fingerprint)
     if meta is None:
-        meta = _meta(spec, source, tokenizer, fingerprint, encoded, len(train), len(val))
-        _store(cache / fingerprint, encoded, meta)
+        meta = _meta(spec, source, tokenizer, fingerprint, encoded, len(train), len(heldout))
+        meta |= {"val_tokens": int(val.size), "test_tokens": int(test.size)}
+        _store(cache / fingerprint, encoded, meta, val, test)
     return meta
+
+
+def split_heldout(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out token ids cut in two: validation (the head) and the sealed test split."""
+    cut = len(ids) - int(len(ids) * TEST_FRACTION)
+    return ids[:cut], ids[cut:]
 
 
 # ---------------------------------------------------------------------------
@@ -237,7 +254,7 @@ def _builtin_source() -> _Source:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     heldout = stdlib / BUILTIN_HELDOUT_DIR
     identity = {"kind": "builtin", "stdlib": str(stdlib), "python": sys.version, "cap": BUILTIN_CAP}
-    if sum(path.stat().st_size for _, path in _stdlib_files(heldout)) < 2 * BUILTIN_HELDOUT_CAP:
+    if sum(path.stat().st_size for _, path in _stdlib_files(heldout)) < BUILTIN_HELDOUT_MIN:
         return _Source("builtin:stdlib", identity, lambda: _split(builtin_corpus(stdlib)))
 
     def load() -> tuple[bytes, bytes]:
@@ -397,9 +414,9 @@ def _complete(folder: Path) -> dict[str, Any] | None:
     return meta
 
 
-def _fingerprint(tokenizer: str, train: np.ndarray, val: np.ndarray) -> str:
+def _fingerprint(tokenizer: str, *splits: np.ndarray) -> str:
     digest = hashlib.sha256(tokenizer.encode() + b"\n")
-    for ids in (train, val):
+    for ids in splits:
         data = np.ascontiguousarray(ids)
         digest.update(f"{data.dtype.str}:{data.size}\n".encode())
         digest.update(memoryview(data).cast("B"))
@@ -413,7 +430,7 @@ def _meta(
     fingerprint: str,
     encoded: tokenizing.Encoded,
     train_bytes: int,
-    val_bytes: int,
+    heldout_bytes: int,
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -426,15 +443,16 @@ def _meta(
         "train_tokens": int(encoded.train.size),
         "val_tokens": int(encoded.val.size),
         "train_bytes": train_bytes,
-        "val_bytes": val_bytes,
+        "heldout_bytes": heldout_bytes,  # val and test together
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "files": {},
     }
 
 
-def _store(folder: Path, encoded: tokenizing.Encoded, meta: dict[str, Any]) -> None:
+def _store(folder: Path, encoded: tokenizing.Encoded, meta: dict[str, Any], val: np.ndarray,
+           test: np.ndarray) -> None:
     """Write the arrays, then meta.json (listing their sizes) as the completion mark."""
-    arrays = {"train.npy": encoded.train, "val.npy": encoded.val}
+    arrays = {"train.npy": encoded.train, "val.npy": val, "test.npy": test}
     if encoded.token_bytes is not None:
         arrays["token_bytes.npy"] = encoded.token_bytes
     for file, array in arrays.items():
@@ -451,13 +469,14 @@ def _dataset(folder: Path, meta: dict[str, Any], source: _Source) -> Dataset:
     token_bytes = folder / "token_bytes.npy"
     return Dataset(
         name=source.name,
-        sealed=(*source.sealed, str(folder / "val.npy")),
+        sealed=(*source.sealed, str(folder / "val.npy"), str(folder / "test.npy")),
         fingerprint=meta["fingerprint"],
         tokenizer=meta["tokenizer"],
         vocab_size=meta["vocab_size"],
         train_path=folder / "train.npy",
         val_path=folder / "val.npy",
         token_bytes_path=token_bytes if "token_bytes.npy" in meta["files"] else None,
+        test_path=folder / "test.npy",
     )
 
 

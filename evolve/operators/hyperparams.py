@@ -87,6 +87,7 @@ def find_constants(source: str) -> dict[str, Constant]:
     tuples/lists of numbers. Raises `VariationError` if the source does not parse.
     """
     found: dict[str, Constant] = {}
+    segment = _Segments(source)
     for stmt in parse(source).body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
             target, node = stmt.targets[0], stmt.value
@@ -100,9 +101,27 @@ def find_constants(source: str) -> dict[str, Constant]:
             value = _literal(node)
         except _NotLiteral:
             continue
-        text = ast.get_source_segment(source, node) or ""
+        text = segment(node)
         found[target.id] = Constant(target.id, value, text, node)
     return found
+
+
+class _Segments:
+    """`ast.get_source_segment` with the source split into lines once, not once per node
+    (which made a genome's constants cost milliseconds each)."""
+
+    def __init__(self, source: str) -> None:
+        data = source.encode("utf-8")
+        ends = [m.end() for m in _LINE_END.finditer(data)]
+        self.lines = [data[a:b] for a, b in zip([0, *ends], [*ends, len(data)], strict=True)]
+
+    def __call__(self, node: ast.expr) -> str:
+        first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+        if first == last:
+            return self.lines[first][node.col_offset:node.end_col_offset].decode("utf-8")
+        parts = [self.lines[first][node.col_offset:], *self.lines[first + 1:last],
+                 self.lines[last][:node.end_col_offset]]
+        return b"".join(parts).decode("utf-8")
 
 
 def replace_spans(source: str, edits: list[tuple[ast.expr, str]]) -> str:

@@ -29,7 +29,9 @@ class LogPipe:
         os.set_blocking(self.read_fd, False)
         self.cap, self.kept, self.dropped = cap, 0, 0
         self.tail = bytearray()
-        self.log = open(path, "ab")  # noqa: SIM115 - closed in close()
+        # Unbuffered: what the genome printed is on disk at once, for `evolve log`, the
+        # viewer and anyone following a running evaluation.
+        self.log = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         self.open = True  # until EOF
 
     def close_write(self) -> None:

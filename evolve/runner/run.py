@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import secrets
 import select
 import threading
 import time
@@ -33,6 +34,7 @@ from evolve.runner.outcome import Outcome, failure_reason
 
 MAX_MESSAGE = 1 << 20  # bytes read from the evaluator's verdict pipe
 PASSED_FD = 3  # where the control or verdict pipe lands in the forked process
+SPLITS = ("val", "test")
 
 
 def _total_memory() -> int:
@@ -63,8 +65,11 @@ class RunSettings:
     slot: str = "cpu0"
     split: str = "val"  # "val" scores for selection; "test" scores the sealed test split
     prune: PrunePlan | None = None  # stop a child whose reported loss is behind (engine.pruning)
+    max_source_bytes: int = 64 << 10  # a bigger genome is invalid before it runs (no recitals)
 
     def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
         self.grace = self.grace if self.grace is not None else max(10.0, 0.1 * self.budget)
         self.overrun = self.overrun if self.overrun is not None else max(1.0, 0.02 * self.budget)
         if self.eval_timeout is None:
@@ -102,6 +107,14 @@ def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: P
                 log_path: Path, cancel: threading.Event | None) -> EvalResult:
     cancel = cancel or threading.Event()
     wall_start = time.monotonic()
+    refused = _refuse_before_running(source, dataset, settings)
+    if refused:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(f"evolve: not run: {refused}\n")
+        return EvalResult(status="invalid", reason=refused, log_path=str(log_path),
+                          slot=settings.slot, budget=settings.budget, seed=settings.seed,
+                          dataset=dataset.fingerprint, eval_tokens=settings.eval_tokens,
+                          split=settings.split, wall_seconds=time.monotonic() - wall_start)
     hashes = sandbox.harness_hashes()
     home, evaldir = workdir / "genome", workdir / "eval"
     for path in (home / "tmp", evaldir / "tmp"):
@@ -119,7 +132,9 @@ def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: P
         zygote = zygotes.get(settings.threads, settings.cuda_visible, hashes)
         outcome, fence_layers = _run_child(zygote, dataset, settings, home, log_path, common, cancel)
         status, reason = failure_reason(outcome, settings, log_path)
-        eval_config = {**common, "val_path": str(dataset.val_path), "model_dir": str(home),
+        heldout = dataset.test_path if settings.split == "test" else dataset.val_path
+        eval_config = {**common, "heldout_path": str(heldout), "split": settings.split,
+                       "sealed": list(dataset.sealed),
                        "eval_tokens": settings.eval_tokens, "verdict_fd": PASSED_FD,
                        "token_bytes_path": str(dataset.token_bytes_path or "")}
         reply = {} if status == "lost" else _evaluate(
@@ -127,7 +142,7 @@ def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: P
     except zygotes.ZygoteError as exc:
         return EvalResult(status="lost", reason=f"{exc}; the evaluation will be retried",
                           log_path=str(log_path), slot=settings.slot, budget=settings.budget,
-                          seed=settings.seed, dataset=dataset.fingerprint,
+                          seed=settings.seed, dataset=dataset.fingerprint, split=settings.split,
                           wall_seconds=time.monotonic() - wall_start)
     _append(log_path, evaldir / "evaluator.log")
     result = _record(outcome, status, reason, reply, settings, dataset, log_path, fence_layers)
@@ -139,6 +154,18 @@ def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: P
         result.val_bpb = result.params = None
     result.wall_seconds = time.monotonic() - wall_start
     return result
+
+
+def _refuse_before_running(source: str, dataset: Dataset, settings: RunSettings) -> str:
+    """Why this genome must not run at all ('' when it may)."""
+    size = len(source.encode())
+    if size > settings.max_source_bytes:
+        return (f"the genome's source is {size:,} bytes, over the cap of "
+                f"{settings.max_source_bytes:,} (max_source_bytes): a genome that big could "
+                "carry held-out text; make it smaller, or raise the cap with --max-source-bytes")
+    if settings.split == "test" and dataset.test_path is None:
+        return f"dataset {dataset.name} has no test split; prepare it again with this version"
+    return ""
 
 
 def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, home: Path,
@@ -321,7 +348,10 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], out
     if status is None:
         if model.is_file() and not model.is_symlink():
             seq_len = outcome.events["submitted"].get("seq_len")
-            request = (json.dumps({"model": str(model), "seq_len": seq_len}) + "\n").encode()
+            # The secret picks the held-out windows and the probes' cuts; only the
+            # evaluator sees it, after the genome has exited.
+            request = (json.dumps({"model": str(model), "seq_len": seq_len,
+                                   "secret": secrets.token_hex(32)}) + "\n").encode()
         else:
             missing = "the genome reported a hand-in but left no model file"
     verdict_read, verdict_write = os.pipe()
@@ -369,7 +399,8 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
     measured = max(outcome.max_rss or 0, outcome.peak_memory)
     result = EvalResult(
         status="ok", budget=settings.budget, seed=settings.seed, dataset=dataset.fingerprint,
-        eval_tokens=settings.eval_tokens, log_path=str(log_path), slot=settings.slot,
+        eval_tokens=settings.eval_tokens, split=settings.split, log_path=str(log_path),
+        slot=settings.slot,
         device=str(reply.get("device_name", settings.device)),
         torch_version=str(reply.get("torch_version", "")),
         training_seconds=outcome.training_seconds(),
@@ -378,8 +409,10 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
         curve=outcome.curve.as_list(), prune=outcome.prune,
         peak_memory_bytes=measured or None,
         seq_len=outcome.events.get("submitted", {}).get("seq_len"),
-        sandbox=_layers(outcome.events.get("sandbox", {}), runner_layers, outcome.cgroup_dirs),
-        hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads")
+        sandbox=_layers(outcome.events.get("sandbox", {}), runner_layers, outcome.cgroup_dirs,
+                        reply.get("layers")),
+        hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads",
+                                        "memory_bytes")
                   if k in reply} | {"kind": settings.device})
     if status is None:
         status, reason = reply.get("status"), str(reply.get("reason", ""))
@@ -393,6 +426,8 @@ def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, 
         result.training_seconds = outcome.prune["stopped"] if outcome.prune else None
     if status == "ok":
         result.val_bpb, result.params = float(reply["val_bpb"]), _int(reply.get("params"))
+        context = _int(reply.get("context"))  # counted in the scored graph: the genome's claim
+        result.seq_len = context if context and context > 0 else result.seq_len  # only named it
     return result
 
 
@@ -413,9 +448,11 @@ def _int(value: Any) -> int | None:
     return int(value) if math.isfinite(value) else None
 
 
-def _layers(layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int) -> str:
+def _layers(layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int,
+            evaluator: Any = None) -> str:
     """The isolation layers that were active, as the prologue reported them (before any genome
-    code ran) and as the runner held them from outside."""
+    code ran), as the runner held them from outside, and as the evaluator sealed itself before
+    the handed-in graph ran (`eval-…`)."""
     parts = ["pgroup", "env"]
     if layers.get("landlock"):
         parts.append(f"landlock-v{layers['landlock']}")
@@ -428,4 +465,9 @@ def _layers(layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int) 
     if layers.get("caps_dropped"):
         parts.append("nocaps")
     parts += [name for name in runner_layers if not name.startswith("cgroup-")]
+    if isinstance(evaluator, list):
+        parts += [f"eval-{name}" for name in evaluator if name in _EVAL_LAYERS]
     return ",".join(parts)
+
+
+_EVAL_LAYERS = {f"landlock-v{abi}" for abi in range(1, 32)} | {"seccomp"}

@@ -2,7 +2,10 @@
 
 The lineage says which ideas led to a parent and what each did to val_bpb, so
 the LLM builds on what worked; recent failures with their reasons keep it from
-repeating them; elites of other cells show other directions that work.
+repeating them; elites of other cells show other directions that work; the
+facts (device, budget, the parent's measurements, the noise level) are what a
+researcher reasons from; the empty or weakly held neighbour cells are where an
+aimed mutation can send a child.
 
 Only val-split evaluations are read: a test-split score (the sealed score of a
 confirmed best) never reaches the LLM, or the search would learn from it. Every
@@ -16,9 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.archive import RunArchive
+from evolve.archive.grid import Grid
 from evolve.archive.shards import format_id
 from evolve.logtail import tail
 from evolve.operators.base import Parent
+from evolve.operators.llm.aim import Niche, in_flight, niches
+from evolve.operators.llm.facts import Facts, parent_facts
 from evolve.record import INFRASTRUCTURE_STATUSES, sealed
 from evolve.runner.curve import brief
 
@@ -43,6 +49,9 @@ class RunContext:
     curves: dict[str, str] = field(default_factory=dict)  # parent id -> "1s 4.1, 2s 3.2, ..."
     elites: list[dict[str, Any]] = field(default_factory=list)  # from other cells, best first
     failures: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    facts: dict[str, Facts] = field(default_factory=dict)  # parent id -> device, budget, numbers
+    niches: dict[str, list[Niche]] = field(default_factory=dict)  # parent id -> aim candidates
+    grid: Grid | None = None  # what the niches' cells mean
 
 
 def gather(archive: RunArchive, parents: list[Parent], *, depth: int = 5, log_lines: int = 40,
@@ -54,6 +63,11 @@ def gather(archive: RunArchive, parents: list[Parent], *, depth: int = 5, log_li
         context.lineage[parent.id] = lineage(reader, parent.id, depth)
         context.log_tails[parent.id] = log_tail(reader, parent, log_lines)
         context.curves[parent.id] = parent_curve(reader, parent.id)
+        context.facts[parent.id] = parent_facts(reader.of(parent.id), archive.rule, parent.n)
+    elites = archive.elites()
+    context.grid = archive.grid
+    flying = in_flight(archive.path / "pending")
+    context.niches = {p.id: niches(archive.grid, elites, p, flying) for p in parents}
     context.elites = other_elites(reader, parents, n_elites)
     context.failures = recent_failures(archive, n_failures)
     return context

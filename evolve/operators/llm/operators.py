@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import ast
 import random
-from typing import Any, Protocol
+from typing import Any
 
 from evolve.errors import UserError
 from evolve.operators.base import Child, Parent, VariationError, require_parents
 from evolve.operators.dedupe import GenomeSyntaxError, check_syntax, normalized_hash
 from evolve.operators.llm.client import LLM, Reply
-from evolve.operators.llm.context import RunContext
+from evolve.operators.llm.draft import Draft, RunView, compose
 from evolve.operators.llm.edits import EditError, apply_reply, idea_of
-from evolve.operators.llm.prompt import (
-    crossover_messages,
-    feedback,
-    load_program,
-    mutation_messages,
-    render,
-)
+from evolve.operators.llm.prompt import feedback, render
 
 CONTRACT = ("the program must keep using the harness: `run = session()`, training on "
             "`run.batches(...)` while `run.time_left() > 0`, and ending with "
@@ -42,29 +36,24 @@ def _uses_harness(source: str) -> bool:
     return {"session", "submit"} <= called
 
 
-class RunView(Protocol):
-    """What an LLM operator needs from the run (the engine's Proposer provides it)."""
-
-    def context(self, parents: list[Parent], **limits: int) -> RunContext: ...
-
-    def is_known(self, source: str) -> bool: ...
-
-
 class _LLMOperator:
     """The conversation both LLM operators share; subclasses only write the first prompt."""
 
     arity = 1
 
     def __init__(self, name: str, llm: LLM | None = None, resamples: int | None = None,
-                 rewrite_share: float | None = None) -> None:
+                 rewrite_share: float | None = None, aim_share: float | None = None) -> None:
         if llm is None:
             raise ValueError(f"{name} needs an LLM: pass --llm-model, or set models in [llm]")
         settings = llm.settings
         self.name, self.llm = name, llm
         self.resamples = settings.resamples if resamples is None else resamples
         self.rewrite_share = settings.rewrite_share if rewrite_share is None else rewrite_share
-        if self.resamples < 0 or not 0 <= self.rewrite_share <= 1:
-            raise ValueError("resamples must be >= 0 and rewrite_share in [0, 1]")
+        # only mutations are aimed: a crossover's child has two parents' cells to come from
+        share = settings.aim_share if aim_share is None else aim_share
+        self.aim_share = share if self.arity == 1 else 0.0
+        if self.resamples < 0 or not 0 <= self.rewrite_share <= 1 or not 0 <= self.aim_share <= 1:
+            raise ValueError("resamples must be >= 0, rewrite_share and aim_share in [0, 1]")
         self.view: RunView | None = None
 
     def attach(self, view: RunView) -> None:
@@ -79,18 +68,12 @@ class _LLMOperator:
         require_parents(self, parents)
         rewrite = rng.random() < self.rewrite_share
         model = self.llm.pick(rng)
-        settings = self.llm.settings
-        context = RunContext()
-        if self.view is not None:
-            context = self.view.context(parents, depth=settings.lineage_depth,
-                                        log_lines=settings.log_tail_lines,
-                                        n_elites=settings.show_elites,
-                                        n_failures=settings.show_failures)
-        try:  # program.md is re-read each time: a person may be editing it
-            program = load_program(settings.program)
-        except UserError as exc:
+        aimed = self.aim_share > 0 and rng.random() < self.aim_share
+        try:
+            draft = self.draft(parents, rewrite=rewrite, aim_rng=rng if aimed else None)
+        except UserError as exc:  # program.md went missing while the run goes on
             raise VariationError(exc.what) from None
-        messages = self.messages(program, parents, context, rewrite)
+        messages = list(draft.messages)
         problems: list[str] = []
         last: VariationError | None = None
         for turn in range(self.resamples + 1):
@@ -105,13 +88,14 @@ class _LLMOperator:
                              {"role": "user", "content": feedback(str(exc), rewrite)}]
                 last = exc
                 continue
-            return self._child(source, how, parents, messages, reply, turn, problems)
+            return self._child(source, how, parents, messages, reply, turn, problems, draft)
         raise VariationError(f"{self.name}: no usable reply in {self.resamples + 1} turn(s) "
                              f"({', '.join(problems)}); last: {last}")
 
-    def messages(self, program: str, parents: list[Parent], context: RunContext,
-                 rewrite: bool) -> list[dict[str, str]]:
-        return mutation_messages(program, parents[0], context, rewrite)
+    def draft(self, parents: list[Parent], *, rewrite: bool,
+              aim_rng: random.Random | None = None) -> Draft:
+        """The first turn, built by the same code `evolve prompt` prints it with."""
+        return compose(self.llm.settings, self.view, parents, rewrite=rewrite, aim_rng=aim_rng)
 
     def _program(self, text: str, parent: Parent) -> tuple[str, str]:
         """The new program, or an error that explains to the LLM what to fix."""
@@ -128,12 +112,12 @@ class _LLMOperator:
         return source, how
 
     def _child(self, source: str, how: str, parents: list[Parent], messages: list[dict[str, str]],
-               reply: Reply, turn: int, problems: list[str]) -> Child:
+               reply: Reply, turn: int, problems: list[str], draft: Draft) -> Child:
         meta: dict[str, Any] = {
             "prompt": render(messages), "response": reply.text, "model": reply.model,
             "format": how, "turns": turn + 1, "rejected": problems,
             "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-            "cost": reply.cost, "seconds": round(reply.seconds, 3),
+            "cost": reply.cost, "seconds": round(reply.seconds, 3), **draft.meta(),
         }
         fallback = "LLM rewrite" if how == "rewrite" else "LLM edit"
         return Child(source, self.name, [p.id for p in parents], idea_of(reply.text, fallback), meta)
@@ -155,7 +139,3 @@ class LLMCrossover(_LLMOperator):
 
     def __init__(self, name: str = "llm_crossover", **options: Any) -> None:
         super().__init__(name, **options)
-
-    def messages(self, program: str, parents: list[Parent], context: RunContext,
-                 rewrite: bool) -> list[dict[str, str]]:
-        return crossover_messages(program, parents[0], parents[1], context, rewrite)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from evolve.errors import UserError
 from evolve.operators.base import Parent
+from evolve.operators.llm import aim
 from evolve.operators.llm.context import RunContext, Step
+from evolve.operators.llm.facts import table
 from evolve.textsafe import printable
 
 PACKAGED_PROGRAM = Path(__file__).resolve().parents[3] / "program.md"
@@ -57,13 +59,17 @@ def load_program(path: str) -> str:
                         "create program.md, or set program = PATH in the [llm] table") from None
 
 
-def mutation_messages(program: str, parent: Parent, context: RunContext,
-                      rewrite: bool) -> list[dict[str, str]]:
-    parts = [_parent_section("The current program", parent, context),
-             *_run_sections(context),
-             "## Your task\nPropose one change to the current program that should lower its "
-             "val_bpb within the same time budget. Prefer a simple change; learn from the "
-             "lineage and do not repeat the failures above."]
+def mutation_messages(program: str, parent: Parent, context: RunContext, rewrite: bool,
+                      target: aim.Target | None = None) -> list[dict[str, str]]:
+    """The first turn of a mutation; with a target, it asks for a child in that niche."""
+    ask = ("Propose one change to the current program that should lower its val_bpb within "
+           "the same time budget.")
+    parts = [_parent_section("The current program", parent, context), *_run_sections(context)]
+    if target is not None and context.grid is not None:
+        parts.append(aim.section(context.grid, parent, target))
+        ask = aim.task_sentence(target)
+    parts.append(f"## Your task\n{ask} Prefer a simple change; learn from the lineage and do not "
+                 "repeat the failures above.")
     return _messages(program, rewrite, parts)
 
 
@@ -116,8 +122,11 @@ def _line(text: str) -> str:
 
 
 def _parent_section(title: str, parent: Parent, context: RunContext) -> str:
-    lines = [f"## {title}: val_bpb {_bpb(parent.mean, parent.std, parent.n)} (lower is better)",
-             fenced(parent.source.rstrip(), "python")]  # verbatim: SEARCH blocks must match it
+    lines = [f"## {title}: val_bpb {_bpb(parent.mean, parent.std, parent.n)} (lower is better)"]
+    facts = context.facts.get(parent.id)
+    if facts is not None and table(facts):
+        lines.append(table(facts))
+    lines.append(fenced(parent.source.rstrip(), "python"))  # verbatim: SEARCH blocks must match it
     steps = context.lineage.get(parent.id) or []
     if steps:
         lines.append("Its lineage, oldest change first (val_bpb before -> after):")

@@ -61,6 +61,7 @@ class LLMSettings:
     max_tokens: int | None = None  # sent to the server only when set
     resamples: int = 3  # extra LLM turns after an unusable reply
     rewrite_share: float = 0.2  # share of proposals asked as a full rewrite
+    aim_share: float = 0.25  # share of LLM mutations sent to an empty or weakly held neighbour cell
     # Proposals prepared in parallel with the evaluations. None: enough that no slot waits,
     # from measured LLM latency and evaluation time (4 to start, at most max(16, 2 x slots)).
     concurrency: int | None = None
@@ -128,12 +129,13 @@ def parse_llm(table: dict[str, Any]) -> LLMSettings:
             raise UserError(f"llm fallback is {table['fallback']!r}", "it is true or false",
                             "set fallback = true (or pass --llm-fallback)")
         values["fallback"] = table["fallback"]
-    if table.get("rewrite_share") is not None:
-        share = _number("rewrite_share", table["rewrite_share"], 0.0)
-        if share > 1:
-            raise UserError(f"llm rewrite_share is {share}", "it is a share of proposals",
-                            "use a value in [0, 1]")
-        values["rewrite_share"] = share
+    for key in ("rewrite_share", "aim_share"):
+        if table.get(key) is not None:
+            share = _number(key, table[key], 0.0)
+            if share > 1:
+                raise UserError(f"llm {key} is {share}", "it is a share of proposals",
+                                "use a value in [0, 1]")
+            values[key] = share
     models = tuple(_model(m) for m in _as_list(table.get("models")))
     if len({m.name for m in models}) != len(models):
         raise UserError("a model is listed twice in [llm] models", "", "list each model once")

@@ -1,0 +1,136 @@
+"""Search strategies: which genomes are parents, which one is the run's best, what is raced.
+
+All three run in the same engine, with the same operators, budget, archive format
+and browse commands, so they can be compared like for like (benchmarks/bench_search.py):
+
+- `map-elites` (default): parents are the archive's elites, one per cell.
+- `greedy`: autoresearch's protocol. Every child comes from the current champion; a
+  child replaces it only when it is better by the noise gate (z noise std; `--z 0`:
+  any lower score wins). The champion is a one-cell map fed with every ok val
+  evaluation in arrival order, so it is a pure function of the records, like the
+  archive's map, and survives resume. The archive still bins every child into its
+  grid, so coverage is measured the same way for every strategy.
+- `random`: every child is a variation of a seed genome; the baseline that says how
+  much selection adds at all.
+
+Racing: a child whose mean is lower than the genome it challenges (its cell's holder,
+or greedy's champion) but not by the noise margin is a close call. The engine
+re-evaluates it (up to `race` evaluations in all) until the gate decides either way;
+those evaluations are ordinary records and count in every comparison.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evolve.archive import Decision, Elite, EliteRule, ElitesMap, RunArchive
+from evolve.archive.elites import best_elite
+from evolve.errors import UserError
+from evolve.record import sealed
+
+STRATEGIES = ("map-elites", "greedy", "random")
+OBSERVED = {d.value for d in (Decision.NEW_CELL, Decision.REPLACED, Decision.KEPT_INCUMBENT,
+                              Decision.UPDATED)}  # decisions of records the archive's map took in
+LINEAGE_CELL = (0,)
+
+
+def check_strategy(name: str) -> None:
+    """Raise `UserError` for an unknown strategy (call at config time)."""
+    if name not in STRATEGIES:
+        raise UserError(f"unknown search strategy {name!r}",
+                        f"known strategies: {', '.join(STRATEGIES)}",
+                        "pass --strategy map-elites, greedy or random")
+
+
+class Strategy:
+    """MAP-Elites: the archive's elites are the parents; the lowest mean is the best."""
+
+    name = "map-elites"
+
+    def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
+        self.archive, self.seeds = archive, seeds
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """Take one stored record into account (every record, in the order stored)."""
+
+    def set_rule(self, rule: EliteRule) -> None:
+        """The archive's rule changed (the noise level was measured)."""
+
+    def parents(self) -> list[Elite]:
+        """Genomes to draw parents from; empty: the seed genomes."""
+        return self.archive.elites()
+
+    def best(self) -> Elite | None:
+        """The genome to confirm with re-evaluations: the lowest mean, confirmed or not."""
+        return min(self.archive.elites(), key=lambda e: e.mean, default=None)
+
+    def confirmed(self, confirm: int) -> Elite | None:
+        """The reported best: the lowest mean among those with `confirm` evaluations."""
+        best = best_elite(self.archive.elites(), confirm)
+        return best if best is not None and best.n >= confirm else None
+
+    def close_call(self, genome: str) -> bool:
+        """True when `genome` lost its comparison by less than the noise margin."""
+        return self.archive.elite_map.close_call(genome)
+
+    def evaluations(self, genome: str) -> int:
+        stats = self.archive.elite_map.genomes.get(genome)
+        return 0 if stats is None else stats.n
+
+
+class RandomStrategy(Strategy):
+    """Every child is a variation of a seed genome."""
+
+    name = "random"
+
+    def parents(self) -> list[Elite]:
+        genomes = self.archive.elite_map.genomes
+        return [Elite.of(genomes[g]) for g in self.seeds if g in genomes]
+
+
+class GreedyStrategy(Strategy):
+    """One lineage: the champion is the only parent and is replaced only through the gate."""
+
+    name = "greedy"
+
+    def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
+        super().__init__(archive, seeds)
+        self.lineage = ElitesMap(1, archive.rule)
+        for record in archive.evaluations():
+            self.observe(record)
+
+    def observe(self, record: dict[str, Any]) -> None:
+        result = record.get("result") or {}
+        if record.get("decision") not in OBSERVED or sealed(result):
+            return
+        self.lineage.add(record["genome"], LINEAGE_CELL, result["val_bpb"], record["id"])
+
+    def set_rule(self, rule: EliteRule) -> None:
+        self.lineage.set_rule(rule)
+
+    def champion(self) -> Elite | None:
+        return self.lineage.elite_at(LINEAGE_CELL)
+
+    def parents(self) -> list[Elite]:
+        champion = self.champion()
+        return [] if champion is None else [champion]
+
+    def best(self) -> Elite | None:
+        return self.champion()
+
+    def confirmed(self, confirm: int) -> Elite | None:
+        champion = self.champion()
+        return champion if champion is not None and champion.n >= confirm else None
+
+    def close_call(self, genome: str) -> bool:
+        return self.lineage.close_call(genome)
+
+    def evaluations(self, genome: str) -> int:
+        stats = self.lineage.genomes.get(genome)
+        return 0 if stats is None else stats.n
+
+
+def make_strategy(name: str, archive: RunArchive, seeds: list[str]) -> Strategy:
+    check_strategy(name)
+    kinds = {"map-elites": Strategy, "greedy": GreedyStrategy, "random": RandomStrategy}
+    return kinds[name](archive, seeds)
