@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from evolve.archive import RunArchive
-from evolve.browse.curves import curves_png, pruning_summary
 from evolve.browse.curve import coverage_line
+from evolve.browse.curves import curves_png, pruning_summary
 from evolve.browse.gridview import grid_view
 from evolve.browse.locate import genome_target
 from evolve.browse.plots import heatmap_png, progress_png
