@@ -105,7 +105,7 @@ def test_interrupt_kill_and_resume_keep_every_evaluation_once(workspace: Path) -
     assert len(tested) == len(set(tested))  # each confirmed best scored once, kills or not
     confirmed = best_elite(elites, 2)
     assert confirmed.genome in tested and not {r["id"] for r in tests} & set(confirmed.eval_ids)
-    children = [r for r in records if r["operator"] not in ("reeval", "test")]
+    children = [r for r in records if r["operator"] not in ("reeval", "race", "test")]
     assert len(children) == 6  # 3 generations x pop 2, seeds included
     assert sum(r["operator"] == "seed" for r in records) == 2  # noise_repeats = 2
     assert gens == [0, 1, 2]

@@ -42,6 +42,9 @@ MAX_LOST = 3  # an evaluation lost to infrastructure this often is recorded as l
 AUTO_START = 4  # proposals in flight before there are measurements to size them by
 AUTO_MARGIN = 1.5  # in flight = margin x slots x proposal latency / evaluation time
 NOT_ISSUED = ("reeval", "test")  # task kinds that are no new member of the population
+# Operators of records that evaluate an existing member again (a race is a task of kind
+# "reeval" whose record says "race"): what a resume must not count as children.
+REPEATS = ("reeval", "race", "test")
 TEST_IDEA = "sealed test-split score of the confirmed best"
 RACE_IDEA = "race: re-evaluation of a challenger that is better by less than the noise margin"
 
@@ -186,7 +189,7 @@ class Engine:
         self._per_gen.update(int(r.get("generation", 0)) for r in val)
         self._val_evals = len(val)
         self._filled.update(int(r.get("generation", 0)) for r in val
-                            if r.get("operator") not in NOT_ISSUED)
+                            if r.get("operator") not in REPEATS)
         self.state.total = len(records)
         self.state.statuses.update(r.get("status", "?") for r in records)
         present = Counter(self._filled)

@@ -89,7 +89,7 @@ class _Reader:
 
 def origin(reader: _Reader, genome: str) -> dict[str, Any] | None:
     """The record that first evaluated a genome (re-evaluations say nothing about its origin)."""
-    records = [r for r in reader.of(genome) if r.get("operator") != "reeval"]
+    records = [r for r in reader.of(genome) if r.get("operator") not in ("reeval", "race")]
     return records[0] if records else None
 
 
