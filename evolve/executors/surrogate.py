@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from evolve.executors.base import EvalRequest
-from evolve.operators.hyperparams import _NAME, _literal, _NotLiteral
+from evolve.operators.hyperparams import literal_assignments
 from evolve.record import EvalResult
 
 MEASURES = ("params", "seq_len", "steps", "tokens", "peak_memory_bytes")
@@ -59,23 +59,11 @@ def _values(source: str) -> dict[str, float]:
         body = ast.parse(source).body
     except (SyntaxError, ValueError):  # a genome that does not parse has no features
         return out
-    for stmt in body:
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
-            target, node = stmt.targets[0], stmt.value
-        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
-            target, node = stmt.target, stmt.value
-        else:
-            continue
-        if not (isinstance(target, ast.Name) and _NAME.match(target.id)):
-            continue
-        try:
-            value = _literal(node)
-        except _NotLiteral:
-            continue
+    for name, value, _ in literal_assignments(body):
         if isinstance(value, (tuple, list)):
-            out.update({f"{target.id}[{i}]": float(v) for i, v in enumerate(value)})
+            out.update({f"{name}[{i}]": float(v) for i, v in enumerate(value)})
         else:
-            out[target.id] = float(value)
+            out[name] = float(value)
     return out
 
 

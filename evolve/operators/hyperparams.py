@@ -12,8 +12,9 @@ import math
 import operator
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from evolve.operators.base import Child, Parent, VariationError, require_parents
 from evolve.operators.dedupe import check_syntax, parse
@@ -86,9 +87,14 @@ def find_constants(source: str) -> dict[str, Constant]:
     Literals are numbers (with sign or simple arithmetic), bools, and non-empty
     tuples/lists of numbers. Raises `VariationError` if the source does not parse.
     """
-    found: dict[str, Constant] = {}
     segment = _Segments(source)
-    for stmt in parse(source).body:
+    return {name: Constant(name, value, segment(node), node)
+            for name, value, node in literal_assignments(parse(source).body)}
+
+
+def literal_assignments(body: list[ast.stmt]) -> Iterator[tuple[str, Any, ast.expr]]:
+    """(name, value, value node) of each `UPPER_CASE = literal` statement in `body`."""
+    for stmt in body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
             target, node = stmt.targets[0], stmt.value
         elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
@@ -98,12 +104,9 @@ def find_constants(source: str) -> dict[str, Constant]:
         if not (isinstance(target, ast.Name) and _NAME.match(target.id)):
             continue
         try:
-            value = _literal(node)
+            yield target.id, _literal(node), node
         except _NotLiteral:
             continue
-        text = segment(node)
-        found[target.id] = Constant(target.id, value, text, node)
-    return found
 
 
 class _Segments:
