@@ -152,3 +152,39 @@ def test_a_locked_run_refuses_a_second_writer(workspace: Path) -> None:
     assert result.returncode == 2
     assert f"pid {os.getpid()}" in result.stderr
     assert json.loads((run / "config.json").read_text()) == {"config": {}, "seeds": []}
+
+
+# Runs `evolve` with os.replace wrapped: the first time a record shard is about to be renamed
+# into place the process dies (as kill -9 would), after writing the ids that shard adds to argv[1].
+DIE_STORING = """
+import json, os, sys
+from pathlib import Path
+real_replace, note = os.replace, Path(sys.argv.pop(1))
+def replace(src, dst):
+    if Path(dst).name.startswith("shard-"):
+        docs = json.loads(Path(src).read_text())
+        note.write_text(json.dumps([d["id"] for t in docs.values() for d in t.values()]))
+        os._exit(137)
+    real_replace(src, dst)
+os.replace = replace
+sys.argv[0] = "evolve"
+from evolve.cli import main
+main()
+"""
+
+
+def test_a_task_stays_pending_until_its_record_is_stored(workspace: Path) -> None:
+    """Killed while storing a record: the task is still pending, so resume evaluates it again."""
+    run, note = workspace / "archive" / "r1", workspace / "storing.json"
+    died = subprocess.run(
+        [sys.executable, "-c", DIE_STORING, str(note), "start", "--pop", "2", "--generations", "1",
+         "--name", "r1", "--seed-genome", "tiny.py", "--config", "run.toml", *FAST],
+        cwd=workspace, capture_output=True, text=True, timeout=300)
+    assert died.returncode == 137, died.stderr
+    storing = json.loads(note.read_text())
+    assert storing  # the record that was being stored when the process died
+    with RunArchive.open(run) as archive:
+        stored = {r["id"] for r in archive.evaluations()}
+    pending = {t.id for t in PendingTasks(run).all()}
+    assert set(storing) - stored
+    assert set(storing) - stored <= pending, "an evaluation was neither stored nor pending"
