@@ -54,6 +54,22 @@ def wait_for_evaluations(run: Path, count: int, proc: subprocess.Popen, timeout:
     raise AssertionError(f"fewer than {count} evaluations after {timeout} s")
 
 
+def wait_for_a_fresh_evaluation(run: Path, proc: subprocess.Popen, timeout: float = 120) -> str:
+    """Return the id of an evaluation that started within the last poll (its log just appeared,
+    its task is pending): it is surely in flight for about the budget's 2 s more."""
+    seen = set((run / "logs").glob("*.log"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        logs = set((run / "logs").glob("*.log"))
+        for log in logs - seen:
+            if (run / "pending" / f"{log.stem}.json").exists():
+                return log.stem
+        seen |= logs
+        time.sleep(0.05)
+    raise AssertionError(f"no evaluation started within {timeout} s")
+
+
 def snapshot(run: Path) -> dict[str, dict]:
     with RunArchive.open(run) as archive:
         return {r["id"]: r for r in archive.evaluations()}
@@ -67,12 +83,15 @@ def test_interrupt_kill_and_resume_keep_every_evaluation_once(workspace: Path) -
     # 1. Ctrl-C: in-flight work is recorded as interrupted and the command says how to resume.
     proc = spawn(*start, cwd=workspace)
     wait_for_evaluations(run, 1, proc)
+    # Not at any moment: between generations nothing is in flight and nothing is interrupted.
+    in_flight = wait_for_a_fresh_evaluation(run, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "resume with: evolve resume" in out
     interrupted = [a for t in PendingTasks(run).all() for a in t.attempts]
     assert interrupted and all(a["status"] == "interrupted" for a in interrupted)
+    assert in_flight in {t.id for t in PendingTasks(run).all() if t.attempts}
     before = snapshot(run)
 
     # 2. kill -9 at a random moment of the resumed run.
