@@ -369,3 +369,32 @@ def test_results_from_another_hardware_class_never_compete(run: RunArchive) -> N
     run.close()
     with RunArchive.open(run.path, writer=True) as again:  # a resume rebuilds the map from disk
         assert [e.mean for e in again.elites()] == [3.0]
+
+
+def test_atomic_write_fsyncs_the_file_before_and_the_directory_after_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Power loss keeps the new file only if its bytes and then its name were synced."""
+    from evolve.archive import atomic
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "data.json"
+    atomic.atomic_write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
+    tmp_name = Path(events[0][1]).name
+    assert tmp_name.startswith(".data.json" + atomic.TMP_MARK)  # the temp file's bytes first
+    assert events[1][1] == str(target)
+    assert events[2][1] == str(tmp_path)  # then the directory holding the new name

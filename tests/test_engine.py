@@ -54,6 +54,22 @@ def wait_for_evaluations(run: Path, count: int, proc: subprocess.Popen, timeout:
     raise AssertionError(f"fewer than {count} evaluations after {timeout} s")
 
 
+def wait_for_a_fresh_evaluation(run: Path, proc: subprocess.Popen, timeout: float = 120) -> str:
+    """Return the id of an evaluation that started within the last poll (its log just appeared,
+    its task is pending): it is surely in flight for about the budget's 2 s more."""
+    seen = set((run / "logs").glob("*.log"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        logs = set((run / "logs").glob("*.log"))
+        for log in logs - seen:
+            if (run / "pending" / f"{log.stem}.json").exists():
+                return log.stem
+        seen |= logs
+        time.sleep(0.05)
+    raise AssertionError(f"no evaluation started within {timeout} s")
+
+
 def snapshot(run: Path) -> dict[str, dict]:
     with RunArchive.open(run) as archive:
         return {r["id"]: r for r in archive.evaluations()}
@@ -67,12 +83,15 @@ def test_interrupt_kill_and_resume_keep_every_evaluation_once(workspace: Path) -
     # 1. Ctrl-C: in-flight work is recorded as interrupted and the command says how to resume.
     proc = spawn(*start, cwd=workspace)
     wait_for_evaluations(run, 1, proc)
+    # Not at any moment: between generations nothing is in flight and nothing is interrupted.
+    in_flight = wait_for_a_fresh_evaluation(run, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "resume with: evolve resume" in out
     interrupted = [a for t in PendingTasks(run).all() for a in t.attempts]
     assert interrupted and all(a["status"] == "interrupted" for a in interrupted)
+    assert in_flight in {t.id for t in PendingTasks(run).all() if t.attempts}
     before = snapshot(run)
 
     # 2. kill -9 at a random moment of the resumed run.
@@ -152,3 +171,39 @@ def test_a_locked_run_refuses_a_second_writer(workspace: Path) -> None:
     assert result.returncode == 2
     assert f"pid {os.getpid()}" in result.stderr
     assert json.loads((run / "config.json").read_text()) == {"config": {}, "seeds": []}
+
+
+# Runs `evolve` with os.replace wrapped: the first time a record shard is about to be renamed
+# into place the process dies (as kill -9 would), after writing the ids that shard adds to argv[1].
+DIE_STORING = """
+import json, os, sys
+from pathlib import Path
+real_replace, note = os.replace, Path(sys.argv.pop(1))
+def replace(src, dst):
+    if Path(dst).name.startswith("shard-"):
+        docs = json.loads(Path(src).read_text())
+        note.write_text(json.dumps([d["id"] for t in docs.values() for d in t.values()]))
+        os._exit(137)
+    real_replace(src, dst)
+os.replace = replace
+sys.argv[0] = "evolve"
+from evolve.cli import main
+main()
+"""
+
+
+def test_a_task_stays_pending_until_its_record_is_stored(workspace: Path) -> None:
+    """Killed while storing a record: the task is still pending, so resume evaluates it again."""
+    run, note = workspace / "archive" / "r1", workspace / "storing.json"
+    died = subprocess.run(
+        [sys.executable, "-c", DIE_STORING, str(note), "start", "--pop", "2", "--generations", "1",
+         "--name", "r1", "--seed-genome", "tiny.py", "--config", "run.toml", *FAST],
+        cwd=workspace, capture_output=True, text=True, timeout=300)
+    assert died.returncode == 137, died.stderr
+    storing = json.loads(note.read_text())
+    assert storing  # the record that was being stored when the process died
+    with RunArchive.open(run) as archive:
+        stored = {r["id"] for r in archive.evaluations()}
+    pending = {t.id for t in PendingTasks(run).all()}
+    assert set(storing) - stored
+    assert set(storing) - stored <= pending, "an evaluation was neither stored nor pending"

@@ -370,3 +370,35 @@ def test_unknown_or_bad_configuration_is_a_user_error() -> None:
 def test_register_refuses_silent_overwrite() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_operator("hyper_mutate", HyperparamMutation)
+
+
+def test_the_proposer_rejects_builtin_children_that_only_reformat_a_known_genome(
+    tmp_path,
+) -> None:
+    """With one bool to flip, hyper_mutate can make one new program; after it, only duplicates."""
+    import threading
+
+    from evolve.archive import RunArchive
+    from evolve.engine.proposer import Proposer
+    from evolve.record import EvalResult
+    from evolve.selection import CuriosityTracker
+
+    seed_source = '"""One switch."""\nimport torch\n\nUSE_X = True  # on\n'
+    reworded_flip = '"""Reworded."""\nimport torch\n\n# off now\nUSE_X = (False)\n'
+    for known in ([], [reworded_flip]):
+        with RunArchive.create(tmp_path / f"run{len(known)}", {}) as archive:
+            result = EvalResult("ok", val_bpb=2.0, params=10**5)
+            seed = archive.add_evaluation(result, seed_source, generation=0, operator="seed")
+            for source in known:
+                archive.add_evaluation(result, source, generation=1, operator="hyper_mutate",
+                                       parents=[seed["genome"]])
+            mix = OperatorMix({"hyper_mutate": 1}, cxpb=0.0)
+            proposer = Proposer(archive, mix, "uniform", [seed["genome"]], threading.RLock(),
+                                CuriosityTracker())
+            rng = random.Random(0)
+            if not known:
+                child = proposer.child(rng)
+                assert "USE_X = False" in child.source
+                assert proposer.is_known(reworded_flip)
+            with pytest.raises(VariationError, match="duplicate of a known genome"):
+                proposer.child(rng)

@@ -78,3 +78,26 @@ def test_a_broken_picture_is_detected(report: Path, tmp_path: Path) -> None:
     done = chromium("--virtual-time-budget=10000", "--dump-dom", (copy / "index.html").as_uri(),
                     profile=tmp_path / "profile")
     assert 'data-images="broken"' in done.stdout
+
+
+def test_the_progress_line_follows_the_best_as_show_picks_it(tmp_path: Path) -> None:
+    """A lucky single score leads only until a genome is confirmed; then the line follows the
+    confirmed mean, as `evolve show` and the statistics do, and ends on the same number."""
+    from evolve.archive import EliteRule, RunArchive
+    from evolve.browse.queries import best, running_best
+    from evolve.record import EvalResult
+
+    steady, lucky = "import torch\nX = 1\n", "import torch\nX = 2\n"
+
+    def ok(bpb: float, params: int) -> EvalResult:
+        return EvalResult("ok", val_bpb=bpb, params=params, tokens=10**7, training_seconds=10.0)
+
+    with RunArchive.create(tmp_path / "r1", {}, rule=EliteRule(confirm_n=2)) as archive:
+        archive.add_evaluation(ok(2.0, 10**5), steady, generation=0)
+        archive.add_evaluation(ok(1.5, 10**8), lucky, generation=1)  # another cell, once
+        archive.add_evaluation(ok(2.0, 10**5), steady, generation=1)  # steady is confirmed
+        records = sorted(archive.evaluations(), key=lambda r: (r.get("seq") or 0, r["id"]))
+        assert len({tuple(r["cell"]) for r in records}) == 2
+        steps = running_best(archive, records)
+        assert steps == [(1, 2.0), (2, 1.5), (3, 2.0)]
+        assert steps[-1][1] == best(archive)[0].mean

@@ -300,17 +300,7 @@ class RunArchive:
         return len(batch)
 
     def _observe(self, record: Record) -> Decision | None:
-        result = record.get("result") or {}
-        bpb, cell = result.get("val_bpb"), record.get("cell")
-        if record.get("status") != "ok" or cell is None or bpb is None or not math.isfinite(bpb):
-            return None
-        if sealed(result):  # the test split never selects: not in the map, not in the noise
-            return Decision.SEALED
-        if off_class(result.get("hardware") or {}):
-            return Decision.OFF_CLASS
-        return self.elite_map.add(
-            record["genome"], cell, bpb, record["id"], record.get("descriptors")
-        )
+        return observe(self.elite_map, record)
 
     def get(self, eval_id: str) -> Record | None:
         number = parse_id(eval_id)
@@ -368,3 +358,16 @@ class RunArchive:
     def logbook(self) -> tools.Logbook:
         """The generations so far as a DEAP Logbook (gen, evals, coverage, qd_score, best, mean)."""
         return self._generations.logbook()
+
+
+def observe(elite_map: ElitesMap, record: Record) -> Decision | None:
+    """Take a stored record into `elite_map` as the writer does (None: it scored nothing)."""
+    result = record.get("result") or {}
+    bpb, cell = result.get("val_bpb"), record.get("cell")
+    if record.get("status") != "ok" or cell is None or bpb is None or not math.isfinite(bpb):
+        return None
+    if sealed(result):  # the test split never selects: not in the map, not in the noise
+        return Decision.SEALED
+    if off_class(result.get("hardware") or {}):
+        return Decision.OFF_CLASS
+    return elite_map.add(record["genome"], cell, bpb, record["id"], record.get("descriptors"))

@@ -2,7 +2,7 @@
 
 progress.png follows autoresearch's progress plot: every evaluation in order,
 the ones that changed nothing grey, the ones that took a cell coloured, current
-elites ringed, and the running best as a step line.
+elites ringed, and the best as `evolve show` picks it (confirmed means first) as a step line.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from evolve.browse.gridview import GridView, bin_labels  # noqa: E402
 TOOK_CELL = ("new_cell", "replaced")
 
 
-def progress_png(records: Sequence[Record], elites: Sequence[Elite], path: Path) -> None:
-    """Scatter of val_bpb per evaluation with the running best, saved to `path`."""
+def progress_png(records: Sequence[Record], elites: Sequence[Elite],
+                 best_steps: Sequence[tuple[int, float]], path: Path) -> None:
+    """Scatter of val_bpb per evaluation and the best's mean as a step line (`best_steps`:
+    (evaluation number, mean) where it changed, from `queries.running_best`), saved to `path`."""
     elite_ids = {i for e in elites for i in e.eval_ids}
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     grey, kept, ringed, failed = [], [], [], []
@@ -44,11 +46,10 @@ def progress_png(records: Sequence[Record], elites: Sequence[Elite], path: Path)
     if ringed:
         ax.scatter(*zip(*ringed, strict=True), s=70, facecolors="none", edgecolors="#1f77b4",
                    linewidths=1.3, label="current elite", zorder=4)
-    steps = _running_best([p for p in sorted(kept)])
-    if steps:
-        xs, ys = zip(*steps, strict=True)
+    if best_steps:
+        xs, ys = zip(*best_steps, strict=True)
         ax.step([*xs, len(records)], [*ys, ys[-1]], where="post", c="#d62728", lw=1.6,
-                label="running best", zorder=5)
+                label="best (mean, as evolve show)", zorder=5)
     if failed:
         top = ax.get_ylim()[1] if (grey or kept) else 1.0
         ax.scatter(failed, [top] * len(failed), marker="x", s=14, c="#d62728", alpha=0.6,
@@ -60,14 +61,6 @@ def progress_png(records: Sequence[Record], elites: Sequence[Elite], path: Path)
     if records:
         ax.legend(loc="upper right", fontsize=8)
     _save(fig, path)
-
-
-def _running_best(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    steps: list[tuple[int, float]] = []
-    for x, y in points:
-        if not steps or y < steps[-1][1]:
-            steps.append((x, y))
-    return steps
 
 
 def heatmap_png(view: GridView, path: Path) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from evolve.archive import Elite, RunArchive, count_code_lines
-from evolve.archive.elites import GenomeStats, best_elite
+from evolve.archive.elites import Decision, ElitesMap, GenomeStats, best_elite
+from evolve.archive.shards import Record
+from evolve.archive.store import observe
 from evolve.browse.locate import Target, first_ids, genome_target, known_genomes, resolve
 from evolve.browse.testsplit import test_records, test_view
 from evolve.errors import UserError
@@ -139,6 +141,23 @@ def best(archive: RunArchive) -> tuple[Elite | None, bool]:
     confirm = archive.rule.confirm_n
     elite = best_elite(archive.elites(), confirm)
     return elite, elite is not None and elite.n >= confirm
+
+
+def running_best(archive: RunArchive, records: list[Record]) -> list[tuple[int, float]]:
+    """(position in `records`, mean) each time the best as `best` picks it changes.
+
+    The records are replayed into a fresh map under the run's rule, so the line follows
+    confirmed means (it can rise when a lucky single score is outvoted), not single scores.
+    """
+    replay = ElitesMap(archive.grid.total_cells, archive.rule)
+    steps: list[tuple[int, float]] = []
+    for x, record in enumerate(records, start=1):
+        if observe(replay, record) in (None, Decision.SEALED, Decision.OFF_CLASS):
+            continue
+        elite = replay.best()  # best_elite under the run's confirm count, as `best` uses
+        if elite is not None and (not steps or elite.mean != steps[-1][1]):
+            steps.append((x, elite.mean))
+    return steps
 
 
 def export_target(archive: RunArchive, ident: str | None) -> tuple[Target, str, bool]:

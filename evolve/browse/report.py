@@ -20,7 +20,7 @@ from evolve.browse.curves import curves_png, pruning_summary
 from evolve.browse.gridview import grid_view
 from evolve.browse.locate import genome_target
 from evolve.browse.plots import heatmap_png, progress_png
-from evolve.browse.queries import best, diff_text, elite_rows
+from evolve.browse.queries import best, diff_text, elite_rows, running_best
 from evolve.browse.runs import run_status, started_at, stored_settings
 from evolve.browse.testsplit import OVERFIT_NOTE, test_records, test_text, test_view
 from evolve.record import sealed
@@ -52,8 +52,8 @@ def write_report(archive: RunArchive, out: Path) -> Path:
     (out / "diffs").mkdir(exist_ok=True)
     records = sorted(archive.evaluations(), key=lambda r: (r.get("seq") or 0, r["id"]))
     elites = archive.elites()
-    progress_png([r for r in records if not sealed(r.get("result") or {})], elites,
-                 out / "progress.png")  # the val split only, as selection saw it
+    val = [r for r in records if not sealed(r.get("result") or {})]  # as selection saw them
+    progress_png(val, elites, running_best(archive, val), out / "progress.png")
     heatmap_png(grid_view(archive.grid, elites), out / "grid.png")
     rows = elite_rows(archive)
     curves = curves_png(_best_curves(archive, rows), out / "curves.png")
