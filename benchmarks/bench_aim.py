@@ -56,11 +56,7 @@ def one_run(folder: Path, name: str, aim_share: float, seed: int, args: argparse
         llm={"models": [{"name": model}], "base_url": base_url, "aim_share": aim_share,
              "concurrency": 1, "program": str(ROOT / "program.md")}).validate()
     prepared = start(config, build_executor)
-    try:
-        prepared.engine.run()
-    finally:
-        prepared.executor.shutdown()
-        prepared.archive.close()
+    prepared.run_to_end()
     with RunArchive.open(folder / name) as archive:
         records = list(archive.evaluations())
         summary = archive.summary()

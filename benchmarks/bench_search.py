@@ -66,11 +66,7 @@ def run_one(config: RunConfig, surrogate: Surrogate | None, slots: int) -> Path:
         return SurrogateExecutor(surrogate, slots), RunSettings(budget=cfg.budget, device="cpu")
 
     prepared = start(config, build)
-    try:
-        prepared.engine.run()
-    finally:
-        prepared.executor.shutdown()
-        prepared.archive.close()
+    prepared.run_to_end()
     return Path(config.archive_dir) / config.name
 
 

@@ -77,11 +77,7 @@ def test_the_llm_goes_down_mid_run_and_comes_back(tmp_path: Path, monkeypatch) -
                  "concurrency": 1, "failures_before_cooldown": 1, "cooldown": 1.0}).validate()
         outage = Outage(fake)
         prepared = start(config, build_executor, outage)
-        try:
-            state = prepared.engine.run()
-        finally:
-            prepared.executor.shutdown()
-            prepared.archive.close()
+        state = prepared.run_to_end()
     assert outage.phase == "done", (outage.phase, state.stop_reason, state.notices)
     down, back = state.notices
     assert down.startswith("LLM down: 1 failed calls in a row, the last APIConnectionError")

@@ -60,11 +60,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 llm={"models": [{"name": "fake"}], "base_url": fake.url, "aim_share": 1.0,
                      "concurrency": 1}).validate()
             prepared = start(config, build_executor)
-            try:
-                prepared.engine.run()
-            finally:
-                prepared.executor.shutdown()
-                prepared.archive.close()
+            prepared.run_to_end()
     return base
 
 

@@ -130,11 +130,7 @@ def test_auto_concurrency_keeps_enough_llm_calls_in_flight(tmp_path: Path, monke
             data="corpus.txt", noise_repeats=1, confirm=1, operators={"llm_mutate": 1.0},
             llm={"models": [{"name": "fake"}], "base_url": fake.url, "timeout": 30}).validate()
         prepared = start(config, build_executor)
-        try:
-            prepared.engine.run()
-        finally:
-            prepared.executor.shutdown()
-            prepared.archive.close()
+        prepared.run_to_end()
         workers = prepared.engine.proposal_workers()
     cap = max(16, 2 * 2)  # 2 slots
     assert AUTO_START < fake.max_active <= cap, (fake.max_active, workers)

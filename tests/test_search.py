@@ -51,11 +51,7 @@ def run(tmp_path: Path, monkeypatch, surrogate: Surrogate, **settings) -> Path:
         return SurrogateExecutor(surrogate, 2), RunSettings(budget=2.0, device="cpu")
 
     prepared = start(config, build)
-    try:
-        prepared.engine.run()
-    finally:
-        prepared.executor.shutdown()
-        prepared.archive.close()
+    prepared.run_to_end()
     return tmp_path / config.name
 
 

@@ -20,7 +20,7 @@ from evolve.archive import EliteRule, Grid, RunArchive
 from evolve.browse.foreign import check_harness
 from evolve.browse.seeding import apply_imports, plan_for
 from evolve.config import RunConfig
-from evolve.engine.loop import Engine
+from evolve.engine.loop import Engine, RunState
 from evolve.engine.proposer import Proposer
 from evolve.errors import UserError
 from evolve.executors.base import Executor
@@ -41,6 +41,15 @@ class Prepared:
     dataset: Dataset
     executor: Executor
     notes: list[str]
+
+    def run_to_end(self) -> RunState:
+        """Run the engine until it stops, then release the slots and the archive whatever
+        happened: what tests and benchmarks do with a prepared run (the CLI also reports)."""
+        try:
+            return self.engine.run()
+        finally:
+            self.executor.shutdown()
+            self.archive.close()
 
 
 def read_seed(path: str) -> str:
