@@ -15,7 +15,7 @@ import pytest
 
 from evolve.archive import Descriptor, Grid, RunArchive
 from evolve.archive.pending import PendingTasks
-from evolve.browse.seeding import apply_imports, parse_spec, plan_imports, without_default_seed
+from evolve.engine.seeding import apply_imports, parse_spec, plan_imports, without_default_seed
 from evolve.engine.setup import read_seed
 from evolve.errors import UserError
 from evolve.harness.data import prepare

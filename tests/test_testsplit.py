@@ -17,9 +17,9 @@ import pytest
 
 from evolve.archive import RunArchive
 from evolve.archive.pending import PendingTasks
-from evolve.browse.seeding import plan_imports
 from evolve.browse.testsplit import gap_threshold
 from evolve.engine.loop import TEST_IDEA
+from evolve.engine.seeding import plan_imports
 from evolve.operators.base import Parent
 from evolve.operators.llm.context import gather
 from evolve.record import EvalResult

@@ -1,4 +1,4 @@
-"""Browsing finished and running archives, the HTML report, and seeding new runs from old ones.
+"""Browsing finished and running archives: CLI listings, the HTML report and the web viewer.
 
 Everything here opens runs read-only and never takes the run lock, so it works
 while a run is still writing. The CLI (`evolve/cli/browse.py`) only formats.

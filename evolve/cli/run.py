@@ -166,9 +166,9 @@ def start(config_file: str | None, **flags: object) -> None:
     interrupted, LLM calls in flight are abandoned (counted at their worst-case
     cost), and `evolve resume RUN` continues the run.
     """
-    from evolve.browse.seeding import without_default_seed
     from evolve.config import build_config
     from evolve.engine import start as start_run
+    from evolve.engine.seeding import without_default_seed
 
     check_torch()
     config = build_config(config_file, without_default_seed(config_file, flags))
@@ -201,7 +201,7 @@ def _drive(prepare_run) -> None:
     import signal
 
     from evolve.browse.testsplit import best_test_line
-    from evolve.engine.progress import Progress, headline, snapshot
+    from evolve.cli.progress import Progress, headline
 
     with Progress() as progress:
         prepared = prepare_run(progress.update)
@@ -219,7 +219,7 @@ def _drive(prepare_run) -> None:
         finally:
             signal.signal(signal.SIGINT, previous)
             prepared.executor.shutdown()
-            final = snapshot(engine)
+            final = engine.snapshot()
             try:
                 with engine.lock:
                     tested = best_test_line(archive)
@@ -228,15 +228,15 @@ def _drive(prepare_run) -> None:
     click.echo(headline(final))
     if tested:
         click.echo(tested)
-    best = final["best"]
-    click.echo(printable(f"run {archive.name}: {state.stop_reason}; {final['evals']} evaluations "
+    best = final.best
+    click.echo(printable(f"run {archive.name}: {state.stop_reason}; {final.evals} evaluations "
                          f"in {archive.path}"))  # a stop reason may quote an operator's error
-    if final["llm"] is not None:
+    if final.llm is not None:
         from evolve.operators.llm.summary import describe
 
-        click.echo(printable(describe(final["llm"])))
-    if best is not None and best["n"] < engine.config.confirm:
-        click.echo(f"note: the best has {best['n']} evaluation(s), fewer than the {engine.config.confirm} "
+        click.echo(printable(describe(final.llm)))
+    if best is not None and best.n < engine.config.confirm:
+        click.echo(f"note: the best has {best.n} evaluation(s), fewer than the {engine.config.confirm} "
                    "that confirm it", err=True)
     if state.stop_reason != "finished":
         click.echo(f"resume with: evolve resume {archive.path}")

@@ -33,6 +33,8 @@ from evolve.config import RunConfig
 from evolve.engine.daemons import DaemonPool
 from evolve.engine.proposer import Proposer
 from evolve.engine.pruning import Pruning
+from evolve.engine.snapshot import Snapshot
+from evolve.engine.snapshot import take as take_snapshot
 from evolve.engine.strategy import OBSERVED, make_strategy
 from evolve.executors.base import EvalRequest, Executor
 from evolve.operators import VariationError
@@ -126,6 +128,15 @@ class Engine:
         """A line that must be seen (the progress display prints it on its own); any thread."""
         self.state.notices.append(message)
         self.state.last_events.append(message)
+
+    @property
+    def notices(self) -> list[str]:
+        """Lines that must be seen, oldest first (LLM down, back, capped); append-only."""
+        return self.state.notices
+
+    def snapshot(self) -> Snapshot:
+        """What a person watching the run wants to know, as a frozen value (any thread)."""
+        return take_snapshot(self, outstanding=len(self._running) + len(self._ready))
 
     def llm_stats(self) -> dict[str, Any] | None:
         """LLM calls, failures, tokens and cost so far, for the progress display (None: no LLM)."""

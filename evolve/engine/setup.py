@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from evolve.archive import EliteRule, Grid, RunArchive
-from evolve.browse.foreign import check_harness
-from evolve.browse.seeding import apply_imports, plan_for
 from evolve.config import RunConfig
+from evolve.engine.foreign import check_harness
 from evolve.engine.loop import Engine, RunState
 from evolve.engine.proposer import Proposer
+from evolve.engine.seeding import apply_imports, plan_for
 from evolve.errors import UserError
 from evolve.executors.base import Executor
 from evolve.harness.data import Dataset, prepare
