@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from evolve.harness import evaluate as evaluator
-from evolve.harness import syscalls
+from evolve.harness import graph_rules, scoring, syscalls, windows
 from evolve.harness.landlock import abi_version
 from evolve.harness.vet import Rejected
 from tests.conftest import ROOT, genome, needs_landlock, set_constants
@@ -73,7 +73,7 @@ def test_reciting_the_start_of_the_heldout_text_does_not_pay(evaluate, dataset):
     assert run.result.val_bpb > 4.0  # uniform guessing is 8.0
     # The same model on the first tokens, as the evaluator used to score them: far better (the
     # first NGRAM - 1 positions of each window have no context to look up, hence not 0).
-    program = evaluator.load_model(str(run.workdir / "genome" / "model.pt2"))
+    program = graph_rules.load_model(str(run.workdir / "genome" / "model.pt2"))
     first = np.asarray(start[:2048 + 1], dtype=np.int64)
     x = torch.from_numpy(first[:-1]).view(-1, 32)
     y = torch.from_numpy(first[1:]).view(-1, 32)
@@ -143,7 +143,7 @@ def test_allowlist_accepts_the_seeds(seed):
         program = _export(_genome_class(ROOT / "genomes" / "gpt_muon.py", "GPT", **MUON_SMALL)(256))
     else:  # the evaluator's own warm-up model: attention, norms, rotary, softcap, autocast
         program = torch.export.load(evaluator._trusted_program("cpu"))
-    evaluator.check_graph(program)
+    graph_rules.check_graph(program)
 
 
 class _Random(torch.nn.Module):
@@ -175,7 +175,7 @@ class _AttentionDropout(torch.nn.Module):
 def test_check_graph_accepts_dropout_in_eval_mode():
     model = torch.nn.Sequential(torch.nn.Embedding(256, 8), torch.nn.Dropout(0.1),
                                 torch.nn.Linear(8, 256))
-    evaluator.check_graph(_export(model))
+    graph_rules.check_graph(_export(model))
 
 
 class _WritesInput(torch.nn.Module):
@@ -193,7 +193,7 @@ class _WritesInput(torch.nn.Module):
 ], ids=["random", "uninitialised", "attention-dropout", "buffer-state", "input-state"])
 def test_check_graph_refuses(model, words):
     with pytest.raises(Rejected, match=words):
-        evaluator.check_graph(_export(model))
+        graph_rules.check_graph(_export(model))
 
 
 # ---------------------------------------------------------------------------
@@ -211,27 +211,27 @@ def test_probe_checks_every_row_for_batch_mixing():
     x = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0))
     with pytest.raises(Rejected, match="across the batch"):
         for seed in range(8):
-            evaluator.check_causal(MixLater(), x, 256, rng=np.random.default_rng(seed))
+            scoring.check_causal(MixLater(), x, 256, rng=np.random.default_rng(seed))
 
 
 def test_windows_are_secret_stratified_and_exact():
     pool = np.arange(100_000) % 251
-    one = evaluator.plan(pool, 1000, 32, 8, np.random.default_rng(1))
-    again = evaluator.plan(pool, 1000, 32, 8, np.random.default_rng(1))
-    other = evaluator.plan(pool, 1000, 32, 8, np.random.default_rng(2))
+    one = windows.plan(pool, 1000, 32, 8, np.random.default_rng(1))
+    again = windows.plan(pool, 1000, 32, 8, np.random.default_rng(1))
+    other = windows.plan(pool, 1000, 32, 8, np.random.default_rng(2))
     assert all(torch.equal(a.x, b.x) and torch.equal(a.cuts, b.cuts) for a, b in zip(one, again, strict=True))
     assert not torch.equal(one[0].x, other[0].x)
     assert sum(int(b.mask.sum()) for b in one) == 1000
     assert all(torch.equal(b.y[:, :-1], b.x[:, 1:]) for b in one)
-    starts = evaluator.stratified_starts(100_000 - 32, 32, np.random.default_rng(3))
+    starts = windows.stratified_starts(100_000 - 32, 32, np.random.default_rng(3))
     width = (100_000 - 32) / 32
     assert all(i * width <= s < (i + 1) * width for i, s in enumerate(starts))
     for b in one:  # every probe replaces some rows wholly and cuts the others inside the row
         assert int((b.cuts == 0).sum()) == 2 and int(b.cuts.max()) < 32
-    small = evaluator.plan(np.arange(100) % 7, 1000, 32, 8, np.random.default_rng(1))  # overlaps
+    small = windows.plan(np.arange(100) % 7, 1000, 32, 8, np.random.default_rng(1))  # overlaps
     assert sum(int(b.mask.sum()) for b in small) == 1000
     with pytest.raises(Rejected, match="longer than the held-out split"):
-        evaluator.plan(np.arange(20), 100, 32, 8, np.random.default_rng(1))
+        windows.plan(np.arange(20), 100, 32, 8, np.random.default_rng(1))
 
 
 @needs_landlock
@@ -241,6 +241,7 @@ def test_sealed_evaluator_can_open_no_file(tmp_path, dataset):
     script = f"""
 import numpy as np, torch
 from evolve.harness import evaluate as e
+from evolve.harness import graph_rules, scoring, windows
 archive = e._trusted_program("cpu")
 e.warm("cpu")
 e.seal("cpu")
@@ -258,9 +259,9 @@ for attempt in [lambda: open({str(dataset.val_path)!r}, "rb"),
         print("LEAKED")
     except Exception as exc:
         print("blocked", type(exc).__name__)
-program = e.load_model(archive)
-batches = e.plan(np.arange(256) % 16, 64, 4, 2, np.random.default_rng(0))
-print("scored", e.score_batches(program.module(), batches, 16)[1])
+program = graph_rules.load_model(archive)
+batches = windows.plan(np.arange(256) % 16, 64, 4, 2, np.random.default_rng(0))
+print("scored", scoring.score_batches(program.module(), batches, 16)[1])
 """
     out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
@@ -342,6 +343,6 @@ class _InPlaceOnIntermediates(torch.nn.Module):
 
 
 def test_in_place_operators_on_intermediates_are_fine_but_not_on_state():
-    evaluator.check_graph(_export(_InPlaceOnIntermediates()))
+    graph_rules.check_graph(_export(_InPlaceOnIntermediates()))
     with pytest.raises(Rejected, match="writes into b_table"):
-        evaluator.check_graph(_export(_WritesViewOfBuffer()))
+        graph_rules.check_graph(_export(_WritesViewOfBuffer()))

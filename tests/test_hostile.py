@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from evolve.harness import evaluate as evaluator
-from evolve.harness import landlock
+from evolve.harness import graph_rules, landlock
 from evolve.harness.data import prepare
 from evolve.runner import RunSettings, run_genome, sandbox
 from tests.conftest import (
@@ -234,7 +234,7 @@ def _tamper(path: Path, edit, extra: dict[str, bytes] | None = None) -> str:
 
 
 def test_honest_archive_loads(honest_archive):
-    program = evaluator.load_model(str(honest_archive))
+    program = graph_rules.load_model(str(honest_archive))
     assert program.module()(torch.zeros(2, 4, dtype=torch.long)).shape == (2, 4, 256)
 
 
@@ -242,7 +242,7 @@ def test_refuses_compiled_libraries(honest_archive):
     evil = _tamper(honest_archive, lambda name, data: data,
                    {"data/aotinductor/model/model.so": b"\x7fELF"})
     with pytest.raises(evaluator.Rejected, match="never writes"):
-        evaluator.load_model(evil)
+        graph_rules.load_model(evil)
 
 
 def test_refuses_pickled_weights(honest_archive):
@@ -250,7 +250,7 @@ def test_refuses_pickled_weights(honest_archive):
         return data.replace(b'"use_pickle": false', b'"use_pickle": true')
 
     with pytest.raises(evaluator.Rejected, match="pickled"):
-        evaluator.load_model(_tamper(honest_archive, edit))
+        graph_rules.load_model(_tamper(honest_archive, edit))
 
 
 def test_refuses_code_in_names(honest_archive):
@@ -259,7 +259,7 @@ def test_refuses_code_in_names(honest_archive):
         return data.replace(b'"1.weight"', b'"1.weight\\")+__import__(\\"os\\").system(\\"id"')
 
     with pytest.raises(evaluator.Rejected, match="not a name"):
-        evaluator.load_model(_tamper(honest_archive, edit))
+        graph_rules.load_model(_tamper(honest_archive, edit))
 
 
 def test_refuses_calls_outside_aten(honest_archive):
@@ -267,7 +267,7 @@ def test_refuses_calls_outside_aten(honest_archive):
         return data.replace(b"torch.ops.aten.linear.default", b"torch.os.system")
 
     with pytest.raises(evaluator.Rejected):  # torch's own verifier already refuses this one
-        evaluator.load_model(_tamper(honest_archive, edit))
+        graph_rules.load_model(_tamper(honest_archive, edit))
 
 
 @torch.library.custom_op("evolvetest::double", mutates_args=())
@@ -288,8 +288,8 @@ def test_check_graph_refuses_operators_outside_aten():
 
     program = torch.export.export(Custom(), (torch.zeros(2, 4),))
     with pytest.raises(evaluator.Rejected, match="evolvetest.double.*not an ATen"):
-        evaluator.check_graph(program)
-    evaluator.check_graph(torch.export.export(torch.nn.Linear(4, 4), (torch.zeros(2, 4),)))
+        graph_rules.check_graph(program)
+    graph_rules.check_graph(torch.export.export(torch.nn.Linear(4, 4), (torch.zeros(2, 4),)))
 
 
 @needs_landlock

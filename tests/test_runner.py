@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from evolve.harness import evaluate as evaluator
+from evolve.harness import scoring
 from evolve.record import EvalResult
 from evolve.runner import RunSettings, run_genome, sandbox, zygotes
 from tests.conftest import (
@@ -181,7 +182,7 @@ def _tokens(rows: int = 8, length: int = 32) -> torch.Tensor:
 def _probe_batches(model: torch.nn.Module, x: torch.Tensor, batches: int = 32) -> None:
     """The probe as an evaluation runs it: once per batch, each time with other secret cuts."""
     for seed in range(batches):
-        evaluator.check_causal(model, x, 256, rng=np.random.default_rng(seed))
+        scoring.check_causal(model, x, 256, rng=np.random.default_rng(seed))
 
 
 @pytest.mark.parametrize("config", [TINY, {}], ids=["tiny", "full-size"])

@@ -17,7 +17,7 @@ import torch
 
 from evolve.cli.run import check_torch
 from evolve.errors import UserError
-from evolve.harness import evaluate as evaluator
+from evolve.harness import graph_rules
 from evolve.harness.vet import SUPPORTED_TEXT, Rejected, torch_support, vet_archive
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -45,7 +45,7 @@ def _tamper(path: Path, tmp_path: Path, edit: Callable[[str, bytes], bytes | Non
 
 @pytest.mark.parametrize("path", LAYOUTS, ids=SUPPORTED)
 def test_each_supported_torch_archive_is_accepted_and_runs(path):
-    program = evaluator.load_model(str(path))
+    program = graph_rules.load_model(str(path))
     idx = torch.randint(0, 64, (2, 4))
     assert program.module()(idx).shape == (2, 4, 64)
     assert program.example_inputs is None  # the pickled sample inputs never reached torch.load
@@ -61,7 +61,7 @@ def test_cuda_archive_is_accepted_and_runs_on_the_gpu(tmp_path):
     idx = torch.randint(0, 64, (2, 4), device="cuda")
     with torch.no_grad():
         torch.export.save(torch.export.export(model, (idx,)), str(tmp_path / "model.pt2"))
-        loaded = evaluator.load_model(str(tmp_path / "model.pt2")).module()
+        loaded = graph_rules.load_model(str(tmp_path / "model.pt2")).module()
         assert torch.allclose(loaded(idx), model(idx))
 
 

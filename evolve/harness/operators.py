@@ -8,7 +8,7 @@ inputs, or abort the process. So only operators that compute a fresh tensor
 from their inputs, and nothing else, are allowed, by overload packet name
 (`aten.add` allows `add.Tensor` and `add.Scalar`, and the in-place `add_` and
 `out=` overloads on the graph's own intermediates only: never on its parameters,
-buffers, constants or inputs, which outlive a call, see `evaluate.check_graph`).
+buffers, constants or inputs, which outlive a call, see `graph_rules.check_graph`).
 
 Derived from what the seeds (train.py, genomes/gpt_muon.py) and a model with
 scaled_dot_product_attention, RMSNorm, rotary embeddings, soft-capped logits

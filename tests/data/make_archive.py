@@ -39,7 +39,7 @@ def main() -> None:
     torch.export.save(program, str(path))
     print(path, path.stat().st_size, "bytes")
     # The evaluator's path under this same torch: vet, load, check, run (evolve on PYTHONPATH).
-    from evolve.harness.evaluate import load_model
+    from evolve.harness.graph_rules import load_model
 
     loaded = load_model(str(path)).module()
     idx = torch.randint(0, 64, (2, 4))
