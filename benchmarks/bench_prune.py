@@ -1,7 +1,8 @@
 """Learning-curve pruning, measured: training time saved, evaluations per hour, and regret.
 
 Two real searches (`evolve start`, built-in operators, one CPU slot, short budget) with
-the same wall-time limit, one after the other:
+the same wall-time limit, side by side (each on one of the machine's cores, so both
+meet the same load; `--one-by-one` runs them in turn):
 
 - `shadow`: every child runs to completion; the runner records when pruning would have
   stopped it. This arm gives the counterfactuals: the training time pruning would
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,18 +117,24 @@ def analyse(mode: str, folder: Path, wall: float, budget: float) -> dict:
 class _Before:
     """The archive as a child saw it when it started: records stored before it (by seq)."""
 
-    def __init__(self, records: list[dict]) -> None:
-        self.records, self.before = records, 0
+    def __init__(self, records: list[dict], sources: dict[str, str]) -> None:
+        self.records, self.sources, self.before = records, sources, 0
+
+    def genome_source(self, genome: str) -> str:
+        return self.sources[genome]
 
     def evaluations_of(self, genome: str) -> list[dict]:
         return [r for r in self.records if r["genome"] == genome and r.get("seq", 0) < self.before]
 
 
-def sweep(folder: Path, budget: float, settings: list[tuple[float, list[float]]]) -> list[dict]:
-    """Replay pruning on the shadow arm's complete curves under other margins and checkpoints:
+def sweep(folder: Path, budget: float,
+          settings: list[tuple[float, list[float], bool]]) -> list[dict]:
+    """Replay pruning on the shadow arm's complete curves under other margins, checkpoints and
+    with or without the shape rule (children that change the model's shape are not pruned):
     the same `Pruning` and `PrunePlan` code, each child against what was stored before it."""
     with RunArchive.open(folder / "shadow") as archive:
         records = sorted(archive.evaluations(), key=lambda r: r.get("seq", 0))
+        sources = {r["genome"]: archive.genome_source(r["genome"]) for r in records}
     val = [r for r in records if not sealed(r.get("result") or {})]
     seeds = list(dict.fromkeys(r["genome"] for r in val if r.get("operator") == "seed"))
     kids = [r for r in children(val) if r.get("status") == "ok"]
@@ -136,16 +144,18 @@ def sweep(folder: Path, budget: float, settings: list[tuple[float, list[float]]]
         if r.get("status") == "ok":
             best = min(best, r["result"]["val_bpb"])
     rows = []
-    for z, checkpoints in settings:
-        past = _Before(val)
+    for z, checkpoints, shape_rule in settings:
+        past = _Before(val, sources)
         config = RunConfig(budget=budget, prune="shadow", prune_z=z, prune_checkpoints=checkpoints)
+        if not shape_rule:
+            config.prune_shape = []
         pruning = Pruning(config, past, seeds)  # type: ignore[arg-type]
         stopped = trained = 0.0
         cut, lost, lost_best = 0, 0, 0
         for r in kids:
             past.before = r.get("seq", 0)
             pruning._spread_final = False  # the seed spread as it stood then
-            plan = pruning.plan(r.get("parents") or [])
+            plan = pruning.plan(r.get("parents") or [], r["genome"])
             seconds = r["result"].get("training_seconds") or budget
             trained += seconds
             points = [tuple(p) for p in r["result"].get("curve") or []]
@@ -157,14 +167,14 @@ def sweep(folder: Path, budget: float, settings: list[tuple[float, list[float]]]
                 lost_best += r["result"]["val_bpb"] < best_before[r["id"]]
         entries = sum(r.get("decision") in ENTERED for r in kids)
         bests = sum(r["result"]["val_bpb"] < best_before[r["id"]] for r in kids)
-        rows.append({"z": z, "checkpoints": checkpoints, "pruned": cut, "children": len(kids),
+        rows.append({"z": z, "checkpoints": checkpoints, "shape_rule": shape_rule, "pruned": cut, "children": len(kids),
                      "training_saved_share": round(stopped / trained, 3) if trained else None,
                      "entries_lost": f"{lost}/{entries}", "bests_lost": f"{lost_best}/{bests}"})
     return rows
 
 
-SWEEP = [(z, cps) for z in (0.5, 1.0, 2.0, 3.0, 5.0)
-         for cps in ([0.1, 0.2], [0.2, 0.4, 0.6], [0.3, 0.5])]
+SWEEP = [(z, cps, rule) for z in (0.5, 1.0, 2.0, 3.0, 5.0)
+         for cps in ([0.1, 0.2], [0.2, 0.4, 0.6], [0.3, 0.5]) for rule in (True, False)]
 
 
 def main() -> None:
@@ -177,6 +187,7 @@ def main() -> None:
     parser.add_argument("--data", default=corpus())
     parser.add_argument("--arms", nargs="+", default=["shadow", "on"])
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
+    parser.add_argument("--one-by-one", action="store_true", help="run the arms in turn")
     parser.add_argument("--sweep-only", action="store_true",
                         help="no new runs: replay other settings on the shadow arm in --out")
     args = parser.parse_args()
@@ -186,11 +197,12 @@ def main() -> None:
     seed.write_text(set_constants((ROOT / "train.py").read_text(), **GENOME))
     print(f"data {args.data}, budget {args.budget:g} s, {args.minutes:g} min per arm, "
           f"pop {args.pop}, checkpoints {args.checkpoints}, runs in {folder}", flush=True)
-    results = []
-    for mode in [] if args.sweep_only else args.arms:
-        wall = search(mode, args, folder, seed)
-        results.append(analyse(mode, folder, wall, args.budget))
-        print(json.dumps(results[-1]), flush=True)
+    arms = [] if args.sweep_only else args.arms
+    with ThreadPoolExecutor(1 if args.one_by_one else max(1, len(arms))) as pool:
+        walls = list(pool.map(lambda mode: search(mode, args, folder, seed), arms))
+    results = [analyse(mode, folder, wall, args.budget) for mode, wall in zip(arms, walls, strict=True)]
+    for row in results:
+        print(json.dumps(row), flush=True)
     for row in results:
         if row["mode"] == "shadow":
             lost = row["entries_pruned"] / row["archive_entries"] if row["archive_entries"] else 0

@@ -80,6 +80,9 @@ class RunConfig:
     prune_z: float = 3.0  # margin: z x the seed repeats' curve spread at the same training time
     prune_min_margin: float = 0.01  # the margin is at least this share of the reference loss
     prune_default_margin: float = 0.1  # share of the reference loss when no spread is measured
+    # constants that set the model's shape: a child that changes one is never pruned
+    prune_shape: list[str] = field(
+        default_factory=lambda: ["SEQ_LEN", "N_LAYER", "N_HEAD", "N_EMBD", "MLP_RATIO"])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,6 +164,12 @@ def _check_prune(config: RunConfig) -> None:
                         "checkpoints are shares of the budget, strictly between 0 and 1, "
                         "increasing, 1 to 8 of them",
                         "use e.g. prune_checkpoints = [0.2, 0.4, 0.6] in the config file")
+    names = config.prune_shape
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.isidentifier()
+                                              for n in names):
+        raise UserError(f"prune_shape is {names!r}", "prune_shape lists the names of the "
+                        "constants that set the model's shape", 'use e.g. prune_shape = '
+                        '["N_LAYER", "N_EMBD"] in the config file ([] prunes shape changes too)')
     for key in ("prune_z", "prune_min_margin", "prune_default_margin"):
         value = getattr(config, key)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0 \

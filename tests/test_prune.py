@@ -137,11 +137,14 @@ def test_silence_is_never_pruned():
 class _Records:
     """Plain stored records behind the one archive call `Pruning` makes (evaluations_of)."""
 
-    def __init__(self, records: list[dict]) -> None:
-        self.records = records
+    def __init__(self, records: list[dict], sources: dict[str, str] | None = None) -> None:
+        self.records, self.sources = records, sources or {}
 
     def evaluations_of(self, genome: str) -> list[dict]:
         return [r for r in self.records if r["genome"] == genome]
+
+    def genome_source(self, genome: str) -> str:
+        return self.sources[genome]
 
 
 def _stored(genome: str, bpb: float, losses: list[float]) -> dict:
@@ -164,6 +167,21 @@ def test_a_parent_whose_curve_claims_more_than_its_score_is_no_reference():
     assert pruning.plan(["liar"]) is None and pruning.plan(["silent"]) is None
     assert pruning.plan(["honest", "liar"]) is None
     assert Pruning(RunConfig(budget=5.0), _Records(records), ["seed"]).plan(["honest"]) is None
+
+
+def test_a_child_that_changes_the_models_shape_is_never_pruned():
+    """A wider or deeper child learns more slowly at first and usually lands in another cell,
+    where it enters the archive whatever its parent scored: its parent is no yardstick."""
+    seed = [5.0, 4.0, 3.5, 3.2, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5]
+    records = [_stored("seed", 3.6, seed), _stored("seed", 3.7, [v + 0.1 for v in seed])]
+    parent = "N_EMBD = 64\nN_LAYER = 2\nLEARNING_RATE = 3e-3\n"
+    sources = {"seed": parent, "faster": parent.replace("3e-3", "6e-3"),
+               "wider": parent.replace("64", "128"), "broken": "N_EMBD = (\n"}
+    pruning = Pruning(RunConfig(budget=5.0, prune="on"), _Records(records, sources), ["seed"])
+    assert pruning.plan(["seed"], "faster") is not None
+    assert pruning.plan(["seed"], "wider") is None and pruning.plan(["seed"], "broken") is None
+    everything = RunConfig(budget=5.0, prune="on", prune_shape=[])
+    assert Pruning(everything, _Records(records, sources), ["seed"]).plan(["seed"], "wider")
 
 
 # --- real genomes under the runner --------------------------------------------------------------
@@ -241,7 +259,7 @@ def test_pruned_children_stay_out_of_the_map_and_are_not_retried(tmp_path, monke
     monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "seed.py").write_text(_honest_only_as_seed())
     (tmp_path / "run.toml").write_text("noise_repeats = 2\nconfirm = 1\nprune_checkpoints = [0.3]\n"
-                                       "[operators]\nhyper_mutate = 1.0\n")
+                                       "prune_shape = []\n[operators]\nhyper_mutate = 1.0\n")
     done = subprocess.run(
         [sys.executable, "-m", "evolve.cli", "start", "--pop", "2", "--generations", "2",
          "--budget", "2", "--eval-tokens", "2048", "--devices", "cpu:1", "--threads", "1",
@@ -288,6 +306,8 @@ def test_pruned_children_stay_out_of_the_map_and_are_not_retried(tmp_path, monke
     ({"prune_z": -1.0}, "prune_z"),
     ({"prune_min_margin": float("nan")}, "prune_min_margin"),
     ({"prune_default_margin": True}, "prune_default_margin"),
+    ({"prune_shape": "N_EMBD"}, "prune_shape"),
+    ({"prune_shape": ["N EMBD"]}, "prune_shape"),
 ])
 def test_bad_prune_settings_are_clear_errors(data, word):
     with pytest.raises(UserError) as caught:

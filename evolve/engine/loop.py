@@ -261,7 +261,7 @@ class Engine:
         prune = None
         if task.kind == "child" and task.split == "val" and self.config.prune != "off":
             with self.lock:  # only children are ever pruned: never seeds, re-evaluations, tests
-                prune = self.pruning.plan(task.parents)
+                prune = self.pruning.plan(task.parents, task.genome)
         request = EvalRequest(eval_id=task.id, source=self.archive.genome_source(task.genome),
                               seed=task.seed, log_path=self.archive.log_path(task.id),
                               split=task.split, prune=prune)

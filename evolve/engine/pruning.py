@@ -11,6 +11,12 @@ loss would set an impossible reference for its children, so a parent's curve is 
 only when it is plausible beside its own evaluated score: relative to the seed, its
 reported final loss may not be lower than its val_bpb is by more than PLAUSIBLE
 (otherwise its children are not pruned at all).
+
+A child that changes the model's shape (any of `prune_shape`, e.g. N_EMBD) is never
+pruned: a wider or deeper model learns more slowly in its first seconds than its
+parent, and it usually lands in another cell, where it enters the archive however its
+score compares with its parent's. Replayed on real curves, every archive entry that
+pruning lost was such a child (README, "Pruning, measured").
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Any
 
 from evolve.archive import RunArchive
 from evolve.config import RunConfig
+from evolve.operators import VariationError
+from evolve.operators.hyperparams import find_constants
 from evolve.record import off_class, sealed
 from evolve.runner.curve import WINDOW, PrunePlan, clean, loss_at
 
@@ -38,9 +46,12 @@ class Pruning:
         self._spread: list[float | None] | None = None  # per checkpoint, once final
         self._spread_final = False
 
-    def plan(self, parents: list[str]) -> PrunePlan | None:
-        """The plan for a child of `parents`; None when pruning is off or no parent has a curve."""
+    def plan(self, parents: list[str], child: str | None = None) -> PrunePlan | None:
+        """The plan for `child` (a genome hash) of `parents`; None when pruning is off, no
+        parent has a curve, or the child changes the model's shape."""
         if self.config.prune == "off" or not parents:
+            return None
+        if child is not None and any(self.reshaped(child, parent) for parent in parents):
             return None
         if not all(self.plausible(parent) for parent in parents):
             return None  # a curve that claims more than the evaluator measured: not a reference
@@ -59,6 +70,19 @@ class Pruning:
         source = "parent " + parents[0][:8] if len(parents) == 1 else "the worse parent"
         return PrunePlan(mode=self.config.prune, checkpoints=list(self.checkpoints),
                          reference=reference, margin=margin, window=self.window, source=source)
+
+    def reshaped(self, child: str, parent: str) -> bool:
+        """Whether `child` sets any `prune_shape` constant otherwise than `parent` (a source
+        that does not parse counts as reshaped: nothing is known about its model)."""
+        names = self.config.prune_shape
+        if not names:
+            return False
+        try:
+            ours, theirs = (find_constants(self.archive.genome_source(g)) for g in (child, parent))
+        except VariationError:
+            return True
+        return any(getattr(ours.get(n), "value", None) != getattr(theirs.get(n), "value", None)
+                   for n in names)
 
     def plausible(self, genome: str) -> bool:
         """Whether a genome's reported curve agrees, relative to the seeds', with its score."""
