@@ -26,6 +26,7 @@ from typing import Any
 
 from evolve.harness.data import Dataset
 from evolve.harness.session import MODEL_FILE
+from evolve.harness.settings import EvaluatorSettings, GenomeSettings
 from evolve.record import EvalResult
 from evolve.runner import channel, sandbox, zygotes
 from evolve.runner.curve import PrunePlan
@@ -125,20 +126,23 @@ def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: P
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cpu = not settings.device.startswith("cuda")
     mem_limit = settings.mem_limit_bytes if cpu else None  # CUDA reserves huge address space
-    common = {"device": settings.device, "threads": settings.threads, "vocab_size": dataset.vocab_size,
-              "export_batch": settings.export_batch, "mem_limit": mem_limit,
+    # What both processes are told; each gets its own typed settings (evolve.harness.settings).
+    common = {"device": settings.device, "threads": settings.threads,
+              "vocab_size": dataset.vocab_size, "export_batch": settings.export_batch,
+              "mem_limit": mem_limit, "sealed": tuple(dataset.sealed),
               "max_file_bytes": min(settings.max_file_bytes, settings.max_disk_bytes)}
     try:
         zygote = zygotes.get(settings.threads, settings.cuda_visible, hashes)
         outcome, fence_layers = _run_child(zygote, dataset, settings, home, log_path, common, cancel)
         status, reason = failure_reason(outcome, settings, log_path)
         heldout = dataset.test_path if settings.split == "test" else dataset.val_path
-        eval_config = {**common, "heldout_path": str(heldout), "split": settings.split,
-                       "sealed": list(dataset.sealed),
-                       "eval_tokens": settings.eval_tokens, "verdict_fd": PASSED_FD,
-                       "token_bytes_path": str(dataset.token_bytes_path or "")}
+        token_bytes = dataset.token_bytes_path
+        eval_settings = EvaluatorSettings(
+            **common, heldout_path=str(heldout), split=settings.split,
+            eval_tokens=settings.eval_tokens, verdict_fd=PASSED_FD,
+            token_bytes_path=str(token_bytes) if token_bytes else None)
         reply = {} if status == "lost" else _evaluate(
-            zygote, evaldir, eval_config, outcome, status, settings, home / MODEL_FILE, cancel)
+            zygote, evaldir, eval_settings, outcome, status, settings, home / MODEL_FILE, cancel)
     except zygotes.ZygoteError as exc:
         return EvalResult(status="lost", reason=f"{exc}; the evaluation will be retried",
                           log_path=str(log_path), slot=settings.slot, budget=settings.budget,
@@ -175,12 +179,11 @@ def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, 
     fence = sandbox.Fence.create(settings.max_procs, settings.mem_limit_bytes)
     ctl_read, ctl_write = os.pipe()
     clock_start = time.monotonic()
-    config = {**common, "budget": settings.budget, "seed": settings.seed,
-              "control_fd": PASSED_FD, "train_path": str(dataset.train_path),
-              "max_procs": settings.max_procs, "cgroups": [str(p) for p in fence.dirs],
-              "sealed": list(dataset.sealed)}
-    env = sandbox.clean_env(home, settings.threads, settings.cuda_visible,
-                            {"EVOLVE_SESSION": json.dumps(config)})
+    genome_settings = GenomeSettings(
+        **common, budget=settings.budget, seed=settings.seed, control_fd=PASSED_FD,
+        train_path=str(dataset.train_path), max_procs=settings.max_procs,
+        cgroups=tuple(str(p) for p in fence.dirs))
+    env = sandbox.clean_env(home, settings.threads, settings.cuda_visible, genome_settings.to_env())
     logs = None
     try:
         logs = LogPipe(log_path, settings.max_log_bytes)
@@ -339,7 +342,7 @@ def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
     return rest
 
 
-def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], outcome: Outcome,
+def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: EvaluatorSettings, outcome: Outcome,
               status: str | None, settings: RunSettings, model: Path,
               cancel: threading.Event) -> dict[str, Any]:
     """Hand the model to a fresh evaluator (or tell it there is none) and read its verdict."""
@@ -358,8 +361,7 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], out
     request_read, request_write = os.pipe()
     os.write(request_write, request)  # a line, far below the pipe's capacity
     os.close(request_write)
-    env = sandbox.clean_env(evaldir, settings.threads, settings.cuda_visible,
-                            {"EVOLVE_EVAL": json.dumps(config)})
+    env = sandbox.clean_env(evaldir, settings.threads, settings.cuda_visible, config.to_env())
     try:
         with open(evaldir / "evaluator.log", "wb") as log:
             evaluator = zygote.spawn("evaluate", ["evolve.harness.evaluate"], evaldir, env, request_read, log.fileno(),
