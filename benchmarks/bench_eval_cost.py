@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from evolve.config import RunConfig
 from evolve.harness import evaluate
 from evolve.harness.data import prepare
 from evolve.harness.settings import EvaluatorSettings
@@ -38,8 +39,8 @@ def evaluator_settings(dataset, eval_tokens: int, export_batch: int) -> Evaluato
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--genome", default="train.py")
-    parser.add_argument("--data", default="builtin")
-    parser.add_argument("--eval-tokens", type=int, default=65536)
+    parser.add_argument("--data", default=RunConfig.data)
+    parser.add_argument("--eval-tokens", type=int, default=RunConfig.eval_tokens)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench_eval_cost import evaluator_settings
 
+from evolve.config import RunConfig
 from evolve.harness import evaluate
 from evolve.harness.data import prepare
 from evolve.runner import RunSettings, run_genome
@@ -28,8 +29,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60)
     parser.add_argument("--secrets", type=int, default=20)
     parser.add_argument("--genome", default="train.py")
-    parser.add_argument("--data", default="builtin")
-    parser.add_argument("--eval-tokens", type=int, default=65536)
+    parser.add_argument("--data", default=RunConfig.data)
+    parser.add_argument("--eval-tokens", type=int, default=RunConfig.eval_tokens)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     dataset = prepare(args.data)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evolve.config import RunConfig
 from evolve.harness.data import Dataset
 from evolve.harness.session import MODEL_FILE
 from evolve.harness.settings import EvaluatorSettings, GenomeSettings
@@ -44,29 +45,31 @@ def _total_memory() -> int:
 
 @dataclass
 class RunSettings:
-    """How one evaluation runs. Everything here is chosen by the harness, never the genome."""
+    """How one evaluation runs. Everything here is chosen by the harness, never the genome.
 
-    budget: float = 300.0
+    Defaults a run also has are RunConfig's (`evolve.executors.factory` copies a run's)."""
+
+    budget: float = RunConfig.budget
     grace: float | None = None  # kill at budget + grace; default max(10 s, 10 % of budget)
     overrun: float | None = None  # training may end this late; default max(1 s, 2 %)
     device: str = "cpu"  # "cpu" or "cuda" (the slot's GPU, see cuda_visible)
     cuda_visible: str | None = None
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    eval_tokens: int = 65536
+    eval_tokens: int = RunConfig.eval_tokens
     export_batch: int = 8
     mem_limit_bytes: int | None = field(default_factory=lambda: int(_total_memory() * 0.8))
     max_procs: int = 256
     max_file_bytes: int = 4 << 30  # RLIMIT_FSIZE, never above max_disk_bytes
-    max_disk_bytes: int = 8 << 30  # everything in the genome's folder, polled by the runner
-    max_files: int = 100_000  # files and folders in the genome's folder
-    max_log_bytes: int = 16 << 20  # the genome's stdout+stderr kept in its log (plus a tail)
+    max_disk_bytes: int = RunConfig.max_disk_bytes  # the genome's folder, polled by the runner
+    max_files: int = RunConfig.max_files  # files and folders in the genome's folder
+    max_log_bytes: int = RunConfig.max_log_bytes  # the genome's stdout+stderr kept (plus a tail)
     eval_timeout: float | None = None  # default max(60 s, budget / 2)
     startup: float = 120.0  # fork and trusted prologue may take this long (zygote start not counted)
     seed: int = 0
     slot: str = "cpu0"
     split: str = "val"  # "val" scores for selection; "test" scores the sealed test split
     prune: PrunePlan | None = None  # stop a child whose reported loss is behind (engine.pruning)
-    max_source_bytes: int = 64 << 10  # a bigger genome is invalid before it runs (no recitals)
+    max_source_bytes: int = RunConfig.max_source_bytes  # bigger: invalid (no recitals)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
