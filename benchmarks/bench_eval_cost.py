@@ -20,15 +20,27 @@ from pathlib import Path
 
 import torch
 
+from evolve.config import RunConfig
 from evolve.harness import evaluate
 from evolve.harness.data import prepare
+from evolve.harness.settings import EvaluatorSettings
+
+
+def evaluator_settings(dataset, eval_tokens: int, export_batch: int) -> EvaluatorSettings:
+    """What the runner would tell the evaluator; the process fields are unused in process."""
+    token_bytes = dataset.token_bytes_path
+    return EvaluatorSettings(device="cpu", threads=1, vocab_size=dataset.vocab_size,
+                             export_batch=export_batch, mem_limit=None, max_file_bytes=1 << 30,
+                             sealed=(), heldout_path=str(dataset.val_path), split="val",
+                             eval_tokens=eval_tokens, verdict_fd=-1,
+                             token_bytes_path=str(token_bytes) if token_bytes else None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--genome", default="train.py")
-    parser.add_argument("--data", default="builtin")
-    parser.add_argument("--eval-tokens", type=int, default=65536)
+    parser.add_argument("--data", default=RunConfig.data)
+    parser.add_argument("--eval-tokens", type=int, default=RunConfig.eval_tokens)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -42,9 +54,7 @@ def main() -> None:
         program = torch.export.export(model, (torch.zeros(8, seq_len, dtype=torch.long),))
         path = Path(tmp) / "model.pt2"
         torch.export.save(program, path)
-        config = {"device": "cpu", "vocab_size": dataset.vocab_size, "export_batch": 8,
-                  "eval_tokens": args.eval_tokens, "heldout_path": str(dataset.val_path),
-                  "token_bytes_path": str(dataset.token_bytes_path or "")}
+        config = evaluator_settings(dataset, args.eval_tokens, export_batch=8)
         times: dict[str, list[float]] = {"prepare": [], "warm": [], "score": []}
         for _ in range(args.repeats):
             request = {"model": str(path), "seq_len": seq_len, "secret": secrets.token_hex(32)}

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from evolve.config import RunConfig
 from evolve.harness.data import prepare
 from evolve.runner import RunSettings, run_genome, sandbox, zygotes
 from evolve.runner.devices import resolve_device
@@ -26,9 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[10, 30, 60])
     parser.add_argument("--genome", default="train.py")
-    parser.add_argument("--data", default="builtin")
+    parser.add_argument("--data", default=RunConfig.data)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--eval-tokens", type=int, default=65536)
+    parser.add_argument("--eval-tokens", type=int, default=RunConfig.eval_tokens)
     parser.add_argument("--json", default=None, help="also write the rows to this file as JSON")
     args = parser.parse_args()
     source = Path(args.genome).read_text()

@@ -16,6 +16,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench_eval_cost import evaluator_settings
+
+from evolve.config import RunConfig
 from evolve.harness import evaluate
 from evolve.harness.data import prepare
 from evolve.runner import RunSettings, run_genome
@@ -26,8 +29,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60)
     parser.add_argument("--secrets", type=int, default=20)
     parser.add_argument("--genome", default="train.py")
-    parser.add_argument("--data", default="builtin")
-    parser.add_argument("--eval-tokens", type=int, default=65536)
+    parser.add_argument("--data", default=RunConfig.data)
+    parser.add_argument("--eval-tokens", type=int, default=RunConfig.eval_tokens)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     dataset = prepare(args.data)
@@ -39,9 +42,7 @@ def main() -> None:
                             Path(tmp) / "log.txt")
         print(f"{args.genome}, {args.budget:g} s on {dataset.name}: {result.status} {result.reason[:80]} "
               f"val_bpb {result.val_bpb} (secret of the run); scored again below either way")
-        config = {"device": "cpu", "vocab_size": dataset.vocab_size, "eval_tokens": args.eval_tokens,
-                  "export_batch": settings.export_batch, "heldout_path": str(dataset.val_path),
-                  "token_bytes_path": str(dataset.token_bytes_path or "")}
+        config = evaluator_settings(dataset, args.eval_tokens, settings.export_batch)
         scores = []
         for _ in range(args.secrets):
             request = {"model": str(work / "genome" / "model.pt2"), "seq_len": result.seq_len,

@@ -21,6 +21,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PRUNE_MODES = ("off", "on", "shadow")
+DEVICES = ("auto", "cpu", "cuda")
+EXECUTORS = ("local", "ray")
 # The grid of new runs. Bins from benchmarks/bench_search.py: a hyperparameter child moves
 # log10 parameters by 0.05 to 0.6 and its context by a factor of 2, so quarter decades and
 # octaves spread built-in children; LLM children also move the line count (25-line bins).
@@ -31,10 +33,14 @@ DEFAULT_DESCRIPTORS = [
     {"name": "context", "low": 3.0, "high": 11.0, "bins": 8},
     {"name": "code_size", "low": 60, "high": 260, "bins": 8},
 ]
+DEFAULT_OPERATORS = {"hyper_mutate": 1.0, "hyper_crossover": 1.0}  # no LLM (see llm.settings)
 
 
 @dataclass
 class RunConfig:
+    """Every setting of a run, and the one place each run default is written: the command
+    line, the runner's `RunSettings` and the operator mix read theirs from here (`default`)."""
+
     name: str = ""
     archive_dir: str = "archive"
     seed_genomes: list[str] = field(default_factory=lambda: ["train.py"])
@@ -42,7 +48,7 @@ class RunConfig:
     generations: int | None = None
     time_limit: float | None = None  # seconds of wall time for the whole run
     budget: float = 300.0  # seconds of training per evaluation
-    grace: float | None = None
+    grace: float | None = None  # seconds past the budget; None: max(10 s, 10 %) (RunSettings)
     data: str = "builtin"
     tokenizer: str = "byte"
     device: str = "auto"  # auto | cpu | cuda
@@ -57,7 +63,7 @@ class RunConfig:
     max_files: int = 100_000  # files and folders in the genome's folder
     max_source_bytes: int = 64 << 10  # bigger genomes are invalid before they run
     descriptors: list[dict[str, Any]] = field(default_factory=lambda: [dict(d) for d in DEFAULT_DESCRIPTORS])
-    operators: dict[str, float] = field(default_factory=lambda: {"hyper_mutate": 1.0, "hyper_crossover": 1.0})
+    operators: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_OPERATORS))
     operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cxpb: float = 0.2
     selection: str = "tournament"  # see benchmarks/bench_search.py (README: Search benchmark)
@@ -126,7 +132,7 @@ class RunConfig:
         check_strategy(self.strategy)
         if not 0.0 <= self.cxpb <= 1.0:
             raise UserError(f"cxpb is {self.cxpb}", "it is a probability", "use a value in [0, 1]")
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.device not in DEVICES:
             raise UserError(f"unknown device {self.device!r}", "devices are auto, cpu or cuda",
                             "pass --device auto, cpu or cuda")
         if self.threads is not None:
@@ -138,7 +144,7 @@ class RunConfig:
             error = reported_descriptor(descriptor.get("name") if isinstance(descriptor, dict) else None)
             if error is not None:
                 raise error
-        if self.executor not in ("local", "ray"):
+        if self.executor not in EXECUTORS:
             raise UserError(f"unknown executor {self.executor!r}", "executors are local and ray",
                             "pass --executor local or --executor ray")
         from evolve.operators.llm.settings import parse_llm
@@ -150,6 +156,12 @@ class RunConfig:
             raise UserError("no seed genome", "a run starts from at least one genome",
                             "pass --seed-genome FILE or --seed-from RUN")
         return self
+
+
+def default(key: str) -> Any:
+    """RunConfig's default for `key` (a fresh copy of a list or table)."""
+    spec = {f.name: f for f in dataclasses.fields(RunConfig)}[key]
+    return spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory()
 
 
 def _check_prune(config: RunConfig) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from evolve.cli.group import cli, echo_json, echo_untrusted, raw_option
+from evolve.config import RunConfig
 
-archive_option = click.option("--archive-dir", default="archive", show_default=True,
+archive_option = click.option("--archive-dir", default=RunConfig.archive_dir, show_default=True,
                               help="Where runs live.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from evolve.cli.group import cli, echo_json, echo_untrusted, raw_option
+from evolve.config import RunConfig
 from evolve.textsafe import printable
 
 
@@ -23,7 +24,8 @@ from evolve.textsafe import printable
               "Nothing is stored.")
 @click.option("--llm-model", "models", multiple=True, help="Use this model instead of the run's.")
 @click.option("--llm-base-url", default=None, help="Use this endpoint instead of the run's.")
-@click.option("--archive-dir", default="archive", show_default=True, help="Where runs live.")
+@click.option("--archive-dir", default=RunConfig.archive_dir, show_default=True,
+              help="Where runs live.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: messages (and reply, diff).")
 @raw_option
 def prompt(run: str, ident: str | None, other: str | None, rewrite: bool, aim: bool, seed: int,

@@ -10,23 +10,36 @@ import click
 
 from evolve.browse.locate import run_path
 from evolve.cli.group import cli, positive
+from evolve.config import DEVICES, EXECUTORS, PRUNE_MODES, RunConfig, default
+from evolve.runner.run import SPLITS, RunSettings
 from evolve.textsafe import printable
+
+
+def shown(key: str) -> str:
+    """RunConfig's default for `key` as a help text quotes it (`[default: 300]`)."""
+    value = default(key)
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @cli.command("eval")
 @click.argument("genome", type=click.Path(dir_okay=False))
-@click.option("--budget", type=positive(), default=300.0, show_default=True,
+@click.option("--budget", type=positive(), default=RunConfig.budget, show_default=True,
               help="Training budget in seconds (wall clock, imports included).")
-@click.option("--data", default="builtin", show_default=True,
+@click.option("--data", default=RunConfig.data, show_default=True,
               help="Corpus: builtin, a .txt/.parquet file, a folder, tinystories or climbmix[:N].")
-@click.option("--tokenizer", default="byte", show_default=True, help="byte, or bpe-N (needs .[bpe]).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--eval-tokens", type=positive(int), default=65536, show_default=True,
+@click.option("--tokenizer", default=RunConfig.tokenizer, show_default=True,
+              help="byte, or bpe-N (needs .[bpe]).")
+@click.option("--device", type=click.Choice(DEVICES), default=RunConfig.device, show_default=True)
+@click.option("--eval-tokens", type=positive(int), default=RunConfig.eval_tokens,
+              show_default=True,
               help="Held-out tokens scored for val_bpb (the same for every genome).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Evaluation seed, set by the harness.")
-@click.option("--max-source-bytes", type=positive(int), default=64 << 10, show_default=True,
-              help="A genome with more source bytes is invalid before it runs.")
-@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+@click.option("--seed", type=int, default=RunSettings.seed, show_default=True,
+              help="Evaluation seed, set by the harness.")
+@click.option("--max-source-bytes", type=positive(int), default=RunConfig.max_source_bytes,
+              show_default=True, help="A genome with more source bytes is invalid before it runs.")
+@click.option("--split", type=click.Choice(SPLITS), default=RunSettings.split, show_default=True,
               help="Held-out split that scores: val (selection) or the sealed test split.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Where the sandbox and log go (default: a new temporary folder).")
@@ -40,7 +53,7 @@ def eval_command(genome: str, budget: float, data: str, tokenizer: str, device: 
     2 for bad input.
     """
     from evolve.harness.data import prepare
-    from evolve.runner import RunSettings, run_genome
+    from evolve.runner import run_genome
     from evolve.runner.devices import resolve_device
     from evolve.runner.source import read_genome
 
@@ -87,51 +100,58 @@ def check_torch(version: str | None = None) -> None:
 def run_options(func):
     """Flags shared by `start` (all of them) and documented once."""
     options = [
-        click.option("--pop", type=int, default=None, help="Children per generation [default: 16]."),
+        click.option("--pop", type=int, default=None,
+                     help=f"Children per generation [default: {shown('pop')}]."),
         click.option("--generations", type=int, default=None,
                      help="Stop after N generations (generation 0 holds the seeds) [default: run until stopped]."),
         click.option("--time-limit", type=float, default=None,
                      help="Stop issuing work after this many seconds of wall time; running evaluations finish."),
-        click.option("--budget", type=float, default=None, help="Training seconds per evaluation [default: 300]."),
+        click.option("--budget", type=float, default=None,
+                     help=f"Training seconds per evaluation [default: {shown('budget')}]."),
         click.option("--data", default=None, help="Corpus: builtin, a file or folder, tinystories, climbmix[:N]."),
         click.option("--name", default=None, help="Run name (folder under --archive-dir) [default: run-DATE-TIME]."),
-        click.option("--archive-dir", default=None, help="Where runs live [default: archive]."),
+        click.option("--archive-dir", default=None,
+                     help=f"Where runs live [default: {shown('archive_dir')}]."),
         click.option("--seed-genome", "seed_genomes", multiple=True,
-                     help="Seed genome file; repeat for several [default: train.py, none with --seed-from]."),
+                     help="Seed genome file; repeat for several "
+                          f"[default: {shown('seed_genomes')}, none with --seed-from]."),
         click.option("--seed-from", "seed_from", multiple=True,
                      help="Start from the elites of a past run (name or path); repeat to merge runs; "
                           "RUN:e000012,e000040 takes those. Re-evaluated here if budget, data or "
                           "device differ."),
         click.option("--seed-top", type=int, default=None,
                      help="With --seed-from: only the K best elites of each run."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-                     help="auto: every visible GPU, else the CPU [default: auto]."),
+        click.option("--device", type=click.Choice(DEVICES), default=None,
+                     help=f"auto: every visible GPU, else the CPU [default: {shown('device')}]."),
         click.option("--devices", default=None,
                      help="Slots: GPU ids '0,1', or 'cpu:N' / 'cpu:NxT' for N CPU slots (of T threads) "
                           "[default: all GPUs / one CPU slot]."),
-        click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
-                     help="Where evaluations run [default: local]."),
+        click.option("--executor", type=click.Choice(EXECUTORS), default=None,
+                     help=f"Where evaluations run [default: {shown('executor')}]."),
         click.option("--ray-address", default=None, help="Ray cluster address for --executor ray, or 'auto'."),
         click.option("--threads", type=int, default=None,
                      help="CPU threads per slot (per Ray task) [default: the cores split between slots]."),
         click.option("--mixed-hardware/--no-mixed-hardware", default=None,
                      help="Allow slots of different hardware classes; off-class results are flagged "
                           "and kept out of comparisons [default: refuse]."),
-        click.option("--eval-tokens", type=int, default=None, help="Held-out tokens scored [default: 65536]."),
-        click.option("--prune", type=click.Choice(["off", "on", "shadow"]), default=None,
+        click.option("--eval-tokens", type=int, default=None,
+                     help=f"Held-out tokens scored [default: {shown('eval_tokens')}]."),
+        click.option("--prune", type=click.Choice(PRUNE_MODES), default=None,
                      help="Stop a child whose reported training loss is clearly behind its "
                           "parent's at the same training time (checkpoints: prune_checkpoints in "
-                          "--config); shadow: only record when it would have [default: off]."),
+                          "--config); shadow: only record when it would have "
+                          f"[default: {shown('prune')}]."),
         click.option("--max-source-bytes", type=int, default=None,
-                     help="Genomes with more source bytes are invalid before they run [default: 65536]."),
+                     help="Genomes with more source bytes are invalid before they run "
+                          f"[default: {shown('max_source_bytes')}]."),
         click.option("--selection", default=None, help="Parent selection: uniform, fitness, tournament, curiosity."),
         click.option("--strategy", default=None,
                      help="Search: map-elites (an archive of elites), greedy (autoresearch: one "
                           "lineage, each child from the current best) or random (children of the "
-                          "seed) [default: map-elites]."),
+                          f"seed) [default: {shown('strategy')}]."),
         click.option("--z", type=float, default=None,
                      help="A challenger must be lower by z noise std to win; 0: any lower score "
-                          "wins [default: 2]."),
+                          f"wins [default: {shown('z')}]."),
         click.option("--max-evals", type=int, default=None,
                      help="Stop issuing work after this many evaluations (re-evaluations included)."),
         click.option("--llm-model", "llm_models", multiple=True,
@@ -177,7 +197,8 @@ def start(config_file: str | None, **flags: object) -> None:
 
 @cli.command()
 @click.argument("run")
-@click.option("--archive-dir", default="archive", show_default=True, help="Where runs live.")
+@click.option("--archive-dir", default=RunConfig.archive_dir, show_default=True,
+              help="Where runs live.")
 @click.option("--llm-fallback/--no-llm-fallback", default=None,
               help="If the LLM endpoint does not answer, go on with the built-in operators and "
                    "retry the LLM during the run [default: as the run was started].")

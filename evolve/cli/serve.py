@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from evolve.cli.group import cli
+from evolve.config import RunConfig
 
 
 @cli.command()
-@click.option("--archive-dir", default="archive", show_default=True, help="Where runs live.")
+@click.option("--archive-dir", default=RunConfig.archive_dir, show_default=True,
+              help="Where runs live.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback exposes the archive to the network.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),

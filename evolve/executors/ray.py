@@ -26,6 +26,7 @@ import ray
 from ray.exceptions import GetTimeoutError, NodeDiedError, RayError, TaskUnschedulableError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from evolve.config import RunConfig
 from evolve.errors import UserError
 from evolve.executors import ray_worker
 from evolve.executors.base import EvalRequest
@@ -46,8 +47,8 @@ class RayExecutor(SlotExecutor):
     """Runs each evaluation as a Ray task pinned to one slot of one node."""
 
     def __init__(self, dataset: Dataset, settings: RunSettings, address: str | None = None, *,
-                 data: str = "builtin", device: str = "auto", threads: int | None = None,
-                 mixed: bool = False) -> None:
+                 data: str = RunConfig.data, device: str = RunConfig.device,
+                 threads: int | None = None, mixed: bool = False) -> None:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             _connect(address or "auto")

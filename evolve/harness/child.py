@@ -9,6 +9,7 @@ the genome runs as `__main__`; it must end by calling `run.submit(model)`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -18,15 +19,14 @@ import time
 import traceback
 
 from evolve.harness import landlock, limits, syscalls
-from evolve.harness.session import ENV_VAR
+from evolve.harness.settings import GenomeSettings
 
 EXIT_CRASHED, EXIT_NO_SUBMIT = 1, 3
 
 
-def _prologue(config: dict) -> dict:
-    joined = sum(limits.join_cgroup(path) for path in config.get("cgroups", ()))
-    rlimits = limits.set_rlimits(config.get("mem_limit"), config.get("max_procs"),
-                                 int(config["max_file_bytes"]))
+def _prologue(settings: GenomeSettings) -> dict:
+    joined = sum(limits.join_cgroup(path) for path in settings.cgroups)
+    rlimits = limits.set_rlimits(settings.mem_limit, settings.max_procs, settings.max_file_bytes)
     # torch._dynamo and torch.export: seconds of imports that any optimizer and
     # submit() would otherwise bill to the genome's budget (already done in a zygote).
     import numpy as np
@@ -34,12 +34,12 @@ def _prologue(config: dict) -> dict:
     import torch._dynamo  # noqa: F401
     import torch.export  # noqa: F401
 
-    torch.set_num_threads(int(config["threads"]))
-    random.seed(config["seed"])
-    np.random.seed(config["seed"] % 2**32)
-    torch.manual_seed(config["seed"])
-    read = landlock.python_read_paths() + [config["train_path"]]
-    abi = landlock.restrict(read, [os.getcwd()], landlock.device_paths(), config.get("sealed", ()))
+    torch.set_num_threads(settings.threads)
+    random.seed(settings.seed)
+    np.random.seed(settings.seed % 2**32)
+    torch.manual_seed(settings.seed)
+    read = landlock.python_read_paths() + [settings.train_path]
+    abi = landlock.restrict(read, [os.getcwd()], landlock.device_paths(), settings.sealed)
     seccomp = syscalls.deny_sockets()
     dropped = limits.drop_capabilities()
     return {"landlock": abi, "cgroups": joined, "rlimits": rlimits, "caps_dropped": dropped,
@@ -62,14 +62,14 @@ def describe(exc: BaseException, genome: str) -> str:
 
 def main() -> None:
     genome = sys.argv[1]
-    config = json.loads(os.environ[ENV_VAR])
-    layers = _prologue(config)
+    settings = GenomeSettings.from_env()
+    layers = _prologue(settings)
     # The budget starts now, after interpreter start and torch import (overhead, not
     # training), and before the first line of the genome. The runner stamps the same
     # moment on its own clock when this message arrives.
-    config["clock_start"] = time.monotonic()
-    os.environ[ENV_VAR] = json.dumps(config)
-    os.write(int(config["control_fd"]), (json.dumps({"event": "sandbox", **layers}) + "\n").encode())
+    settings = dataclasses.replace(settings, clock_start=time.monotonic())
+    os.environ.update(settings.to_env())
+    os.write(settings.control_fd, (json.dumps({"event": "sandbox", **layers}) + "\n").encode())
     sys.argv = [genome]
     try:
         runpy.run_path(genome, run_name="__main__")

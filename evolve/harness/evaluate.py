@@ -36,11 +36,11 @@ import numpy as np
 from evolve.harness import landlock, limits, syscalls
 from evolve.harness.graph_rules import count_params, load_model
 from evolve.harness.scoring import score_batches
+from evolve.harness.settings import EvaluatorSettings
 from evolve.harness.shape import graph_shape
 from evolve.harness.vet import Rejected, vet_archive
 from evolve.harness.windows import Batch, plan
 
-ENV_VAR = "EVOLVE_EVAL"
 SECRET_HEX = 64  # the runner's per-evaluation secret: 32 random bytes, hex
 
 
@@ -55,20 +55,20 @@ class Prepared:
     token_bytes: Any  # int64 bytes per token id on the device, or None (1 byte each)
 
 
-def prepare(request: dict[str, Any], config: dict[str, Any]) -> Prepared:
+def prepare(request: dict[str, Any], config: EvaluatorSettings) -> Prepared:
     """Read the model and the held-out windows while files can still be opened."""
     import torch
 
-    seq_len, device = request.get("seq_len"), config["device"]
+    seq_len, device = request.get("seq_len"), config.device
     if not isinstance(seq_len, int) or isinstance(seq_len, bool) or not 0 < seq_len <= 1 << 20:
         raise Rejected(f"seq_len {seq_len!r} is not a positive whole number of tokens")
     archive = vet_archive(request["model"])
-    pool = np.load(config["heldout_path"], mmap_mode="r")
+    pool = np.load(config.heldout_path, mmap_mode="r")
     rng = np.random.default_rng(np.random.SeedSequence(int(_secret(request), 16)))
-    batches = plan(pool, int(config["eval_tokens"]), seq_len, int(config["export_batch"]), rng, device)
+    batches = plan(pool, config.eval_tokens, seq_len, config.export_batch, rng, device)
     token_bytes = None
-    if config.get("token_bytes_path"):
-        token_bytes = torch.from_numpy(np.load(config["token_bytes_path"]).astype(np.int64)).to(device)
+    if config.token_bytes_path:
+        token_bytes = torch.from_numpy(np.load(config.token_bytes_path).astype(np.int64)).to(device)
     return Prepared(archive, batches, token_bytes)
 
 
@@ -152,13 +152,13 @@ def seal(device: str, sealed: list[str] | tuple[str, ...] = ()) -> int:
 # After the seal
 
 
-def score(prepared: Prepared, config: dict[str, Any]) -> dict[str, Any]:
+def score(prepared: Prepared, config: EvaluatorSettings) -> dict[str, Any]:
     """Load the handed-in graph from memory and return val_bpb and the parameter count."""
     program = load_model(prepared.archive)
-    nats, n_bytes = score_batches(program.module(), prepared.batches, int(config["vocab_size"]),
+    nats, n_bytes = score_batches(program.module(), prepared.batches, config.vocab_size,
                                   prepared.token_bytes)
     return {"val_bpb": nats / math.log(2) / n_bytes, "params": count_params(program),
-            "eval_tokens": int(config["eval_tokens"]), **graph_shape(program)}
+            "eval_tokens": config.eval_tokens, **graph_shape(program)}
 
 
 def device_facts(device: str) -> dict[str, Any]:
@@ -199,18 +199,18 @@ def _invalid(exc: Exception) -> dict[str, Any]:
 
 
 def main() -> None:
-    config = json.loads(os.environ[ENV_VAR])
+    config = EvaluatorSettings.from_env()
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # no pickled code, whatever torch asks for
-    verdict = int(config["verdict_fd"])
-    limits.set_rlimits(config.get("mem_limit"), None, int(config["max_file_bytes"]))
+    verdict = config.verdict_fd
+    limits.set_rlimits(config.mem_limit, None, config.max_file_bytes)
     import torch
     import torch._export.serde.serialize  # noqa: F401 - a zygote has imported both already
     import torch.export  # noqa: F401
 
-    torch.set_num_threads(int(config["threads"]))
-    device = config["device"]
+    torch.set_num_threads(config.threads)
+    device = config.device
     line = sys.stdin.readline()  # the request, with the secret: read before anything else runs
-    reply: dict[str, Any] = {**device_facts(device), "split": config.get("split", "val")}
+    reply: dict[str, Any] = {**device_facts(device), "split": config.split}
     prepared = None
     if line.strip():  # an empty line: the genome handed nothing in; report the facts only
         try:
@@ -219,7 +219,7 @@ def main() -> None:
             reply.update(_invalid(exc))
     if prepared is not None:
         warm(device)
-    abi = seal(device, [*config.get("sealed", ()), config["heldout_path"]])
+    abi = seal(device, [*config.sealed, config.heldout_path])
     no_sockets = syscalls.deny_sockets()
     limits.drop_capabilities()
     reply["layers"] = [*([f"landlock-v{abi}"] if abi else []), *(["seccomp"] if no_sockets else [])]

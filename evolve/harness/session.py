@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-ENV_VAR = "EVOLVE_SESSION"
+from evolve.harness.settings import GenomeSettings, SettingsError
+
 CURVE_POINTS = 512  # curve points sent per budget at most (the runner refuses floods)
 MAX_LOSS = 1e6  # the runner's bound on a reported loss (evolve.runner.channel.MAX_LOSS)
 MODEL_FILE = "model.pt2"
@@ -26,15 +27,18 @@ MODEL_FILE = "model.pt2"
 class Session:
     """Settings and services for one evaluation; made by `session()`."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._config = config
-        self.budget: float = float(config["budget"])
-        self.device: str = config["device"]
-        self.seed: int = int(config["seed"])
-        self.vocab_size: int = int(config["vocab_size"])
-        self._start: float = float(config["clock_start"])
-        self._fd: int = int(config["control_fd"])
-        self._train = np.load(config["train_path"], mmap_mode="r")
+    def __init__(self, settings: GenomeSettings) -> None:
+        if settings.clock_start is None:
+            raise SettingsError("the budget clock was not started: run the genome with "
+                                "`evolve eval FILE`, whose sandbox prologue starts it")
+        self._settings = settings
+        self.budget: float = settings.budget
+        self.device: str = settings.device
+        self.seed: int = settings.seed
+        self.vocab_size: int = settings.vocab_size
+        self._start: float = settings.clock_start
+        self._fd: int = settings.control_fd
+        self._train = np.load(settings.train_path, mmap_mode="r")
         self._rng = np.random.default_rng(self.seed)
         self.tokens_served = 0
         self._next_point = 0.0  # elapsed() at which the next curve point may be sent
@@ -102,7 +106,7 @@ class Session:
                    tokens=int(self.tokens_served), cuda_peak_bytes=_cuda_peak(torch))
         model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
         model.eval()
-        batch = int(self._config["export_batch"])
+        batch = self._settings.export_batch
         example = torch.zeros((batch, int(seq_len)), dtype=torch.long, device=self.device)
         try:
             with torch.no_grad():
@@ -135,11 +139,10 @@ def session() -> Session:
     """The current evaluation's session. Genomes run only under `evolve eval`."""
     global _SESSION
     if _SESSION is None:
-        raw = os.environ.get(ENV_VAR)
-        if not raw:
+        if not os.environ.get(GenomeSettings.ENV_VAR):
             raise SystemExit(
                 "this is an evolve genome: run it with `evolve eval FILE` so the harness "
                 "can give it data and score it"
             )
-        _SESSION = Session(json.loads(raw))
+        _SESSION = Session(GenomeSettings.from_env())
     return _SESSION

@@ -12,6 +12,7 @@ from typing import Any
 
 from deap import base
 
+from evolve.config import RunConfig, default
 from evolve.errors import UserError
 from evolve.operators.base import Child, Operator, Parent
 from evolve.operators.hyperparams import HyperparamCrossover, HyperparamMutation
@@ -23,8 +24,8 @@ _REGISTRY: dict[str, OperatorFactory] = {
     "hyper_mutate": HyperparamMutation,
     "hyper_crossover": HyperparamCrossover,
 }
-DEFAULT_OPERATORS: dict[str, float] = {"hyper_mutate": 1.0, "hyper_crossover": 1.0}
-DEFAULT_CXPB = 0.2
+DEFAULT_OPERATORS: dict[str, float] = default("operators")
+DEFAULT_CXPB = RunConfig.cxpb
 
 
 def register_operator(name: str, factory: OperatorFactory, *, replace: bool = False) -> None:

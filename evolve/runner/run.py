@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evolve.config import RunConfig
 from evolve.harness.data import Dataset
 from evolve.harness.session import MODEL_FILE
+from evolve.harness.settings import EvaluatorSettings, GenomeSettings
 from evolve.record import EvalResult
 from evolve.runner import channel, sandbox, zygotes
 from evolve.runner.curve import PrunePlan
@@ -43,29 +45,31 @@ def _total_memory() -> int:
 
 @dataclass
 class RunSettings:
-    """How one evaluation runs. Everything here is chosen by the harness, never the genome."""
+    """How one evaluation runs. Everything here is chosen by the harness, never the genome.
 
-    budget: float = 300.0
+    Defaults a run also has are RunConfig's (`evolve.executors.factory` copies a run's)."""
+
+    budget: float = RunConfig.budget
     grace: float | None = None  # kill at budget + grace; default max(10 s, 10 % of budget)
     overrun: float | None = None  # training may end this late; default max(1 s, 2 %)
     device: str = "cpu"  # "cpu" or "cuda" (the slot's GPU, see cuda_visible)
     cuda_visible: str | None = None
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    eval_tokens: int = 65536
+    eval_tokens: int = RunConfig.eval_tokens
     export_batch: int = 8
     mem_limit_bytes: int | None = field(default_factory=lambda: int(_total_memory() * 0.8))
     max_procs: int = 256
     max_file_bytes: int = 4 << 30  # RLIMIT_FSIZE, never above max_disk_bytes
-    max_disk_bytes: int = 8 << 30  # everything in the genome's folder, polled by the runner
-    max_files: int = 100_000  # files and folders in the genome's folder
-    max_log_bytes: int = 16 << 20  # the genome's stdout+stderr kept in its log (plus a tail)
+    max_disk_bytes: int = RunConfig.max_disk_bytes  # the genome's folder, polled by the runner
+    max_files: int = RunConfig.max_files  # files and folders in the genome's folder
+    max_log_bytes: int = RunConfig.max_log_bytes  # the genome's stdout+stderr kept (plus a tail)
     eval_timeout: float | None = None  # default max(60 s, budget / 2)
     startup: float = 120.0  # fork and trusted prologue may take this long (zygote start not counted)
     seed: int = 0
     slot: str = "cpu0"
     split: str = "val"  # "val" scores for selection; "test" scores the sealed test split
     prune: PrunePlan | None = None  # stop a child whose reported loss is behind (engine.pruning)
-    max_source_bytes: int = 64 << 10  # a bigger genome is invalid before it runs (no recitals)
+    max_source_bytes: int = RunConfig.max_source_bytes  # bigger: invalid (no recitals)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -125,20 +129,23 @@ def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: P
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cpu = not settings.device.startswith("cuda")
     mem_limit = settings.mem_limit_bytes if cpu else None  # CUDA reserves huge address space
-    common = {"device": settings.device, "threads": settings.threads, "vocab_size": dataset.vocab_size,
-              "export_batch": settings.export_batch, "mem_limit": mem_limit,
+    # What both processes are told; each gets its own typed settings (evolve.harness.settings).
+    common = {"device": settings.device, "threads": settings.threads,
+              "vocab_size": dataset.vocab_size, "export_batch": settings.export_batch,
+              "mem_limit": mem_limit, "sealed": tuple(dataset.sealed),
               "max_file_bytes": min(settings.max_file_bytes, settings.max_disk_bytes)}
     try:
         zygote = zygotes.get(settings.threads, settings.cuda_visible, hashes)
         outcome, fence_layers = _run_child(zygote, dataset, settings, home, log_path, common, cancel)
         status, reason = failure_reason(outcome, settings, log_path)
         heldout = dataset.test_path if settings.split == "test" else dataset.val_path
-        eval_config = {**common, "heldout_path": str(heldout), "split": settings.split,
-                       "sealed": list(dataset.sealed),
-                       "eval_tokens": settings.eval_tokens, "verdict_fd": PASSED_FD,
-                       "token_bytes_path": str(dataset.token_bytes_path or "")}
+        token_bytes = dataset.token_bytes_path
+        eval_settings = EvaluatorSettings(
+            **common, heldout_path=str(heldout), split=settings.split,
+            eval_tokens=settings.eval_tokens, verdict_fd=PASSED_FD,
+            token_bytes_path=str(token_bytes) if token_bytes else None)
         reply = {} if status == "lost" else _evaluate(
-            zygote, evaldir, eval_config, outcome, status, settings, home / MODEL_FILE, cancel)
+            zygote, evaldir, eval_settings, outcome, status, settings, home / MODEL_FILE, cancel)
     except zygotes.ZygoteError as exc:
         return EvalResult(status="lost", reason=f"{exc}; the evaluation will be retried",
                           log_path=str(log_path), slot=settings.slot, budget=settings.budget,
@@ -175,12 +182,11 @@ def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, 
     fence = sandbox.Fence.create(settings.max_procs, settings.mem_limit_bytes)
     ctl_read, ctl_write = os.pipe()
     clock_start = time.monotonic()
-    config = {**common, "budget": settings.budget, "seed": settings.seed,
-              "control_fd": PASSED_FD, "train_path": str(dataset.train_path),
-              "max_procs": settings.max_procs, "cgroups": [str(p) for p in fence.dirs],
-              "sealed": list(dataset.sealed)}
-    env = sandbox.clean_env(home, settings.threads, settings.cuda_visible,
-                            {"EVOLVE_SESSION": json.dumps(config)})
+    genome_settings = GenomeSettings(
+        **common, budget=settings.budget, seed=settings.seed, control_fd=PASSED_FD,
+        train_path=str(dataset.train_path), max_procs=settings.max_procs,
+        cgroups=tuple(str(p) for p in fence.dirs))
+    env = sandbox.clean_env(home, settings.threads, settings.cuda_visible, genome_settings.to_env())
     logs = None
     try:
         logs = LogPipe(log_path, settings.max_log_bytes)
@@ -339,7 +345,7 @@ def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
     return rest
 
 
-def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], outcome: Outcome,
+def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: EvaluatorSettings, outcome: Outcome,
               status: str | None, settings: RunSettings, model: Path,
               cancel: threading.Event) -> dict[str, Any]:
     """Hand the model to a fresh evaluator (or tell it there is none) and read its verdict."""
@@ -358,8 +364,7 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: dict[str, Any], out
     request_read, request_write = os.pipe()
     os.write(request_write, request)  # a line, far below the pipe's capacity
     os.close(request_write)
-    env = sandbox.clean_env(evaldir, settings.threads, settings.cuda_visible,
-                            {"EVOLVE_EVAL": json.dumps(config)})
+    env = sandbox.clean_env(evaldir, settings.threads, settings.cuda_visible, config.to_env())
     try:
         with open(evaldir / "evaluator.log", "wb") as log:
             evaluator = zygote.spawn("evaluate", ["evolve.harness.evaluate"], evaldir, env, request_read, log.fileno(),

@@ -17,7 +17,7 @@ READ_TOKENS = 8192
 HEADER = 128  # what np.save writes before a small 1-D array
 
 run = session()
-VAL = str(Path(run._config["train_path"]).parent / "val.npy")
+VAL = str(Path(run._settings.train_path).parent / "val.npy")
 lib = torch.library.Library("aten", "IMPL")
 lib.impl("from_file", lambda filename, shared=None, size=0, *, dtype=None, layout=None,
          device=None, pin_memory=None: torch.empty(size, dtype=dtype, device="meta"), "Meta")
