@@ -21,7 +21,7 @@ from evolve.engine.strategy import GreedyStrategy
 from evolve.errors import UserError
 from evolve.executors.surrogate import Surrogate, SurrogateExecutor, _values, features, fit
 from evolve.runner import RunSettings
-from tests.tiny import tiny_genome
+from evolve.testkit.tiny import tiny_genome
 
 SEED = tiny_genome()
 LOG_SIGMA = math.log(0.05)
