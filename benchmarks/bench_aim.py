@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evolve.archive import RunArchive
+from evolve.config import DEFAULT_DESCRIPTORS, RunConfig
+from evolve.engine import start
+from evolve.executors.factory import build_executor
+from evolve.testkit.llm_server import FakeLLM, sizer
+from evolve.testkit.tiny import tiny_genome
 
-from evolve.archive import RunArchive  # noqa: E402
-from evolve.config import DEFAULT_DESCRIPTORS, RunConfig  # noqa: E402
-from evolve.engine import start  # noqa: E402
-from evolve.executors.factory import build_executor  # noqa: E402
-from tests.llm_server import FakeLLM, sizer  # noqa: E402
-from tests.tiny import tiny_genome  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GRIDS = {  # what the scripted endpoint can move: model size, and code lines (no-op lines)
     1: [{"name": "model_size", "low": 3.5, "high": 6.5, "bins": 12}],

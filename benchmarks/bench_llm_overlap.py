@@ -20,20 +20,16 @@ Proposals keep up when concurrency >= slots * latency / evaluation time.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from evolve.config import RunConfig  # noqa: E402
-from evolve.engine import start  # noqa: E402
-from evolve.executors.factory import build_executor  # noqa: E402
-from tests.llm_server import FakeLLM, tweaker  # noqa: E402
-from tests.tiny import tiny_genome  # noqa: E402
+from evolve.config import RunConfig
+from evolve.engine import start
+from evolve.executors.factory import build_executor
+from evolve.testkit.llm_server import FakeLLM, tweaker
+from evolve.testkit.tiny import tiny_genome
 
 
 class Timeline:

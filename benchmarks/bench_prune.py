@@ -30,14 +30,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evolve.archive import RunArchive
+from evolve.config import RunConfig
+from evolve.engine.pruning import Pruning
+from evolve.record import sealed
+from evolve.testkit.tiny import set_constants
 
-from evolve.archive import RunArchive  # noqa: E402
-from evolve.config import RunConfig  # noqa: E402
-from evolve.engine.pruning import Pruning  # noqa: E402
-from evolve.record import sealed  # noqa: E402
-from tests.tiny import set_constants  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GENOME = {"SEQ_LEN": 64, "BATCH_SIZE": 16, "N_LAYER": 2, "N_HEAD": 2, "N_EMBD": 64,
           "LOG_EVERY": 2}

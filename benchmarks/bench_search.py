@@ -28,21 +28,19 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evolve.archive import RunArchive
+from evolve.browse.curve import at, evals_to_reach, search_curve
+from evolve.config import RunConfig
+from evolve.executors.surrogate import Surrogate, SurrogateExecutor, fit, samples_from_runs
+from evolve.runner import RunSettings
+from evolve.testkit.tiny import set_constants
 
-from evolve.archive import RunArchive  # noqa: E402
-from evolve.browse.curve import at, evals_to_reach, search_curve  # noqa: E402
-from evolve.config import RunConfig  # noqa: E402
-from evolve.executors.surrogate import Surrogate, SurrogateExecutor, fit, samples_from_runs  # noqa: E402
-from evolve.runner import RunSettings  # noqa: E402
-from tests.tiny import set_constants  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = {"SEQ_LEN": 64, "BATCH_SIZE": 16, "N_LAYER": 2, "N_HEAD": 2, "N_EMBD": 64}
 STRATEGIES = ("map-elites", "greedy", "random")

@@ -19,7 +19,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +29,7 @@ from evolve.executors.slots import Slot
 from evolve.harness.data import prepare
 from evolve.runner import RunSettings
 from evolve.runner.devices import cpu_name
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.tiny import tiny_genome  # noqa: E402
+from evolve.testkit.tiny import tiny_genome
 
 
 def throughput(executor, evals: int, folder: Path, label: str) -> float:

@@ -69,8 +69,7 @@ else
     # Both seeds shrunk as the tests shrink them: on a busy CPU one full-size step can
     # outlast a 4 s budget's tolerance. The CUDA run uses the files as they are.
     TRAIN="$WORK/train_small.py" MUON="$WORK/gpt_muon_small.py"
-    "$PY" -c "import sys; from tests.tiny import TINY, set_constants
-from tests.test_seed_genomes import MUON_SMALL
+    "$PY" -c "import sys; from evolve.testkit.tiny import MUON_SMALL, TINY, set_constants
 for src, dst, values in (('train.py', sys.argv[1], TINY), ('genomes/gpt_muon.py', sys.argv[2],
                                                            MUON_SMALL)):
     open(dst, 'w').write(set_constants(open(src).read(), **values))" "$TRAIN" "$MUON"

@@ -15,7 +15,7 @@ from evolve.harness.data import Dataset, prepare
 from evolve.record import EvalResult
 from evolve.runner import RunSettings, run_genome
 from evolve.runner.sandbox import Fence
-from tests.tiny import TINY, set_constants
+from evolve.testkit.tiny import TINY, set_constants
 
 ROOT = Path(__file__).resolve().parents[1]
 GENOMES = Path(__file__).resolve().parent / "genomes"

@@ -376,6 +376,7 @@ def test_atomic_write_fsyncs_the_file_before_and_the_directory_after_the_rename(
 ) -> None:
     """Power loss keeps the new file only if its bytes and then its name were synced."""
     from evolve.archive import atomic
+    from evolve.durable import TMP_MARK
 
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -395,6 +396,6 @@ def test_atomic_write_fsyncs_the_file_before_and_the_directory_after_the_rename(
     assert json.loads(target.read_text()) == {"a": 1}
     assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
     tmp_name = Path(events[0][1]).name
-    assert tmp_name.startswith(".data.json" + atomic.TMP_MARK)  # the temp file's bytes first
+    assert tmp_name.startswith(".data.json" + TMP_MARK)  # the temp file's bytes first
     assert events[1][1] == str(target)
     assert events[2][1] == str(tmp_path)  # then the directory holding the new name

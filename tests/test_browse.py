@@ -25,7 +25,7 @@ from evolve.archive.pending import PendingTasks, Task
 from evolve.cli import cli
 from evolve.config import RunConfig
 from evolve.record import EvalResult
-from tests.tiny import set_constants, tiny_genome
+from evolve.testkit.tiny import set_constants, tiny_genome
 
 ROOT = Path(__file__).resolve().parents[1]
 S0 = tiny_genome()

@@ -19,7 +19,7 @@ import pytest
 from evolve.archive import RunArchive
 from evolve.archive.elites import best_elite
 from evolve.archive.pending import PendingTasks
-from tests.tiny import tiny_genome
+from evolve.testkit.tiny import tiny_genome
 
 FAST = ["--budget", "2", "--eval-tokens", "4096", "--devices", "cpu:2"]
 

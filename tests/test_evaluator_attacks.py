@@ -26,8 +26,8 @@ from evolve.harness import evaluate as evaluator
 from evolve.harness import graph_rules, scoring, syscalls, windows
 from evolve.harness.landlock import abi_version
 from evolve.harness.vet import Rejected
+from evolve.testkit.tiny import TINY
 from tests.conftest import ROOT, genome, needs_landlock, set_constants
-from tests.tiny import TINY
 
 MUON_SMALL = {"SEQ_LEN": 32, "BATCH_SIZE": 8, "DEPTH": 1, "MODEL_DIM": 64, "HEAD_DIM": 32}
 

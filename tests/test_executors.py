@@ -20,7 +20,7 @@ from evolve.executors.slots import Slot, gpu_slots, local_slots, run_class
 from evolve.harness.data import Dataset, prepare
 from evolve.runner import RunSettings
 from evolve.runner.devices import cuda_count
-from tests.tiny import ROOT, tiny_genome
+from evolve.testkit.tiny import ROOT, tiny_genome
 
 CORES = os.cpu_count() or 1
 H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"

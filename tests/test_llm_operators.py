@@ -23,8 +23,8 @@ from evolve.operators.llm import LLM, LLMError, parse_llm
 from evolve.operators.llm.wiring import STATS_FILE
 from evolve.record import EvalResult
 from evolve.selection import CuriosityTracker
-from tests.llm_server import FakeLLM, drop, fail, garbage, say
-from tests.tiny import tiny_genome
+from evolve.testkit.llm_server import FakeLLM, drop, fail, garbage, say
+from evolve.testkit.tiny import tiny_genome
 
 SEED = tiny_genome()
 

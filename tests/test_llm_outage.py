@@ -15,9 +15,9 @@ from evolve.archive import RunArchive
 from evolve.config import RunConfig
 from evolve.engine import start
 from evolve.executors.factory import build_executor
-from tests.llm_server import FakeLLM, tweaker
+from evolve.testkit.llm_server import FakeLLM, tweaker
+from evolve.testkit.tiny import tiny_genome
 from tests.test_llm_run import corpus
-from tests.tiny import tiny_genome
 
 
 class Outage:

@@ -21,9 +21,9 @@ from evolve.cli import cli
 from evolve.errors import UserError
 from evolve.operators.llm import LLM, parse_llm
 from evolve.operators.llm.preflight import check, down_error
-from tests.llm_server import FakeLLM, Step, say
+from evolve.testkit.llm_server import FakeLLM, Step, say
+from evolve.testkit.tiny import tiny_genome
 from tests.test_llm_run import corpus
-from tests.tiny import tiny_genome
 
 
 def handle(url: str, model: str = "m", **table) -> LLM:
@@ -131,7 +131,7 @@ def test_down_at_start_with_fallback_runs_on_builtins_and_says_when_the_llm_is_b
     (workspace / "run.toml").write_text(
         "noise_repeats = 1\nconfirm = 1\n[operators]\nllm_mutate = 4\nhyper_mutate = 1\n"
         "[llm]\nmax_retries = 0\ncooldown = 1\nconcurrency = 1\ntimeout = 5\n")
-    from tests.llm_server import tweaker
+    from evolve.testkit.llm_server import tweaker
 
     fake = FakeLLM(responder=tweaker(latency=0.0), started=False)
     proc = subprocess.Popen(

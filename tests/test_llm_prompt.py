@@ -31,9 +31,9 @@ from evolve.operators.llm.preview import preview, run_settings
 from evolve.operators.llm.prompt import render
 from evolve.operators.llm.view import genome_parent
 from evolve.selection import CuriosityTracker
-from tests.llm_server import FakeLLM, say, sizer
+from evolve.testkit.llm_server import FakeLLM, say, sizer
+from evolve.testkit.tiny import tiny_genome
 from tests.test_llm_run import corpus
-from tests.tiny import tiny_genome
 
 SEED = tiny_genome()
 # model_size only, in quarter decades: the scripted endpoint can reach any neighbour by resizing

@@ -20,8 +20,8 @@ from evolve.config import RunConfig
 from evolve.engine import start
 from evolve.engine.loop import AUTO_START
 from evolve.executors.factory import build_executor
-from tests.llm_server import FakeLLM, drop, fail, say, tweaker
-from tests.tiny import tiny_genome
+from evolve.testkit.llm_server import FakeLLM, drop, fail, say, tweaker
+from evolve.testkit.tiny import tiny_genome
 
 SEED = tiny_genome()
 

@@ -1,4 +1,4 @@
-"""Hyperparameter operators, dedupe hashing and the operator toolbox, on a realistic genome."""
+"""Hyperparameter operators, dedupe hashing and the operator mix, on a realistic genome."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from evolve.operators import (
     OperatorMix,
     Parent,
     VariationError,
-    build_toolbox,
     check_syntax,
     find_constants,
     make_operator,
@@ -295,7 +294,7 @@ def test_syntax_error_names_the_line() -> None:
     assert check_syntax(GENOME) is None
 
 
-# ---------------------------------------------------------------- toolbox
+# ---------------------------------------------------------------- operator mix
 
 
 class AppendComment:
@@ -336,19 +335,6 @@ def test_mix_respects_weights_of_plugged_in_operators(appended: str) -> None:
     assert child.source.endswith("# hi\n")
 
 
-def test_toolbox_wires_operators_and_selection() -> None:
-    mix = OperatorMix({"hyper_mutate": 1.0, "hyper_crossover": 0.5}, cxpb=0.5)
-    toolbox = build_toolbox(mix, selection="fitness")
-    rng = random.Random(3)
-    assert toolbox.mutate(parent(), rng).operator == "hyper_mutate"
-    assert toolbox.mate(parent(), parent(OTHER, "p2"), rng).parent_ids == ["p1", "p2"]
-    assert (
-        toolbox.hyper_crossover([parent(), parent(OTHER, "p2")], rng).operator == "hyper_crossover"
-    )
-    elites = [parent(), parent(OTHER, "p2")]
-    assert {p.id for p in toolbox.select(elites, 2, rng)} == {"p1", "p2"}
-
-
 def test_unknown_or_bad_configuration_is_a_user_error() -> None:
     with pytest.raises(UserError) as info:
         OperatorMix({"hyper_mutate": 1.0, "llm_rewrite": 1.0})
@@ -363,8 +349,6 @@ def test_unknown_or_bad_configuration_is_a_user_error() -> None:
         OperatorMix(cxpb=1.5)
     with pytest.raises(UserError, match="weight"):
         OperatorMix({"hyper_mutate": -1})
-    with pytest.raises(UserError, match="selection"):
-        build_toolbox(OperatorMix(), selection="roulette")
 
 
 def test_register_refuses_silent_overwrite() -> None:

@@ -26,8 +26,8 @@ from evolve.runner import channel
 from evolve.runner.curve import MAX_POINTS, Curve, PrunePlan, brief, loss_at
 from evolve.runner.outcome import Outcome
 from evolve.runner.run import _record, _take_messages
+from evolve.testkit.tiny import tiny_genome
 from tests.test_result_channel import SANDBOX, _Data
-from tests.tiny import tiny_genome
 
 LOG_LINE = "            run.log(step=step, loss=value, lr=optimizer.param_groups[0][\"lr\"])\n"
 

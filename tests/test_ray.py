@@ -30,7 +30,7 @@ from evolve.executors.ray import RayExecutor  # noqa: E402
 from evolve.harness.data import Dataset, prepare  # noqa: E402
 from evolve.record import EvalResult  # noqa: E402
 from evolve.runner import RunSettings, sandbox  # noqa: E402
-from tests.tiny import tiny_genome  # noqa: E402
+from evolve.testkit.tiny import tiny_genome  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("ray") is None, reason="no `ray` command")
 SETTINGS = RunSettings(budget=3.0, grace=5.0, eval_tokens=4096)

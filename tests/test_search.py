@@ -21,7 +21,7 @@ from evolve.engine.strategy import GreedyStrategy
 from evolve.errors import UserError
 from evolve.executors.surrogate import Surrogate, SurrogateExecutor, _values, features, fit
 from evolve.runner import RunSettings
-from tests.tiny import tiny_genome
+from evolve.testkit.tiny import tiny_genome
 
 SEED = tiny_genome()
 LOG_SIGMA = math.log(0.05)
@@ -87,7 +87,7 @@ def test_close_call_is_a_lower_mean_inside_the_margin() -> None:
     emap.add("inc", (0,), 4.00, "e1")
     emap.add("near", (0,), 3.98, "e2")  # lower, but by less than 2 * 0.05 * sqrt(2)
     emap.add("worse", (0,), 4.10, "e3")
-    assert emap.holder_of((0,)) == "inc"
+    assert emap.elite_at((0,)).genome == "inc"
     assert emap.close_call("near") and not emap.close_call("worse")
     assert not emap.close_call("inc") and not emap.close_call("unknown")
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from evolve.testkit.tiny import MUON_SMALL, set_constants
 from tests.conftest import ROOT
-from tests.tiny import set_constants
-
-MUON_SMALL = {"SEQ_LEN": 32, "BATCH_SIZE": 8, "DEPTH": 1, "MODEL_DIM": 64, "HEAD_DIM": 32,
-              "LOG_EVERY": 10}
 
 
 def test_gpu_scale_genome_learns_on_cpu_when_shrunk(evaluate) -> None:

@@ -28,8 +28,8 @@ from evolve.archive import RunArchive
 from evolve.archive.pending import PendingTasks, Task
 from evolve.browse.server import is_loopback
 from evolve.record import EvalResult
+from evolve.testkit.tiny import set_constants
 from tests.test_browse import ROOT, S0, D, E, build_run, ok, stored_config
-from tests.tiny import set_constants
 
 CHROMIUM = Path("/usr/bin/chromium")
 MARK = "pwned"

@@ -123,7 +123,7 @@ def test_seeding_never_carries_test_records(tested: Path) -> None:
 
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch) -> Path:
-    from tests.tiny import tiny_genome
+    from evolve.testkit.tiny import tiny_genome
 
     (tmp_path / "tiny.py").write_text(tiny_genome())
     (tmp_path / "run.toml").write_text("noise_repeats = 2\nconfirm = 2\n")

@@ -35,7 +35,7 @@ def test_stored_grids_and_records_from_before_still_load():
            "peak_memory_bytes": 3 << 20, "sandbox": "pgroup,env,landlock-v7,cgroup"}
     result = EvalResult.from_dict(old)  # no reported_cuda_peak_bytes field back then
     assert result.reported_cuda_peak_bytes is None
-    assert grid.cell_for(result, "") == (2, 3)  # log10 1000 = 3, log10 1e7 = 7
+    assert grid.cell_if_known(grid.describe(result, "")) == (2, 3)  # log10 1000 = 3, log10 1e7 = 7
 
 
 def test_summary_labels_reported_figures():

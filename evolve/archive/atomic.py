@@ -1,48 +1,19 @@
-"""Crash-safe files: whole-file atomic replacement, and a TinyDB storage built on it.
+"""The archive's JSON files: atomic whole-file JSON writes, and TinyDB storages built on them.
 
-A run is killed with SIGKILL (or loses power) at arbitrary moments while other
-processes browse it. Every file the archive writes is therefore written to a
-temporary file in the same directory, flushed, fsynced and renamed over the old
-one with `os.replace`, so a reader sees the old file or the new one, never half.
+Every file is written through `evolve.durable` (temp file, fsync, rename, fsync of the
+directory), so a reader sees the old file or the new one, never half.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 from tinydb.storages import Storage
 
+from evolve.durable import atomic_write_bytes
 from evolve.errors import UserError
-
-TMP_MARK = ".tmp-"  # temp files are ".<name>.tmp-<pid>-<hex>"; only the writer removes stale ones
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename durable across power loss (POSIX keeps names in the directory)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that no reader or crash ever sees a partial file."""
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

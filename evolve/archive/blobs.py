@@ -10,7 +10,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from evolve.archive.atomic import atomic_write_bytes
+from evolve.durable import atomic_write_bytes
 from evolve.errors import UserError
 
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")

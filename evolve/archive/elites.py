@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -279,9 +279,6 @@ class ElitesMap:
         self.rule = rule
         self._replay(self._history)
 
-    def set_noise_std(self, noise_std: float) -> None:
-        self.set_rule(replace(self.rule, noise_std=noise_std))
-
     def forget(self, eval_ids: Iterable[str]) -> None:
         """Drop observations (their evaluations never reached the disk) and replay the rest."""
         drop = set(eval_ids)
@@ -294,21 +291,9 @@ class ElitesMap:
         genome = self._holders.get(tuple(cell))
         return None if genome is None else Elite.of(self.genomes[genome])
 
-    def holder_of(self, cell: Sequence[int]) -> str | None:
-        return self._holders.get(tuple(cell))
-
     @property
     def coverage(self) -> float:
         return len(self._holders) / self.total_cells
 
-    def qd_score(self) -> float:
-        return qd_score(self.elites(), self.rule.offset)
-
     def best(self) -> Elite | None:
         return best_elite(self.elites(), self.rule.confirm_n)
-
-    def summary(self) -> dict[str, Any]:
-        return summarize(self.elites(), self.total_cells, self.rule)
-
-    def __len__(self) -> int:
-        return len(self._holders)

@@ -170,10 +170,6 @@ class Grid:
             raise ValueError(f"expected {len(self.descriptors)} values, got {len(values)}")
         return tuple(d.bin_of(float(v)) for d, v in zip(self.descriptors, values, strict=True))
 
-    def cell_for(self, result: EvalResult, source: str) -> tuple[int, ...] | None:
-        """The evaluation's cell, or None when some descriptor cannot be measured."""
-        return self.cell_if_known(self.describe(result, source))
-
     def cell_if_known(self, values: Mapping[str, float | None]) -> tuple[int, ...] | None:
         """`cell_of(values)`, or None when a value is missing or not finite."""
         known = [values.get(n) for n in self.names]

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evolve.archive.atomic import TMP_MARK, corrupt, read_json
+from evolve.archive.atomic import corrupt, read_json
+from evolve.durable import TMP_MARK
 from evolve.errors import UserError
 
 FORMAT = 1

@@ -25,8 +25,8 @@ from evolve.operators import Child, Operator, Parent, VariationError
 from evolve.operators.dedupe import normalized_hash
 from evolve.operators.llm.context import RunContext, gather
 from evolve.operators.llm.view import elite_parent
-from evolve.operators.toolbox import OperatorMix, build_toolbox
-from evolve.selection import CuriosityTracker
+from evolve.operators.mix import OperatorMix
+from evolve.selection import CuriosityTracker, check_method, select
 
 MAX_TRIES = 8  # attempts at a fresh, valid child before the proposal counts as failed
 REDRAWS = 20  # draws that look for an available operator before using an unavailable one
@@ -38,8 +38,9 @@ class Proposer:
     def __init__(self, archive: RunArchive, mix: OperatorMix, selection: str,
                  seeds: list[str], lock: threading.RLock, curiosity: CuriosityTracker) -> None:
         self.archive = archive
+        check_method(selection)
         self.mix = mix
-        self.toolbox = build_toolbox(mix, selection, curiosity)  # choose / select / vary
+        self.selection = selection
         self.seeds = seeds  # genome hashes of the seed genomes
         self.lock = lock
         self.curiosity = curiosity
@@ -72,7 +73,8 @@ class Proposer:
         for _ in range(MAX_TRIES):
             pool = self.parents()
             operator = self._choose(len(pool), rng, avoid=failed)
-            chosen = self.toolbox.select(pool, operator.arity, rng)
+            chosen = select(pool, operator.arity, rng, method=self.selection,
+                            curiosity=self.curiosity)
             try:
                 child = operator.vary(chosen, rng)
                 digest = normalized_hash(child.source)
@@ -95,7 +97,7 @@ class Proposer:
         """Draw by weight among the operators available now, preferring those not in `avoid`."""
         drawn = []
         for _ in range(REDRAWS):
-            operator = self.toolbox.choose(n_available, rng)
+            operator = self.mix.choose(n_available, rng)
             if _available(operator) and operator.name not in avoid:
                 return operator
             drawn.append(operator)

@@ -29,7 +29,7 @@ from evolve.operators import GenomeSyntaxError, check_syntax
 from evolve.operators.llm import LLM
 from evolve.operators.llm.preflight import Down, check, down_error
 from evolve.operators.llm.wiring import build_llm
-from evolve.operators.toolbox import OperatorMix
+from evolve.operators.mix import OperatorMix
 from evolve.runner.source import read_genome
 from evolve.selection import CuriosityTracker, check_method
 

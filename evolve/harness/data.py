@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import platformdirs
 
+from evolve.durable import atomic_write
 from evolve.errors import UserError
 from evolve.harness import tokenizer as tokenizing
 from evolve.harness.download import download
@@ -486,15 +486,7 @@ def _json_writer(obj: Any) -> Callable[[BinaryIO], Any]:
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
+    """`atomic_write` into a folder made on demand; readable by this user only, since
+    the folder holds the held-out splits."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write, mode=0o600)

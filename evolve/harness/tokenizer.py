@@ -7,14 +7,13 @@ byte length is recorded in a `token_bytes` table that the evaluator uses.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from evolve.durable import atomic_write_bytes
 from evolve.errors import UserError
 
 BPE_MIN_VOCAB = 257  # the 256 single bytes plus at least one merge
@@ -99,7 +98,8 @@ def _load_or_train_bpe(vocab: int, train: bytes, cache_dir: Path):
     if path.exists():
         return tokenizers.Tokenizer.from_file(str(path))
     tok = _train_bpe(tokenizers, vocab, train)
-    _write_text_atomic(path, tok.to_str())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, tok.to_str().encode(), mode=0o600)
     return tok
 
 
@@ -146,10 +146,3 @@ def _bpe_token_bytes(tok, size: int) -> np.ndarray:
         lengths[token_id] = len(token)
     return lengths
 
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

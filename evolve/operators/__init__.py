@@ -8,11 +8,10 @@ from evolve.operators.hyperparams import (
     HyperparamMutation,
     find_constants,
 )
-from evolve.operators.toolbox import (
+from evolve.operators.mix import (
     DEFAULT_CXPB,
     DEFAULT_OPERATORS,
     OperatorMix,
-    build_toolbox,
     known_operators,
     make_operator,
     register_operator,
@@ -31,7 +30,6 @@ __all__ = [
     "OperatorMix",
     "Parent",
     "VariationError",
-    "build_toolbox",
     "check_syntax",
     "find_constants",
     "known_operators",

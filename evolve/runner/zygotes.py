@@ -252,14 +252,3 @@ def _close_idle(keep: tuple) -> None:
                     zygote.close()
             finally:
                 _locks[key].release()
-
-
-def close_all() -> None:
-    """Stop every zygote of this process (they would also stop when it exits)."""
-    with _registry_lock:
-        keys = list(_zygotes)
-    for key in keys:
-        with _locks[key]:
-            zygote = _zygotes.pop(key, None)
-            if zygote is not None:
-                zygote.close()

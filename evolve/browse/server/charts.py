@@ -79,7 +79,6 @@ class Progress:
     axes: Axes
     grey: str = ""  # SVG path of dots (one element however many points)
     kept: str = ""  # SVG path of dots: evaluations that took a cell
-    kept_total: int = 0
     records: list[tuple[float, float, str]] = field(default_factory=list)  # running-best steps
     elites: str = ""  # SVG path of rings around the current elites' evaluations
     failed: str = ""  # SVG path of ticks on the top edge
@@ -123,7 +122,6 @@ def progress(series: Series, elite_numbers: set[int]) -> Progress:
     kept = np.flatnonzero(ok & took)
     drawn = kept[:: max(1, math.ceil(len(kept) / MAX_GREY))]
     chart.kept = dots(axes.xs(xs[drawn]), axes.ys(bpb[drawn]))
-    chart.kept_total = len(kept)
     ringed = np.flatnonzero(np.isin(series.numbers, list(elite_numbers)) & ok)
     chart.elites = "".join(f"M{x - 6},{y}a6,6 0 1,0 12,0a6,6 0 1,0 -12,0" for x, y in zip(
         axes.xs(xs[ringed]), axes.ys(bpb[ringed]), strict=True))

@@ -8,7 +8,6 @@ page costs about the same at 100 and at 100,000 evaluations.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -333,10 +332,3 @@ def compare_page(index: RunIndex, a: str, b: str) -> dict[str, Any]:
                       "idea": intro.idea if intro else "",
                       "params": intro.params if intro else None})
     return {"sides": sides, "diff": diff_lines(index, left, right)}
-
-
-def log_size(index: RunIndex, ident: str) -> int:
-    try:
-        return os.stat(index.archive.log_path(ident)).st_size
-    except (OSError, ValueError):
-        return 0

@@ -10,7 +10,7 @@ from evolve.operators.llm.context import RunContext, gather
 from evolve.operators.llm.edits import EditError, apply_reply
 from evolve.operators.llm.operators import LLMCrossover, LLMMutation, RunView
 from evolve.operators.llm.settings import LLM_OPERATORS, LLMSettings, ModelSpec, parse_llm
-from evolve.operators.toolbox import known_operators, register_operator
+from evolve.operators.mix import known_operators, register_operator
 
 for _name, _factory in (("llm_mutate", LLMMutation), ("llm_crossover", LLMCrossover)):
     if _name not in known_operators():

@@ -1,4 +1,4 @@
-"""Operator registry, the weighted operator mix, and the DEAP toolbox that wires them.
+"""Operator registry and the weighted operator mix that picks one operator per child.
 
 Config names operators by string (`{"hyper_mutate": 1.0, "hyper_crossover": 0.5}`);
 LLM operators join later through `register_operator` without touching this file.
@@ -10,13 +10,10 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from deap import base
-
 from evolve.config import RunConfig, default
 from evolve.errors import UserError
-from evolve.operators.base import Child, Operator, Parent
+from evolve.operators.base import Operator
 from evolve.operators.hyperparams import HyperparamCrossover, HyperparamMutation
-from evolve.selection import CuriosityTracker, check_method, select
 
 OperatorFactory = Callable[..., Operator]
 
@@ -110,32 +107,7 @@ class OperatorMix:
             return _draw(self.crossovers, rng)
         return _draw(self.mutations, rng)
 
-    def mutate(self, parent: Parent, rng: random.Random) -> Child:
-        return _draw(self.mutations, rng).vary([parent], rng)
-
-    def mate(self, first: Parent, second: Parent, rng: random.Random) -> Child:
-        if not self.crossovers:
-            raise ValueError("no crossover operator is configured")
-        return _draw(self.crossovers, rng).vary([first, second], rng)
-
 
 def _draw(pairs: list[tuple[Operator, float]], rng: random.Random) -> Operator:
     return rng.choices([op for op, _ in pairs], weights=[w for _, w in pairs])[0]
 
-
-def build_toolbox(
-    mix: OperatorMix,
-    selection: str = "uniform",
-    curiosity: CuriosityTracker | None = None,
-) -> base.Toolbox:
-    """A DEAP toolbox with `mutate(parent, rng)`, `mate(p1, p2, rng)`, `choose(n, rng)`,
-    `select(elites, k, rng)` and every configured operator's `vary` under its own name."""
-    check_method(selection)
-    toolbox = base.Toolbox()
-    toolbox.register("mutate", mix.mutate)
-    toolbox.register("mate", mix.mate)
-    toolbox.register("choose", mix.choose)
-    toolbox.register("select", select, method=selection, curiosity=curiosity)
-    for op in mix.operators:
-        toolbox.register(op.name, op.vary)
-    return toolbox

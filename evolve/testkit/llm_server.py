@@ -1,4 +1,4 @@
-"""A local OpenAI-compatible chat server with scripted replies, for tests and benchmarks.
+"""A local OpenAI-compatible chat server with scripted replies, for tests, benchmarks, demos.
 
 It speaks just enough of `POST /v1/chat/completions`, `GET /v1/models` and
 `GET /v1/models/{name}` for the real `openai` client: each chat request takes the
