@@ -58,12 +58,12 @@ def one_run(folder: Path, name: str, aim_share: float, seed: int, args: argparse
     with RunArchive.open(folder / name) as archive:
         records = list(archive.evaluations())
         summary = archive.summary()
-    children = [r for r in records if r["operator"] == "llm_mutate"]
-    aimed = [r for r in children if "target" in r and r["status"] == "ok"]
-    return {"children": len(children), "ok": sum(r["status"] == "ok" for r in children),
-            "aimed": len(aimed), "landed": sum(r["target"]["landed"] for r in aimed),
-            "to_empty": sum(r["target"]["held_by"] is None for r in aimed),
-            "new": sum(r.get("decision") == "new_cell" for r in children),
+    children = [r for r in records if r.operator == "llm_mutate"]
+    aimed = [r for r in children if r.target is not None and r.ok]
+    return {"children": len(children), "ok": sum(r.status == "ok" for r in children),
+            "aimed": len(aimed), "landed": sum(r.target["landed"] for r in aimed),
+            "to_empty": sum(r.target["held_by"] is None for r in aimed),
+            "new": sum(r.decision == "new_cell" for r in children),
             "coverage": summary["coverage"], "qd": summary["qd_score"], "best": summary["best"],
             "cells": round(summary["coverage"] * archive.grid.total_cells)}
 

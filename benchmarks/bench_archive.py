@@ -20,7 +20,7 @@ from pathlib import Path
 
 from evolve.archive import Descriptor, EliteRule, Grid, RunArchive
 from evolve.archive.shards import format_id
-from evolve.record import EvalResult
+from evolve.record import EvalResult, Evaluation
 
 GRID = Grid([Descriptor("model_size", 4, 9, 10), Descriptor("code_size", 50, 600, 10)])
 TIMED = 200
@@ -57,22 +57,22 @@ def fake_source(rng: random.Random) -> str:
     return "\n".join(f"x{i} = {rng.random()!r}  # step" for i in range(lines)) + "\n"
 
 
-def fake_record(number: int, rng: random.Random, genomes: list[str]) -> dict:
+def fake_record(number: int, rng: random.Random, genomes: list[str]) -> Evaluation:
     result = fake_result(rng)
-    values = {"model_size": rng.uniform(3.5, 9.5), "code_size": rng.uniform(30, 650)}
-    return {
-        "id": format_id(number),
-        "generation": number // 64,
-        "genome": rng.choice(genomes),
-        "parents": [format_id(max(1, number - rng.randint(1, 500)))],
-        "operator": rng.choice(["llm_mutate", "crossover", "tweak_lr"]),
-        "idea": "swap GELU for SwiGLU and raise the learning rate warmup to 200 steps",
-        "status": result.status,
-        "result": result.to_dict(),
-        "descriptors": values,
-        "cell": list(GRID.cell_of(values)) if result.ok else None,
-        "created": time.time(),
-    }
+    values: dict[str, float | None] = {"model_size": rng.uniform(3.5, 9.5),
+                                       "code_size": rng.uniform(30, 650)}
+    return Evaluation(
+        id=format_id(number),
+        generation=number // 64,
+        genome=rng.choice(genomes),
+        parents=[format_id(max(1, number - rng.randint(1, 500)))],
+        operator=rng.choice(["llm_mutate", "crossover", "tweak_lr"]),
+        idea="swap GELU for SwiGLU and raise the learning rate warmup to 200 steps",
+        result=result,
+        descriptors=values,
+        cell=list(GRID.cell_of(values)) if result.ok else None,
+        created=time.time(),
+    )
 
 
 def bench(size: int, root: Path, rng: random.Random) -> dict[str, float]:

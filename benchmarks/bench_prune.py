@@ -33,7 +33,7 @@ from pathlib import Path
 from evolve.archive import RunArchive
 from evolve.config import RunConfig
 from evolve.engine.pruning import Pruning
-from evolve.record import sealed
+from evolve.record import Evaluation
 from evolve.testkit.tiny import set_constants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,44 +68,44 @@ def search(mode: str, args: argparse.Namespace, folder: Path, seed: Path) -> flo
     return time.monotonic() - began
 
 
-def children(records: list[dict]) -> list[dict]:
-    return [r for r in records if r.get("operator") not in SEEDLIKE
-            and not sealed(r.get("result") or {})]
+def children(records: list[Evaluation]) -> list[Evaluation]:
+    return [r for r in records if r.operator not in SEEDLIKE
+            and not r.sealed]
 
 
 def analyse(mode: str, folder: Path, wall: float, budget: float) -> dict:
     with RunArchive.open(folder / mode) as archive:
-        records = sorted(archive.evaluations(), key=lambda r: r.get("seq", 0))
+        records = sorted(archive.evaluations(), key=lambda r: r.seq)
         elites = archive.elites()
-    val = [r for r in records if not sealed(r.get("result") or {})]
+    val = [r for r in records if not r.sealed]
     kids = children(val)
     best_so_far, beat = math.inf, set()
     for r in val:  # did it beat the best single score seen before it?
-        bpb = (r.get("result") or {}).get("val_bpb")
-        if r.get("status") == "ok" and bpb is not None:
+        bpb = r.result.val_bpb
+        if r.status == "ok" and bpb is not None:
             if r in kids and bpb < best_so_far:
-                beat.add(r["id"])
+                beat.add(r.id)
             best_so_far = min(best_so_far, bpb)
-    trained = sum((r["result"].get("training_seconds") or 0.0) for r in kids)
-    verdicts = [r for r in kids if (r.get("result") or {}).get("prune")]
-    saved = sum(max(0.0, (r["result"].get("training_seconds") or budget)
-                    - r["result"]["prune"]["stopped"]) for r in verdicts)
+    trained = sum((r.result.training_seconds or 0.0) for r in kids)
+    verdicts = [r for r in kids if r.result.prune]
+    saved = sum(max(0.0, (r.result.training_seconds or budget)
+                    - r.result.prune["stopped"]) for r in verdicts)
     if mode == "on":  # stopped children would have trained the full budget
-        saved = sum(max(0.0, budget - r["result"]["prune"]["stopped"]) for r in verdicts)
+        saved = sum(max(0.0, budget - r.result.prune["stopped"]) for r in verdicts)
         trained += saved
-    entries = [r for r in kids if r.get("decision") in ENTERED]
+    entries = [r for r in kids if r.decision in ENTERED]
     best = min((e.mean for e in elites), default=math.nan)
     return {
         "mode": mode, "wall_s": round(wall, 1), "evaluations": len(val), "children": len(kids),
         "evals_per_hour": round(len(val) / wall * 3600, 1),
-        "statuses": {s: sum(r.get("status") == s for r in val) for s in
-                     sorted({r.get("status") for r in val})},
+        "statuses": {s: sum(r.status == s for r in val) for s in
+                     sorted({r.status for r in val})},
         "pruned_or_would": len(verdicts),
         "child_training_s": round(trained, 1), "training_saved_s": round(saved, 1),
         "training_saved_share": round(saved / trained, 3) if trained else None,
         "archive_entries": len(entries),
-        "entries_pruned": sum(r.get("decision") in ENTERED for r in verdicts),
-        "would_pruned_that_beat_best": sum(r["id"] in beat for r in verdicts),
+        "entries_pruned": sum(r.decision in ENTERED for r in verdicts),
+        "would_pruned_that_beat_best": sum(r.id in beat for r in verdicts),
         "children_that_beat_best": len(beat),
         "best_val_bpb": round(best, 4),
         "projected_evals_per_hour": round(len(val) / max(1.0, wall - saved) * 3600, 1)
@@ -116,14 +116,14 @@ def analyse(mode: str, folder: Path, wall: float, budget: float) -> dict:
 class _Before:
     """The archive as a child saw it when it started: records stored before it (by seq)."""
 
-    def __init__(self, records: list[dict], sources: dict[str, str]) -> None:
+    def __init__(self, records: list[Evaluation], sources: dict[str, str]) -> None:
         self.records, self.sources, self.before = records, sources, 0
 
     def genome_source(self, genome: str) -> str:
         return self.sources[genome]
 
-    def evaluations_of(self, genome: str) -> list[dict]:
-        return [r for r in self.records if r["genome"] == genome and r.get("seq", 0) < self.before]
+    def evaluations_of(self, genome: str) -> list[Evaluation]:
+        return [r for r in self.records if r.genome == genome and r.seq < self.before]
 
 
 def sweep(folder: Path, budget: float,
@@ -132,16 +132,16 @@ def sweep(folder: Path, budget: float,
     with or without the shape rule (children that change the model's shape are not pruned):
     the same `Pruning` and `PrunePlan` code, each child against what was stored before it."""
     with RunArchive.open(folder / "shadow") as archive:
-        records = sorted(archive.evaluations(), key=lambda r: r.get("seq", 0))
-        sources = {r["genome"]: archive.genome_source(r["genome"]) for r in records}
-    val = [r for r in records if not sealed(r.get("result") or {})]
-    seeds = list(dict.fromkeys(r["genome"] for r in val if r.get("operator") == "seed"))
-    kids = [r for r in children(val) if r.get("status") == "ok"]
+        records = sorted(archive.evaluations(), key=lambda r: r.seq)
+        sources = {r.genome: archive.genome_source(r.genome) for r in records}
+    val = [r for r in records if not r.sealed]
+    seeds = list(dict.fromkeys(r.genome for r in val if r.operator == "seed"))
+    kids = [r for r in children(val) if r.status == "ok"]
     best_before, best = {}, math.inf
     for r in val:
-        best_before[r["id"]] = best
-        if r.get("status") == "ok":
-            best = min(best, r["result"]["val_bpb"])
+        best_before[r.id] = best
+        if r.status == "ok":
+            best = min(best, r.result.val_bpb)
     rows = []
     for z, checkpoints, shape_rule in settings:
         past = _Before(val, sources)
@@ -152,20 +152,20 @@ def sweep(folder: Path, budget: float,
         stopped = trained = 0.0
         cut, lost, lost_best = 0, 0, 0
         for r in kids:
-            past.before = r.get("seq", 0)
+            past.before = r.seq
             pruning._spread_final = False  # the seed spread as it stood then
-            plan = pruning.plan(r.get("parents") or [], r["genome"])
-            seconds = r["result"].get("training_seconds") or budget
+            plan = pruning.plan(r.parents, r.genome)
+            seconds = r.result.training_seconds or budget
             trained += seconds
-            points = [tuple(p) for p in r["result"].get("curve") or []]
+            points = [tuple(p) for p in r.result.curve or []]
             verdict = plan.judge(points, budget) if plan else None
             if verdict:
                 cut += 1
                 stopped += max(0.0, seconds - verdict["at"])
-                lost += r.get("decision") in ENTERED
-                lost_best += r["result"]["val_bpb"] < best_before[r["id"]]
-        entries = sum(r.get("decision") in ENTERED for r in kids)
-        bests = sum(r["result"]["val_bpb"] < best_before[r["id"]] for r in kids)
+                lost += r.decision in ENTERED
+                lost_best += r.result.val_bpb < best_before[r.id]
+        entries = sum(r.decision in ENTERED for r in kids)
+        bests = sum(r.result.val_bpb < best_before[r.id] for r in kids)
         rows.append({"z": z, "checkpoints": checkpoints, "shape_rule": shape_rule, "pruned": cut, "children": len(kids),
                      "training_saved_share": round(stopped / trained, 3) if trained else None,
                      "entries_lost": f"{lost}/{entries}", "bests_lost": f"{lost_best}/{bests}"})

@@ -63,9 +63,9 @@ def build(root: Path, size: int, rng: random.Random) -> tuple[Path, list[str]]:
         for n in range(start, min(size, start + 4999) + 1):
             record = fake_record(n, rng, genomes)
             # genomes enter roughly in order, so parents come before children
-            record["genome"] = genomes[min(GENOMES - 1, int(n / size * GENOMES))]
-            record["parents"] = [parent[record["genome"]]] if parent[record["genome"]] else []
-            record["prompt_sha256"], record["response_sha256"] = prompt, reply
+            record.genome = genomes[min(GENOMES - 1, int(n / size * GENOMES))]
+            record.parents = [parent[record.genome]] if parent[record.genome] else []
+            record.prompt_sha256, record.response_sha256 = prompt, reply
             batch.append(record)
         archive.insert_many(batch)
     archive.close()
@@ -120,7 +120,7 @@ def main() -> None:
         with RunArchive.open(path, writer=True) as writer:  # a shard's worth of new results
             batch = [fake_record(n, rng, genomes) for n in range(args.size + 1, args.size + 501)]
             for record in batch:
-                record["parents"] = []
+                record.parents = []
             writer.insert_many(batch)
         after = fetch(base + "runs/big")
         print(f"{'run page after 500 new evaluations':<44} {after * 1e3:8.1f} ms", flush=True)

@@ -18,7 +18,7 @@ import pytest
 from evolve.archive import EliteRule, ElitesMap, RunArchive, list_runs
 from evolve.archive.shards import format_id
 from evolve.errors import UserError
-from evolve.record import EvalResult
+from evolve.record import EvalResult, Evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "import torch\n" + "x = 1\n" * 80
@@ -53,7 +53,7 @@ while True:
     prompt = "improve the optimizer\\n" * 200 if i % 3 == 0 else None
     record = archive.add_evaluation(result, source, generation=i // 10, idea="kill test",
                                     operator="llm", prompt=prompt)
-    print(record["id"], flush=True)
+    print(record.id, flush=True)
 """
 
 
@@ -72,12 +72,12 @@ def test_layout_records_and_content_addressed_texts(run: RunArchive) -> None:
         ok(1.5), SOURCE, generation=3, parents=["e000007"], operator="llm_mutate",
         idea="use\nSwiGLU  please", prompt="P" * 10_000, response="R" * 5_000,
     )  # fmt: skip
-    assert rec["id"] == "e000001" and rec["decision"] == "new_cell"
-    assert rec["idea"] == "use SwiGLU please"
-    assert (run.path / "genomes" / f"{rec['genome']}.py").read_text() == SOURCE
-    assert run.genome_source(rec["genome"]) == SOURCE
-    assert run.text(rec["prompt_sha256"]) == "P" * 10_000
-    assert run.text(rec["response_sha256"]) == "R" * 5_000
+    assert rec.id == "e000001" and rec.decision == "new_cell"
+    assert rec.idea == "use SwiGLU please"
+    assert (run.path / "genomes" / f"{rec.genome}.py").read_text() == SOURCE
+    assert run.genome_source(rec.genome) == SOURCE
+    assert run.text(rec.prompt_sha256) == "P" * 10_000
+    assert run.text(rec.response_sha256) == "R" * 5_000
     shard = (run.path / "evals" / "shard-000000.json").read_text()
     assert "import torch" not in shard and "PPPP" not in shard  # big text is not inlined
     assert run.log_path("e000001") == run.path / "logs" / "e000001.log"
@@ -87,8 +87,8 @@ def test_layout_records_and_content_addressed_texts(run: RunArchive) -> None:
 
     reader = RunArchive.open(run.path)
     got = reader.get("e000001")
-    assert got["result"]["val_bpb"] == 1.5 and got["parents"] == ["e000007"]
-    assert got["cell"] == [4, 0] and got["descriptors"]["model_size"] == pytest.approx(6.0)
+    assert got.result.val_bpb == 1.5 and got.parents == ["e000007"]
+    assert got.cell == [4, 0] and got.descriptors["model_size"] == pytest.approx(6.0)
     assert reader.config == {"budget": 300, "dataset": "abc"}
     assert reader.get("e000999") is None and reader.get("nonsense") is None
     with pytest.raises(UserError):
@@ -97,9 +97,9 @@ def test_layout_records_and_content_addressed_texts(run: RunArchive) -> None:
 
 def test_reinserting_an_id_does_not_duplicate(run: RunArchive) -> None:
     first = run.add_evaluation(ok(1.5), SOURCE, generation=0)
-    again = run.add_evaluation(ok(1.2), SOURCE, generation=0, eval_id=first["id"])
-    assert again["result"]["val_bpb"] == 1.5  # the stored record wins
-    assert run.insert_many([dict(first), dict(first)]) == 0
+    again = run.add_evaluation(ok(1.2), SOURCE, generation=0, eval_id=first.id)
+    assert again.result.val_bpb == 1.5  # the stored record wins
+    assert run.insert_many([first, first]) == 0
     assert run.count() == 1
     assert run.elites()[0].n == 1  # the elite saw the evaluation once
 
@@ -107,9 +107,8 @@ def test_reinserting_an_id_does_not_duplicate(run: RunArchive) -> None:
 def test_shards_are_bounded_and_an_insert_rewrites_one_shard(run: RunArchive) -> None:
     records = []
     for n in range(1, 1201):
-        r = ok(1.5 + n * 1e-4).to_dict()
-        records.append({"id": format_id(n), "genome": f"{n:064x}", "status": "ok",
-                        "result": r, "cell": [n % 10, 0], "descriptors": {}})  # fmt: skip
+        records.append(Evaluation(format_id(n), f"{n:064x}", ok(1.5 + n * 1e-4),
+                                  cell=[n % 10, 0]))
     assert run.insert_many(records) == 1200
     shards = sorted((run.path / "evals").glob("shard-*.json"))
     assert len(shards) == 3
@@ -120,22 +119,22 @@ def test_shards_are_bounded_and_an_insert_rewrites_one_shard(run: RunArchive) ->
     assert {p: p.stat().st_ino for p in shards[:2]} == before  # untouched
     assert run.count() == 1201
     reader = RunArchive.open(run.path)
-    ids = [r["id"] for r in reader.evaluations()]
+    ids = [r.id for r in reader.evaluations()]
     assert ids == [format_id(n) for n in range(1, 1202)]
-    assert [r["id"] for r in reader.evaluations_of(f"{7:064x}")] == ["e000007"]
+    assert [r.id for r in reader.evaluations_of(f"{7:064x}")] == ["e000007"]
 
 
 def test_elites_generations_and_noise_survive_reopening(run: RunArchive) -> None:
     first = run.add_evaluation(ok(1.50), SOURCE, generation=0)
     rec = run.add_evaluation(ok(1.49), SOURCE + "y = 2\n", generation=0)
-    assert rec["decision"] == "replaced"  # default noise 1e-3: margin 0.0028 < 0.01
+    assert rec.decision == "replaced"  # default noise 1e-3: margin 0.0028 < 0.01
     run.add_evaluation(EvalResult("crashed", reason="x"), SOURCE + "z\n", generation=0)
     row = run.record_generation(0, evals=3)
     assert row["coverage"] == 0.01 and row["best"] == pytest.approx(1.49)
     assert row["qd_score"] == pytest.approx(10 - 1.49)
     run.record_generation(0, evals=3)  # idempotent by generation
     run.set_noise_std(0.05)  # margin 0.14: the challenger no longer clears it
-    assert run.elites()[0].genome == first["genome"]
+    assert run.elites()[0].genome == first.genome
     reader = RunArchive.open(run.path)
     assert reader.rule.noise_std == 0.05
     assert reader.elites() == run.elites()
@@ -152,10 +151,10 @@ def test_replacement_recorded_in_records(run: RunArchive) -> None:
     run.add_evaluation(ok(1.50), SOURCE, generation=0)
     small = run.add_evaluation(ok(1.499), SOURCE + "# a\nq = 1\n", generation=0)
     big = run.add_evaluation(ok(1.40), SOURCE + "# b\nq = 2\n", generation=0)
-    assert small["decision"] == "kept_incumbent"  # better by 0.001 < margin 0.0028
-    assert big["decision"] == "replaced"
-    assert run.elites()[0].genome == big["genome"]
-    assert RunArchive.open(run.path).get(big["id"])["decision"] == "replaced"
+    assert small.decision == "kept_incumbent"  # better by 0.001 < margin 0.0028
+    assert big.decision == "replaced"
+    assert run.elites()[0].genome == big.genome
+    assert RunArchive.open(run.path).get(big.id).decision == "replaced"
 
 
 def test_reserved_ids_are_never_reused(run: RunArchive) -> None:
@@ -234,15 +233,15 @@ def test_second_writer_in_another_process_is_refused(run: RunArchive) -> None:
 
 
 def all_ids(path: Path) -> list[str]:
-    return [r["id"] for r in RunArchive.open(path).evaluations()]
+    return [r.id for r in RunArchive.open(path).evaluations()]
 
 
 def replayed_elites(path: Path) -> list:
     archive = RunArchive.open(path)
     fresh = ElitesMap(archive.grid.total_cells, archive.rule)
-    for r in sorted(archive.evaluations(), key=lambda r: r["seq"]):
-        if r["status"] == "ok" and r["cell"] is not None:
-            fresh.add(r["genome"], r["cell"], r["result"]["val_bpb"], r["id"], r["descriptors"])
+    for r in sorted(archive.evaluations(), key=lambda r: r.seq):
+        if r.status == "ok" and r.cell is not None:
+            fresh.add(r.genome, r.cell, r.result.val_bpb, r.id, r.descriptors)
     return fresh.elites()
 
 
@@ -350,7 +349,7 @@ def test_noise_rule_is_taken_from_the_caller(tmp_path: Path) -> None:
     archive = RunArchive.create(tmp_path / "r", {}, rule=EliteRule(noise_std=0.0, min_margin=0.0))
     archive.add_evaluation(ok(1.50), SOURCE, generation=0)
     rec = archive.add_evaluation(ok(1.4999), SOURCE + "# x\nw = 0\n", generation=0)
-    assert rec["decision"] == "replaced"
+    assert rec.decision == "replaced"
     archive.close()
 
 
@@ -363,9 +362,9 @@ def test_results_from_another_hardware_class_never_compete(run: RunArchive) -> N
     faster = ok(1.0)  # far better, but measured on other hardware
     faster.hardware = away
     record = run.add_evaluation(faster, "A = 2\n", generation=0)
-    assert record["decision"] == "off_class"
+    assert record.decision == "off_class"
     assert [e.mean for e in run.elites()] == [3.0]
-    assert run.get(record["id"])["result"]["val_bpb"] == 1.0  # kept, just not compared
+    assert run.get(record.id).result.val_bpb == 1.0  # kept, just not compared
     run.close()
     with RunArchive.open(run.path, writer=True) as again:  # a resume rebuilds the map from disk
         assert [e.mean for e in again.elites()] == [3.0]

@@ -81,7 +81,7 @@ def build_run(archive_dir: Path, name: str = "r1", *, grid: Grid | None = None,
             result = ok(bpb, params) if bpb is not None else EvalResult("crashed", reason="boom")
             record = archive.add_evaluation(result, source, generation=gen, operator=operator,
                                             parents=[sha(parent)] if parent else [], idea=idea)
-            archive.log_path(record["id"]).write_text(f"log of {record['id']}\nstep 1 loss 5.0\n")
+            archive.log_path(record.id).write_text(f"log of {record.id}\nstep 1 loss 5.0\n")
         for gen in range(1 + max(h[3] for h in history or HISTORY)):
             archive.record_generation(gen, 3)
     return path
@@ -293,7 +293,7 @@ def test_every_command_works_while_a_writer_holds_the_lock(runs: Path, tmp_path:
             assert as_json(runs, "show", "r1")[0]["mean"] < 1.9
             assert len(as_json(runs, "map", "r1")["cells"]) >= 3
             with RunArchive.open(runs / "r1") as archive:  # read-only, like the commands
-                newest = max(r["id"] for r in archive.evaluations())
+                newest = max(r.id for r in archive.evaluations())
             if newest <= "e000010":
                 time.sleep(0.3)  # the writer has not written yet
                 continue

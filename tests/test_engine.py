@@ -72,7 +72,7 @@ def wait_for_a_fresh_evaluation(run: Path, proc: subprocess.Popen, timeout: floa
 
 def snapshot(run: Path) -> dict[str, dict]:
     with RunArchive.open(run) as archive:
-        return {r["id"]: r for r in archive.evaluations()}
+        return {r.id: r for r in archive.evaluations()}
 
 
 def test_interrupt_kill_and_resume_keep_every_evaluation_once(workspace: Path) -> None:
@@ -117,16 +117,16 @@ def test_interrupt_kill_and_resume_keep_every_evaluation_once(workspace: Path) -
         gens = [row["gen"] for row in archive.logbook()]
         best = min(archive.elites(), key=lambda e: e.mean)
         elites = archive.elites()
-    ids = [r["id"] for r in records]
+    ids = [r.id for r in records]
     assert len(ids) == len(set(ids))
-    tests = [r for r in records if r["result"]["split"] == "test"]  # the sealed test split
-    tested = [r["genome"] for r in tests]
+    tests = [r for r in records if r.result.split == "test"]  # the sealed test split
+    tested = [r.genome for r in tests]
     assert len(tested) == len(set(tested))  # each confirmed best scored once, kills or not
     confirmed = best_elite(elites, 2)
-    assert confirmed.genome in tested and not {r["id"] for r in tests} & set(confirmed.eval_ids)
-    children = [r for r in records if r["operator"] not in ("reeval", "race", "test")]
+    assert confirmed.genome in tested and not {r.id for r in tests} & set(confirmed.eval_ids)
+    children = [r for r in records if r.operator not in ("reeval", "race", "test")]
     assert len(children) == 6  # 3 generations x pop 2, seeds included
-    assert sum(r["operator"] == "seed" for r in records) == 2  # noise_repeats = 2
+    assert sum(r.operator == "seed" for r in records) == 2  # noise_repeats = 2
     assert gens == [0, 1, 2]
     assert best.n >= 2  # the reported best is confirmed (confirm = 2)
     assert all(Path(archive.log_path(i)).exists() for i in ids)
@@ -203,7 +203,7 @@ def test_a_task_stays_pending_until_its_record_is_stored(workspace: Path) -> Non
     storing = json.loads(note.read_text())
     assert storing  # the record that was being stored when the process died
     with RunArchive.open(run) as archive:
-        stored = {r["id"] for r in archive.evaluations()}
+        stored = {r.id for r in archive.evaluations()}
     pending = {t.id for t in PendingTasks(run).all()}
     assert set(storing) - stored
     assert set(storing) - stored <= pending, "an evaluation was neither stored nor pending"

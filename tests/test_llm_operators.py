@@ -85,16 +85,16 @@ def _history(archive: RunArchive) -> str:
                                   generation=0, operator="seed", idea="seed genome")
     better = SEED.replace("WEIGHT_DECAY = 0.1", "WEIGHT_DECAY = 0.2")
     child = archive.add_evaluation(EvalResult("ok", val_bpb=1.9, params=100_000), better,
-                                   generation=1, parents=[seed["genome"]], operator="hyper_mutate",
+                                   generation=1, parents=[seed.genome], operator="hyper_mutate",
                                    idea="WEIGHT_DECAY 0.1 -> 0.2")
-    archive.log_path(child["id"]).write_text("step 10 loss 3.0\nstep 20 loss 2.5 lr 0.003\n")
+    archive.log_path(child.id).write_text("step 10 loss 3.0\nstep 20 loss 2.5 lr 0.003\n")
     wide = SEED.replace("N_EMBD = 32", "N_EMBD = 512")
     archive.add_evaluation(EvalResult("ok", val_bpb=1.8, params=10_000_000), wide, generation=1,
-                           parents=[seed["genome"]], operator="llm_mutate", idea="a wide model")
+                           parents=[seed.genome], operator="llm_mutate", idea="a wide model")
     archive.add_evaluation(EvalResult("crashed", reason="out of memory at step 3"),
                            SEED.replace("BATCH_SIZE = 4", "BATCH_SIZE = 4096"), generation=1,
-                           parents=[seed["genome"]], operator="llm_mutate", idea="a huge batch")
-    return seed["genome"]
+                           parents=[seed.genome], operator="llm_mutate", idea="a huge batch")
+    return seed.genome
 
 
 def narrow_elite(rig: Rig) -> Parent:

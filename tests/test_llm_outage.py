@@ -48,7 +48,7 @@ class Outage:
         elif self.phase == "back":
             with engine.lock:
                 records = list(engine.archive.evaluations())
-            if any(r["operator"] == "llm_mutate" and int(r["id"][1:]) >= self.ids[1]
+            if any(r.operator == "llm_mutate" and int(r.id[1:]) >= self.ids[1]
                    for r in records):
                 self.phase = "done"  # an LLM child made after the outage is evaluated
                 engine.stop(hard=False)
@@ -57,8 +57,8 @@ class Outage:
     def _children_since(engine, first: int) -> int:
         with engine.lock:
             records = list(engine.archive.evaluations())
-        return sum(1 for r in records if int(r["id"][1:]) >= first
-                   and r["operator"] not in ("reeval", "test"))
+        return sum(1 for r in records if int(r.id[1:]) >= first
+                   and r.operator not in ("reeval", "test"))
 
 
 def test_the_llm_goes_down_mid_run_and_comes_back(tmp_path: Path, monkeypatch) -> None:
@@ -90,10 +90,10 @@ def test_the_llm_goes_down_mid_run_and_comes_back(tmp_path: Path, monkeypatch) -
     with RunArchive.open(tmp_path / "archive" / "outage") as archive:
         rows = list(archive.logbook())
         records = list(archive.evaluations())
-    during = {r["operator"] for r in records if first <= int(r["id"][1:]) < last
-              and r["operator"] not in ("reeval", "test")}  # children made while it was down
+    during = {r.operator for r in records if first <= int(r.id[1:]) < last
+              and r.operator not in ("reeval", "test")}  # children made while it was down
     assert during == {"hyper_mutate"}  # built-in only
-    llm_children = [int(r["id"][1:]) for r in records if r["operator"] == "llm_mutate"]
+    llm_children = [int(r.id[1:]) for r in records if r.operator == "llm_mutate"]
     assert min(llm_children) < first and max(llm_children) >= last  # before and after it
     assert rows and all(row["children"] == 2 for row in rows)
     assert sum(row["failed_proposals"] for row in rows) <= state.failed_proposals

@@ -156,7 +156,7 @@ def test_down_at_start_with_fallback_runs_on_builtins_and_says_when_the_llm_is_b
     assert stats["outages"] == 1 and [e["what"][:8] for e in stats["events"]] == ["LLM down",
                                                                                   "LLM answ"]
     with RunArchive.open(run) as archive:
-        operators = [r["operator"] for r in archive.evaluations()]
+        operators = [r.operator for r in archive.evaluations()]
         rows = list(archive.logbook())
     assert "llm_mutate" in operators and "hyper_mutate" in operators
     assert [row["gen"] for row in rows] == [0, 1, 2, 3]

@@ -97,22 +97,22 @@ def test_a_run_keeps_going_through_every_kind_of_llm_trouble(tmp_path: Path, mon
     assert stats["cost"] > 0 and stats["tokens"] == 7 * 1200
 
     with RunArchive.open(run) as archive:
-        records = [r for r in archive.evaluations() if r["result"]["split"] == "val"]
-        tests = [r for r in archive.evaluations() if r["result"]["split"] == "test"]
-        assert tests and all(r["operator"] == "test" for r in tests)  # each confirmed best's
-        children = [r for r in records if r["operator"] == "llm_mutate"]
+        records = [r for r in archive.evaluations() if r.result.split == "val"]
+        tests = [r for r in archive.evaluations() if r.result.split == "test"]
+        assert tests and all(r.operator == "test" for r in tests)  # each confirmed best's
+        children = [r for r in records if r.operator == "llm_mutate"]
         # every child was evaluated (its status is the genome's business: a loaded machine
         # can push a tiny genome over its 2 s budget)
-        assert len(records) == 4 and not {r["status"] for r in records} & {"lost", "interrupted"}
-        sources = {archive.genome_source(r["genome"]) for r in children}
+        assert len(records) == 4 and not {r.status for r in records} & {"lost", "interrupted"}
+        sources = {archive.genome_source(r.genome) for r in children}
         assert {A_SOURCE, B_SOURCE} <= sources and any("GRAD_CLIP = 0.5" in s for s in sources)
-        assert {r["idea"] for r in children} == {"halve the weight decay",
+        assert {r.idea for r in children} == {"halve the weight decay",
                                                  "warm up twice as long", "clip gradients harder"}
         for record in children:
-            prompt = archive.text(record["prompt_sha256"])
-            response = archive.text(record["response_sha256"])
+            prompt = archive.text(record.prompt_sha256)
+            response = archive.text(record.response_sha256)
             assert "Research program for the test run" in prompt  # program.md of the cwd
-            assert "N_EMBD = 32" in prompt and response.startswith(f"IDEA: {record['idea']}")
+            assert "N_EMBD = 32" in prompt and response.startswith(f"IDEA: {record.idea}")
 
 
 def test_auto_concurrency_keeps_enough_llm_calls_in_flight(tmp_path: Path, monkeypatch) -> None:

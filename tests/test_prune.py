@@ -21,7 +21,7 @@ from evolve.config import RunConfig, build_config
 from evolve.engine.pruning import Pruning
 from evolve.errors import UserError
 from evolve.operators.llm.context import _Reader, parent_curve
-from evolve.record import INFRASTRUCTURE_STATUSES
+from evolve.record import Evaluation, Status
 from evolve.runner import channel
 from evolve.runner.curve import MAX_POINTS, Curve, PrunePlan, brief, loss_at
 from evolve.runner.outcome import Outcome
@@ -137,20 +137,20 @@ def test_silence_is_never_pruned():
 class _Records:
     """Plain stored records behind the one archive call `Pruning` makes (evaluations_of)."""
 
-    def __init__(self, records: list[dict], sources: dict[str, str] | None = None) -> None:
+    def __init__(self, records: list[Evaluation], sources: dict[str, str] | None = None) -> None:
         self.records, self.sources = records, sources or {}
 
-    def evaluations_of(self, genome: str) -> list[dict]:
-        return [r for r in self.records if r["genome"] == genome]
+    def evaluations_of(self, genome: str) -> list[Evaluation]:
+        return [r for r in self.records if r.genome == genome]
 
     def genome_source(self, genome: str) -> str:
         return self.sources[genome]
 
 
-def _stored(genome: str, bpb: float, losses: list[float]) -> dict:
+def _stored(genome: str, bpb: float, losses: list[float]) -> Evaluation:
     curve = [[0.5 * (i + 1), i, v] for i, v in enumerate(losses)]  # a 5 s budget
-    return {"genome": genome, "status": "ok",
-            "result": {"val_bpb": bpb, "curve": curve, "split": "val", "hardware": {}}}
+    return Evaluation.from_dict({"genome": genome, "status": "ok", "result": {
+        "val_bpb": bpb, "curve": curve, "split": "val", "hardware": {}}})
 
 
 def test_a_parent_whose_curve_claims_more_than_its_score_is_no_reference():
@@ -218,7 +218,7 @@ def test_a_child_that_trains_badly_is_pruned_and_a_good_one_is_not(evaluate, ref
     good = evaluate(tiny_genome(LOG_EVERY=2), budget=BUDGET,
                    grace=10.0, prune=plan)
     assert good.result.status == "ok" and good.result.prune is None, good.result.prune
-    assert "pruned" not in INFRASTRUCTURE_STATUSES  # never retried
+    assert not Status("pruned").infrastructure  # never retried
 
 
 def test_a_lying_genome_is_not_pruned_and_is_scored_honestly(evaluate, reference):
@@ -271,25 +271,25 @@ def test_pruned_children_stay_out_of_the_map_and_are_not_retried(tmp_path, monke
         records = list(archive.evaluations())
         elites = archive.elites()
         pending = list((tmp_path / "runs" / "p" / "pending").glob("*"))
-    seeds = [r for r in records if r["operator"] == "seed"]
-    children = [r for r in records if r["operator"] not in ("seed", "reeval", "test")]
-    assert all(r["status"] == "ok" and r["result"]["curve"] for r in seeds)
-    assert len(children) == 2 and all(r["status"] == "pruned" for r in children), \
-        [(r["status"], r["result"]["reason"]) for r in children]
+    seeds = [r for r in records if r.operator == "seed"]
+    children = [r for r in records if r.operator not in ("seed", "reeval", "test")]
+    assert all(r.status == "ok" and r.result.curve for r in seeds)
+    assert len(children) == 2 and all(r.status == "pruned" for r in children), \
+        [(r.status, r.result.reason) for r in children]
     for child in children:
-        assert child["decision"] is None and "pruned at 0.6 s" in child["result"]["reason"]
-        assert child["result"]["training_seconds"] < 1.5
-    assert {e.genome for e in elites} == {seeds[0]["genome"]}  # the map holds the seed only
-    assert len({r["id"] for r in records}) == len(records) and not pending  # none retried
+        assert child.decision is None and "pruned at 0.6 s" in child.result.reason
+        assert child.result.training_seconds < 1.5
+    assert {e.genome for e in elites} == {seeds[0].genome}  # the map holds the seed only
+    assert len({r.id for r in records}) == len(records) and not pending  # none retried
     cli = [sys.executable, "-m", "evolve.cli"]
     where = ["--archive-dir", str(tmp_path / "runs")]
     shown = subprocess.run([*cli, "show", "p", *where], capture_output=True, text=True, timeout=60)
     assert "pruning: 2 child(ren) pruned" in shown.stdout and "training curve" in shown.stdout
-    log = subprocess.run([*cli, "log", "p", children[0]["id"], *where], capture_output=True,
+    log = subprocess.run([*cli, "log", "p", children[0].id, *where], capture_output=True,
                          text=True, timeout=60)
     assert log.returncode == 0 and "training curve (reported by the genome" in log.stdout
     with RunArchive.open(tmp_path / "runs" / "p") as archive:  # the LLM sees the parent's curve
-        brief = parent_curve(_Reader(archive), seeds[0]["genome"])
+        brief = parent_curve(_Reader(archive), seeds[0].genome)
     assert re.fullmatch(r"(\d+\.\ds \d+\.\d{3}(, )?)+", brief), brief
 
 

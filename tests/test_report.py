@@ -96,8 +96,8 @@ def test_the_progress_line_follows_the_best_as_show_picks_it(tmp_path: Path) -> 
         archive.add_evaluation(ok(2.0, 10**5), steady, generation=0)
         archive.add_evaluation(ok(1.5, 10**8), lucky, generation=1)  # another cell, once
         archive.add_evaluation(ok(2.0, 10**5), steady, generation=1)  # steady is confirmed
-        records = sorted(archive.evaluations(), key=lambda r: (r.get("seq") or 0, r["id"]))
-        assert len({tuple(r["cell"]) for r in records}) == 2
+        records = sorted(archive.evaluations(), key=lambda r: (r.seq, r.id))
+        assert len({tuple(r.cell) for r in records}) == 2
         steps = running_best(archive, records)
         assert steps == [(1, 2.0), (2, 1.5), (3, 2.0)]
         assert steps[-1][1] == best(archive)[0].mean

@@ -20,6 +20,7 @@ from evolve.engine import start
 from evolve.engine.strategy import GreedyStrategy
 from evolve.errors import UserError
 from evolve.executors.surrogate import Surrogate, SurrogateExecutor, _values, features, fit
+from evolve.record import Evaluation
 from evolve.runner import RunSettings
 from evolve.testkit.tiny import tiny_genome
 
@@ -55,9 +56,9 @@ def run(tmp_path: Path, monkeypatch, surrogate: Surrogate, **settings) -> Path:
     return tmp_path / config.name
 
 
-def records(path: Path) -> list[dict]:
+def records(path: Path) -> list[Evaluation]:
     with RunArchive.open(path) as archive:
-        return sorted(archive.evaluations(), key=lambda r: r["seq"])
+        return sorted(archive.evaluations(), key=lambda r: r.seq)
 
 
 # --- noise: each genome's own spread, shrunk toward the run's ---------------------------
@@ -102,8 +103,8 @@ def test_greedy_children_come_from_the_champion_of_the_time(tmp_path, monkeypatc
         replay.lineage = ElitesMap(1, archive.rule)
         champions = set()
         for record in records(path):
-            if record["operator"] not in ("seed", "reeval", "race", "test"):
-                assert record["parents"][0] in champions, record["idea"]
+            if record.operator not in ("seed", "reeval", "race", "test"):
+                assert record.parents[0] in champions, record.idea
             replay.observe(record)
             if replay.champion() is not None:
                 champions.add(replay.champion().genome)
@@ -113,25 +114,25 @@ def test_greedy_children_come_from_the_champion_of_the_time(tmp_path, monkeypatc
 def test_random_children_all_come_from_the_seed(tmp_path, monkeypatch) -> None:
     path = run(tmp_path, monkeypatch, known_surface(), strategy="random")
     rows = records(path)
-    seed = rows[0]["genome"]
-    children = [r for r in rows if r["operator"] in ("hyper_mutate", "hyper_crossover")]
-    assert children and all(r["parents"] == [seed] for r in children)
+    seed = rows[0].genome
+    children = [r for r in rows if r.operator in ("hyper_mutate", "hyper_crossover")]
+    assert children and all(r.parents == [seed] for r in children)
 
 
 def test_close_challengers_are_raced_and_the_races_are_bounded(tmp_path, monkeypatch) -> None:
     path = run(tmp_path, monkeypatch, known_surface(noise=0.2), race=3, max_evals=60)
     rows = records(path)
-    races = [r for r in rows if r["operator"] == "race"]
+    races = [r for r in rows if r.operator == "race"]
     assert races, "a noise of 0.2 bpb leaves close calls"
-    for genome in {r["genome"] for r in races}:  # the child and at most two races
-        assert sum(r["genome"] == genome for r in races) <= 2
-    val = [r for r in rows if r["result"]["split"] == "val"]
+    for genome in {r.genome for r in races}:  # the child and at most two races
+        assert sum(r.genome == genome for r in races) <= 2
+    val = [r for r in rows if r.result.split == "val"]
     assert 60 <= len(val) <= 62  # max_evals counts every val evaluation, races included
 
 
 def test_no_racing_with_race_1(tmp_path, monkeypatch) -> None:
     path = run(tmp_path, monkeypatch, known_surface(noise=0.2), race=1)
-    assert not [r for r in records(path) if r["operator"] == "race"]
+    assert not [r for r in records(path) if r.operator == "race"]
 
 
 def test_unknown_strategy_is_a_user_error() -> None:
@@ -144,8 +145,8 @@ def test_search_curve_counts_every_val_evaluation(tmp_path, monkeypatch) -> None
     path = run(tmp_path, monkeypatch, surface, max_evals=30)
     with RunArchive.open(path) as archive:
         points = search_curve(archive, lambda g: surface.predict(archive.genome_source(g))["mean"])
-    rows = [r for r in records(path) if r["result"]["split"] == "val"]
-    assert len(points) == len(rows) and any(r["status"] == "crashed" for r in rows)
+    rows = [r for r in records(path) if r.result.split == "val"]
+    assert len(points) == len(rows) and any(r.status == "crashed" for r in rows)
     assert points[2].best is not None  # the seed's three evaluations confirm it
     assert all(a.coverage <= b.coverage for a, b in zip(points, points[1:], strict=False))
     assert evals_to_reach(points, points[-1].best) <= len(points)

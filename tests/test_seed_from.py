@@ -19,7 +19,7 @@ from evolve.engine.seeding import apply_imports, parse_spec, plan_imports, witho
 from evolve.engine.setup import read_seed
 from evolve.errors import UserError
 from evolve.harness.data import prepare
-from evolve.record import EvalResult
+from evolve.record import Evaluation
 from tests.test_browse import FINGERPRINT, S0, A, D, E, as_json, build_run, ok, sha, stored_config
 
 SAME = {"budget": 2.0, "eval_tokens": 4096, "dataset_fingerprint": FINGERPRINT["dataset_fingerprint"],
@@ -46,15 +46,15 @@ def seed(archive_dir: Path, specs: list[str], top: int | None = None, new: dict 
     return notes, archive_dir / name
 
 
-def records(path: Path) -> list[dict]:
+def records(path: Path) -> list[Evaluation]:
     with RunArchive.open(path) as archive:
         return list(archive.evaluations())
 
 
-def split(got: list[dict]) -> tuple[list[dict], list[dict]]:
+def split(got: list[Evaluation]) -> tuple[list[Evaluation], list[Evaluation]]:
     """The val-split records, and those of the sealed test split (the confirmed best's)."""
-    return ([r for r in got if r["result"].get("split", "val") == "val"],
-            [r for r in got if r["result"].get("split", "val") != "val"])
+    return ([r for r in got if r.result.split == "val"],
+            [r for r in got if r.result.split != "val"])
 
 
 def test_matching_settings_carry_evaluations_over_with_their_origin(archive_dir: Path) -> None:
@@ -63,14 +63,14 @@ def test_matching_settings_carry_evaluations_over_with_their_origin(archive_dir:
                      "device and held-out tokens)"]
     got = records(path)
     # E (1 evaluation), D (3), A (1), best first; D's repeats are re-evaluations, not new members
-    assert [(r["genome"], r["operator"], r["origin"]["id"]) for r in got] == [
+    assert [(r.genome, r.operator, r.origin["id"]) for r in got] == [
         (sha(E), "import", "e000010"), (sha(D), "import", "e000007"), (sha(D), "reeval", "e000008"),
         (sha(D), "reeval", "e000009"), (sha(A), "import", "e000004")]
-    assert [r["id"] for r in got] == [f"e{i:06d}" for i in range(1, 6)]  # new ids
-    assert all(r["status"] == "ok" and r["origin"]["run"] == "r1" for r in got)
-    assert [r["result"]["val_bpb"] for r in got] == [1.60, 1.70, 1.72, 1.71, 1.90]
-    assert [r["generation"] for r in got] == [0, 0, 0, 0, 1]  # pop 2: the third member is gen 1
-    assert got[0]["idea"] == "imported from r1:e000010: narrower MLP"
+    assert [r.id for r in got] == [f"e{i:06d}" for i in range(1, 6)]  # new ids
+    assert all(r.status == "ok" and r.origin["run"] == "r1" for r in got)
+    assert [r.result.val_bpb for r in got] == [1.60, 1.70, 1.72, 1.71, 1.90]
+    assert [r.generation for r in got] == [0, 0, 0, 0, 1]  # pop 2: the third member is gen 1
+    assert got[0].idea == "imported from r1:e000010: narrower MLP"
     assert (path / "logs" / "e000002.log").read_text().startswith("log of e000007")
     with RunArchive.open(path) as archive:
         elites = {e.genome: e for e in archive.elites()}
@@ -126,9 +126,9 @@ def test_elites_are_re_binned_into_the_new_grid(archive_dir: Path) -> None:
     notes, path = seed(archive_dir, ["r1"], grid=grid)
     assert any("re-binned" in n and "tokens [5, 7) x2" in n for n in notes)
     for r in records(path):
-        source = D if r["genome"] == sha(D) else (E if r["genome"] == sha(E) else A)
-        expected = grid.describe(EvalResult.from_dict(r["result"]), source)
-        assert r["descriptors"] == expected and r["cell"] == list(grid.cell_of(expected))
+        source = D if r.genome == sha(D) else (E if r.genome == sha(E) else A)
+        expected = grid.describe(r.result, source)
+        assert r.descriptors == expected and r.cell == list(grid.cell_of(expected))
     with RunArchive.open(path) as archive:
         assert {e.genome: e.cell for e in archive.elites()} == {
             sha(A): (0, 1), sha(D): (1, 1), sha(E): (2, 1)}
@@ -217,8 +217,8 @@ def test_start_carries_over_matching_elites(workspace: Path) -> None:
     assert "2 genome(s) from r1: evaluations carried over" in done.stderr
     got = records(workspace / "archive" / "b")
     carried, tests = split(got)
-    assert [r["origin"]["id"] for r in carried] == ["e000010", "e000007", "e000008", "e000009"]
-    assert [r["genome"] for r in tests] == [sha(E)]  # the confirmed best (confirm = 1), once
+    assert [r.origin["id"] for r in carried] == ["e000010", "e000007", "e000008", "e000009"]
+    assert [r.genome for r in tests] == [sha(E)]  # the confirmed best (confirm = 1), once
     runs = {r["name"]: r for r in as_json(workspace / "archive", "runs")}
     assert runs["b"]["status"] == "finished" and runs["b"]["best"]["mean"] == pytest.approx(1.60)
     with RunArchive.open(workspace / "archive" / "b") as archive:
@@ -231,10 +231,10 @@ def test_start_re_evaluates_elites_measured_with_another_budget(workspace: Path)
     assert done.returncode == 0, done.stderr
     assert "will be re-evaluated here before their scores count: training budget 2.0 ≠ 1.5" in done.stderr
     [record], [test] = split(records(workspace / "archive" / "c"))
-    assert (test["genome"], test["operator"]) == (sha(D), "test")  # confirm = 1: the best at once
-    assert (record["operator"], record["origin"]["id"], record["genome"]) == ("import", "e000007", sha(D))
-    assert record["status"] == "ok" and record["result"]["budget"] == 1.5, json.dumps(record)[:500]
-    assert record["result"]["val_bpb"] != 1.70 and record["cell"] is not None  # measured here
+    assert (test.genome, test.operator) == (sha(D), "test")  # confirm = 1: the best at once
+    assert (record.operator, record.origin["id"], record.genome) == ("import", "e000007", sha(D))
+    assert record.status == "ok" and record.result.budget == 1.5, json.dumps(record.to_dict())[:500]
+    assert record.result.val_bpb != 1.70 and record.cell is not None  # measured here
     assert PendingTasks(workspace / "archive" / "c").all() == []
     steps = as_json(workspace / "archive", "lineage", "c", "e000001")
     assert [(s["run"], s["id"]) for s in steps][-2:] == [("r1", "e000006"), ("c", "e000001")]

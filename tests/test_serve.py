@@ -49,17 +49,17 @@ def build_hostile(archive_dir: Path) -> Path:
                                       idea="seed genome")
         child = archive.add_evaluation(
             ok(1.9, 10**5), HOSTILE, generation=1, operator=f"llm_mutate{PAYLOAD}",
-            parents=[seed["genome"]], idea=f"idea {PAYLOAD}", prompt=f"prompt {PAYLOAD}",
+            parents=[seed.genome], idea=f"idea {PAYLOAD}", prompt=f"prompt {PAYLOAD}",
             response=f"reply {PAYLOAD}")
         archive.add_evaluation(EvalResult("crashed", reason=f"boom {PAYLOAD}"), HOSTILE,
-                               generation=1, operator="reeval", parents=[child["genome"]])
+                               generation=1, operator="reeval", parents=[child.genome])
         for record in (seed, child):
-            archive.log_path(record["id"]).write_text(
+            archive.log_path(record.id).write_text(
                 f"{PAYLOAD}\nstep 1 | loss 5.0\nstep 2 | loss 4.0 {PAYLOAD}\nstep 3 | loss 3.5\n")
         in_flight = archive.new_eval_id()  # an LLM child still training: no record yet
         PendingTasks(path).put(Task(
-            id=in_flight, gen=2, kind="child", genome=child["genome"], seed=1,
-            parents=[seed["genome"]], operator="llm_mutate", idea=f"pending {PAYLOAD}",
+            id=in_flight, gen=2, kind="child", genome=child.genome, seed=1,
+            parents=[seed.genome], operator="llm_mutate", idea=f"pending {PAYLOAD}",
             meta={"prompt": f"prompt {PAYLOAD}", "response": f"reply {PAYLOAD}"}))
         archive.log_path(in_flight).write_text(f"step 1 | loss 6.0\n{PAYLOAD}\n")
     return path

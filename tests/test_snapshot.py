@@ -42,7 +42,7 @@ def test_snapshot_agrees_with_the_archive(tmp_path: Path, monkeypatch) -> None:
     assert final.evals == final.done_here == len(records)
     assert final.planned == 5 * 4 and final.run == "r"
     assert sum(final.statuses.values()) == len(records)
-    assert final.statuses.get("crashed", 0) == sum(r["status"] == "crashed" for r in records) > 0
+    assert final.statuses.get("crashed", 0) == sum(r.status == "crashed" for r in records) > 0
     assert best is not None and final.best is not None
     assert (final.best.mean, final.best.n) == (best.mean, best.n)
     assert f"n={best.n}" in headline(final) and final.eta is not None

@@ -35,7 +35,7 @@ def add_test(path: Path, source: str, bpb: float | None) -> dict:
     with RunArchive.open(path, writer=True) as archive:
         record = archive.add_evaluation(result, source, generation=2, parents=[sha(source)],
                                         operator="test", idea=TEST_IDEA)
-        archive.log_path(record["id"]).write_text("test log\n")
+        archive.log_path(record.id).write_text("test log\n")
     return record
 
 
@@ -48,7 +48,7 @@ def tested(tmp_path: Path) -> Path:
     with RunArchive.open(path) as archive:
         before = archive.elites()
     record = add_test(path, D, 1.80)
-    assert record["decision"] == "sealed_test" and record["result"]["split"] == "test"
+    assert record.decision == "sealed_test" and record.result.split == "test"
     add_test(path, A, None)
     for writer in (False, True):  # the live map, and the one rebuilt from the records on open
         with RunArchive.open(path, writer=writer) as archive:
@@ -74,7 +74,7 @@ def test_show_runs_and_report_give_val_and_test_and_flag_a_large_gap(tested: Pat
     assert d["best"] and (d["n"], d["mean"]) == (3, pytest.approx(1.71))
     test = d["test"]
     with RunArchive.open(tested / "r1") as archive:
-        (test_id,) = [r["id"] for r in archive.evaluations_of(sha(D)) if r["operator"] == "test"]
+        (test_id,) = [r.id for r in archive.evaluations_of(sha(D)) if r.operator == "test"]
     assert (test["id"], test["bpb"], test["status"]) == (test_id, 1.80, "ok")
     assert test["gap"] == pytest.approx(0.09) and test["overfit"]
     assert test["threshold"] == pytest.approx(2.0 * 1e-3 * (1 + 1 / 3) ** 0.5)
@@ -115,7 +115,7 @@ def test_seeding_never_carries_test_records(tested: Path) -> None:
            "device": "cpu"}
     plan = plan_imports(["r1"], None, tested, new)
     imported = {i.genome: i for i, carry in plan.imports if carry}
-    assert [r["id"] for r in imported[sha(D)].records] == ["e000007", "e000008", "e000009"]
+    assert [r.id for r in imported[sha(D)].records] == ["e000007", "e000008", "e000009"]
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -156,17 +156,17 @@ def test_the_confirmed_best_is_scored_once_on_test_and_resume_keeps_it(workspace
         records = list(archive.evaluations())
         (elite,) = archive.elites()
         gens = list(archive.logbook())
-    tests = [r for r in records if r["result"]["split"] == "test"]
-    assert [r["id"] for r in tests] == [task.id]  # once: not lost, not repeated
+    tests = [r for r in records if r.result.split == "test"]
+    assert [r.id for r in tests] == [task.id]  # once: not lost, not repeated
     (test,) = tests
-    assert (test["genome"], test["operator"], test["status"]) == (elite.genome, "test", "ok")
-    assert test["decision"] == "sealed_test" and test["id"] not in elite.eval_ids
+    assert (test.genome, test.operator, test.status) == (elite.genome, "test", "ok")
+    assert test.decision == "sealed_test" and test.id not in elite.eval_ids
     assert elite.n == 2 and [g["evals"] for g in gens] == [2]  # the logbook counts val only
-    assert all(r["result"]["split"] == "val" for r in records if r["id"] != test["id"])
+    assert all(r.result.split == "val" for r in records if r.id != test.id)
 
-    bpb = test["result"]["val_bpb"]
+    bpb = test.result.val_bpb
     assert f"confirmed best: val {elite.mean:.4f} ± {elite.std:.4f} (n=2), test {bpb:.4f}" in (
         done.stdout)
     row = next(r for r in as_json(workspace / "archive", "runs") if r["name"] == "t1")
-    assert row["best"]["test"]["id"] == test["id"]
-    assert row["best"]["test"]["bpb"] == pytest.approx(test["result"]["val_bpb"])
+    assert row["best"]["test"]["id"] == test.id
+    assert row["best"]["test"]["bpb"] == pytest.approx(test.result.val_bpb)

@@ -64,8 +64,8 @@ def hostile(tmp_path: Path) -> Path:
         child = archive.add_evaluation(ok(1.9, 10**5), child_source, generation=1,
                                        parents=[sha(S0)], operator=f"llm{CSI}",
                                        idea=f"{MARKUP} {ATTACK}")
-        archive.log_path(seed["id"]).write_text("seed log\n")
-        archive.log_path(child["id"]).write_bytes(LOG.encode())
+        archive.log_path(seed.id).write_text("seed log\n")
+        archive.log_path(child.id).write_bytes(LOG.encode())
         archive.record_generation(0, 1)
         archive.record_generation(1, 1)
     return archive_dir
@@ -93,7 +93,7 @@ def test_raw_keeps_the_bytes_for_piping(hostile: Path) -> None:
     log = cli(hostile, "log", "h", "e000002", "--raw")
     assert log.exit_code == 0 and log.stdout_bytes == LOG.encode()
     with RunArchive.open(hostile / "h") as archive:
-        stored = archive.genome_source(archive.get("e000002")["genome"])
+        stored = archive.genome_source(archive.get("e000002").genome)
     assert OSC_CLIPBOARD + OSC_LINK + CSI + C1_CSI + BIDI in stored  # (the store keeps \r as \n)
     source = cli(hostile, "genome", "h", "e000002", "--raw").stdout_bytes.decode()
     assert source == stored

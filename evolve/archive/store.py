@@ -16,7 +16,6 @@ open, so a kill -9 between writing a record and writing the snapshot loses nothi
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,7 +40,7 @@ from evolve.archive.lock import WriterLock
 from evolve.archive.shards import Record, ShardSet, format_id, parse_id
 from evolve.archive.tables import EliteSnapshot, Generations
 from evolve.errors import UserError
-from evolve.record import EvalResult, off_class, sealed
+from evolve.record import EvalResult, Evaluation
 
 ID_BLOCK = 64  # ids reserved per write of ids.json
 
@@ -156,7 +155,7 @@ class RunArchive:
 
     def _rebuild(self) -> None:
         """Writer start-up: next id, insertion counter and elites from the records on disk."""
-        slim: list[tuple[int, int, Record]] = []
+        slim: list[tuple[int, int, Record]] = []  # dicts: a small fraction of each record in memory
         for r in self.shards:  # streams shard by shard, and primes the shard index
             keep = {k: r.get(k) for k in ("id", "genome", "status", "cell", "descriptors")}
             result = r.get("result") or {}  # what _observe reads, and nothing more
@@ -174,7 +173,7 @@ class RunArchive:
         self._next = self._reserved = max(reserved, top + 1)
         slim.sort(key=lambda item: item[:2])  # insertion order, as the elites first saw them
         for _, _, record in slim:
-            self._observe(record)
+            self._observe(Evaluation.from_dict(record))
         self._write_elites()
 
     # --- content-addressed files ------------------------------------------------
@@ -225,10 +224,10 @@ class RunArchive:
         response: str | None = None,
         origin: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
-    ) -> Record:
+    ) -> Evaluation:
         """Record one finished evaluation and update the elites; idempotent by eval_id.
 
-        Returns the stored record; its "decision" says what it did to the elites
+        Returns the stored record; its decision says what it did to the elites
         (None for failed evaluations). An id already stored is returned unchanged.
         `target` (an aimed LLM mutation's niche, {"cell": [...], ...}) is stored with
         "landed": whether the child's cell is that cell.
@@ -238,56 +237,56 @@ class RunArchive:
         number = parse_id(eval_id)
         if number is None:
             raise ValueError(f"not an evaluation id: {eval_id!r}")
-        if self.shards.contains(number):
-            return self.shards.get(number)  # type: ignore[return-value]
+        stored = self.get(eval_id)
+        if stored is not None:
+            return stored
         descriptors = self.grid.describe(result, source)
         cell = self.grid.cell_if_known(descriptors)
-        record: Record = {
-            "id": eval_id,
-            "generation": generation,
-            "genome": self.put_genome(source),
-            "parents": list(parents),
-            "operator": operator,
-            "idea": " ".join(idea.split())[:300],
-            "status": result.status,
-            "result": result.to_dict(),
-            "descriptors": descriptors,
-            "cell": None if cell is None else list(cell),
-            "created": time.time(),
-        }
+        record = Evaluation(
+            id=eval_id,
+            generation=generation,
+            genome=self.put_genome(source),
+            parents=list(parents),
+            operator=operator,
+            idea=" ".join(idea.split())[:300],
+            result=EvalResult.from_dict(result.to_dict()),  # a copy: the caller's may change
+            descriptors=descriptors,
+            cell=None if cell is None else list(cell),
+            created=time.time(),
+        )
         if prompt is not None:
-            record["prompt_sha256"] = self.put_text(prompt)
+            record.prompt_sha256 = self.put_text(prompt)
         if response is not None:
-            record["response_sha256"] = self.put_text(response)
+            record.response_sha256 = self.put_text(response)
         if origin is not None:  # imported genome: the run and evaluation it came from
-            record["origin"] = dict(origin)
+            record.origin = dict(origin)
         if target is not None:  # aimed mutation: the niche it was sent to, and whether it got there
-            record["target"] = {**target, "landed": cell is not None
-                                and list(cell) == list(target.get("cell") or [])}
+            record.target = {**target, "landed": cell is not None
+                             and list(cell) == list(target.get("cell") or [])}
         self.insert_many([record])
         return record
 
-    def insert_many(self, records: Iterable[Record]) -> int:
-        """Store complete records (id, genome, status, result, cell, ...) in bulk; skips known ids.
+    def insert_many(self, records: Iterable[Evaluation]) -> int:
+        """Store complete records in bulk; skips known ids.
 
-        Used by add_evaluation and for imports. Sets each record's "seq" and "decision".
+        Used by add_evaluation and for imports. Sets each record's seq and decision.
         Returns how many were new.
         """
         self._require_writer()
         batch: list[tuple[int, Record]] = []
         seen: set[int] = set()
         for record in records:
-            number = parse_id(record.get("id", ""))
+            number = parse_id(record.id)
             if number is None:
-                raise ValueError(f"record without a valid evaluation id: {record.get('id')!r}")
+                raise ValueError(f"record without a valid evaluation id: {record.id!r}")
             if number in seen or self.shards.contains(number):
                 continue
             seen.add(number)
             self._seq += 1
-            record["seq"] = self._seq
+            record.seq = self._seq
             decision = self._observe(record)
-            record["decision"] = None if decision is None else decision.value
-            batch.append((number, record))
+            record.decision = None if decision is None else decision.value
+            batch.append((number, record.to_dict()))
         if not batch:
             return 0
         self._next = max(self._next, max(n for n, _ in batch) + 1)
@@ -299,24 +298,26 @@ class RunArchive:
         self._write_elites()
         return len(batch)
 
-    def _observe(self, record: Record) -> Decision | None:
+    def _observe(self, record: Evaluation) -> Decision | None:
         return observe(self.elite_map, record)
 
-    def get(self, eval_id: str) -> Record | None:
+    def get(self, eval_id: str) -> Evaluation | None:
         number = parse_id(eval_id)
-        return None if number is None else self.shards.get(number)
+        record = None if number is None else self.shards.get(number)
+        return None if record is None else Evaluation.from_dict(record)
 
-    def evaluations(self) -> Iterator[Record]:
+    def evaluations(self) -> Iterator[Evaluation]:
         """Every evaluation in id order, read fresh from disk."""
-        return iter(self.shards)
+        return map(Evaluation.from_dict, self.shards)
 
-    def evaluations_of(self, genome: str) -> list[Record]:
-        out: list[Record] = []
+    def evaluations_of(self, genome: str) -> list[Evaluation]:
+        out: list[Evaluation] = []
         for shard, members in sorted(self.shards.index().items()):
             numbers = [n for n, g in members.items() if g == genome]
             if numbers:
                 records = self.shards.read_shard(shard)
-                out.extend(records[n] for n in sorted(numbers) if n in records)
+                out.extend(Evaluation.from_dict(records[n]) for n in sorted(numbers)
+                           if n in records)
         return out
 
     def count(self) -> int:
@@ -360,14 +361,13 @@ class RunArchive:
         return self._generations.logbook()
 
 
-def observe(elite_map: ElitesMap, record: Record) -> Decision | None:
+def observe(elite_map: ElitesMap, record: Evaluation) -> Decision | None:
     """Take a stored record into `elite_map` as the writer does (None: it scored nothing)."""
-    result = record.get("result") or {}
-    bpb, cell = result.get("val_bpb"), record.get("cell")
-    if record.get("status") != "ok" or cell is None or bpb is None or not math.isfinite(bpb):
+    bpb, cell = record.val_bpb, record.cell
+    if cell is None or bpb is None:
         return None
-    if sealed(result):  # the test split never selects: not in the map, not in the noise
+    if record.sealed:  # the test split never selects: not in the map, not in the noise
         return Decision.SEALED
-    if off_class(result.get("hardware") or {}):
+    if not record.comparable:
         return Decision.OFF_CLASS
-    return elite_map.add(record["genome"], cell, bpb, record["id"], record.get("descriptors"))
+    return elite_map.add(record.genome, cell, bpb, record.id, record.descriptors)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from evolve.archive import ElitesMap, RunArchive
 from evolve.archive.elites import qd_score
-from evolve.record import off_class, sealed
 
 
 @dataclass(frozen=True)
@@ -32,19 +31,17 @@ def search_curve(archive: RunArchive,
     """One point per val evaluation; `truth(genome_hash)` adds a noise-free score (surrogate)."""
     rule = archive.rule
     emap = ElitesMap(archive.grid.total_cells, rule)
-    records = sorted(archive.evaluations(), key=lambda r: int(r.get("seq") or 0))
+    records = sorted(archive.evaluations(), key=lambda r: int(r.seq))
     points: list[Point] = []
     best: tuple[float, str] | None = None
     known: dict[str, float] = {}
     for record in records:
-        result = record.get("result") or {}
-        if sealed(result) or record.get("status") in ("interrupted", "lost"):
+        if record.sealed or record.status.infrastructure:
             continue
-        bpb, cell = result.get("val_bpb"), record.get("cell")
-        if record.get("status") == "ok" and cell is not None and bpb is not None \
-                and not off_class(result.get("hardware") or {}):
-            emap.add(record["genome"], cell, bpb, record["id"], record.get("descriptors"))
-            stats = emap.genomes[record["genome"]]
+        bpb, cell = record.val_bpb, record.cell
+        if cell is not None and bpb is not None and record.comparable:
+            emap.add(record.genome, cell, bpb, record.id, record.descriptors)
+            stats = emap.genomes[record.genome]
             if stats.n >= rule.confirm_n or (best and best[1] == stats.genome):
                 best = _lowest(emap, rule.confirm_n)
         true_best = None

@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from evolve.record import sealed
+from evolve.record import EvalResult, Evaluation, Status
 from evolve.runner.curve import clean
 
 HEADER = "training curve (reported by the genome; loss by training seconds, the runner's clock)"
@@ -37,30 +36,29 @@ def text_plot(raw: object, width: int = 60, height: int = 10) -> str:
     return "\n".join(lines)
 
 
-def describe(result: dict[str, Any]) -> str:
+def describe(result: EvalResult) -> str:
     """The header, the plot, and the pruning verdict of one evaluation's result, for `log`."""
-    plot = text_plot(result.get("curve"))
+    plot = text_plot(result.curve)
     if not plot:
         return ""
     text = f"{HEADER}\n{plot}"
-    verdict = result.get("prune")
+    verdict = result.prune
     if isinstance(verdict, dict) and verdict.get("mode") == "shadow":
         text += f"\npruning (shadow) would have stopped it at {verdict.get('stopped', '?')} s"
     return text
 
 
-def pruning_summary(records: Iterable[dict[str, Any]]) -> str:
+def pruning_summary(records: Iterable[Evaluation]) -> str:
     """'N children pruned, S s of training given back' (and shadow verdicts), or ""."""
     pruned = shadow = 0
     saved = 0.0
     for record in records:
-        result = record.get("result") or {}
-        verdict = result.get("prune")
-        if sealed(result) or not isinstance(verdict, dict):
+        verdict = record.result.prune
+        if record.sealed or not isinstance(verdict, dict):
             continue
-        budget = float(result.get("budget") or 0.0)
+        budget = float(record.result.budget or 0.0)
         stopped = float(verdict.get("stopped") or 0.0)
-        if record.get("status") == "pruned":
+        if record.status == Status.PRUNED:
             pruned += 1
             saved += max(0.0, budget - stopped)
         elif verdict.get("mode") == "shadow":

@@ -14,8 +14,8 @@ from typing import Any
 
 from evolve.archive import RunArchive
 from evolve.archive.pending import PendingTasks, Task
-from evolve.archive.shards import Record
 from evolve.errors import UserError
+from evolve.record import Evaluation
 
 EVAL_ID = re.compile(r"^e\d{6,}$")
 HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
@@ -47,19 +47,19 @@ class Target:
     """
 
     genome: str
-    record: Record | None = None
+    record: Evaluation | None = None
     task: Task | None = None
 
     @property
     def id(self) -> str:
         if self.record is not None:
-            return str(self.record["id"])
+            return self.record.id
         return self.task.id if self.task is not None else self.genome[:12]
 
     def field(self, name: str, default: Any = None) -> Any:
         """A record field, falling back to the pending task's field of the same name."""
         if self.record is not None:
-            return self.record.get(name, default)
+            return getattr(self.record, name, default)
         if self.task is not None:
             return getattr(self.task, name, default)
         return default
@@ -75,7 +75,7 @@ def resolve(archive: RunArchive, ident: str) -> Target:
     if EVAL_ID.match(ident):
         record = archive.get(ident)
         if record is not None:
-            return Target(record["genome"], record)
+            return Target(record.genome, record)
         task = next((t for t in PendingTasks(archive.path).all() if t.id == ident), None)
         if task is not None:
             return Target(task.genome, None, task)
@@ -103,7 +103,7 @@ def genome_target(archive: RunArchive, genome: str) -> Target:
     """A genome with its first evaluation (the one that introduced it), or its pending task."""
     records = archive.evaluations_of(genome)
     if records:
-        return Target(genome, min(records, key=lambda r: r["id"]))
+        return Target(genome, min(records, key=lambda r: r.id))
     task = next((t for t in PendingTasks(archive.path).all() if t.genome == genome), None)
     return Target(genome, None, task)
 

@@ -7,7 +7,6 @@ elites ringed, and the best as `evolve show` picks it (confirmed means first) as
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,13 +17,13 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
 from evolve.archive import Elite  # noqa: E402
-from evolve.archive.shards import Record  # noqa: E402
 from evolve.browse.gridview import GridView, bin_labels  # noqa: E402
+from evolve.record import Evaluation  # noqa: E402
 
 TOOK_CELL = ("new_cell", "replaced")
 
 
-def progress_png(records: Sequence[Record], elites: Sequence[Elite],
+def progress_png(records: Sequence[Evaluation], elites: Sequence[Elite],
                  best_steps: Sequence[tuple[int, float]], path: Path) -> None:
     """Scatter of val_bpb per evaluation and the best's mean as a step line (`best_steps`:
     (evaluation number, mean) where it changed, from `queries.running_best`), saved to `path`."""
@@ -32,12 +31,12 @@ def progress_png(records: Sequence[Record], elites: Sequence[Elite],
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     grey, kept, ringed, failed = [], [], [], []
     for x, r in enumerate(records, start=1):
-        bpb = (r.get("result") or {}).get("val_bpb")
-        if r.get("status") != "ok" or bpb is None or not math.isfinite(bpb):
+        bpb = r.val_bpb
+        if bpb is None:
             failed.append(x)
             continue
-        (kept if r.get("decision") in TOOK_CELL else grey).append((x, bpb))
-        if r["id"] in elite_ids:
+        (kept if r.decision in TOOK_CELL else grey).append((x, bpb))
+        if r.id in elite_ids:
             ringed.append((x, bpb))
     if grey:
         ax.scatter(*zip(*grey, strict=True), s=10, c="#b0b0b0", label="discarded", zorder=2)

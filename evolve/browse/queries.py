@@ -6,19 +6,17 @@ The CLI prints these as tables or as JSON (--json), so both views always agree.
 from __future__ import annotations
 
 import difflib
-import math
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from evolve.archive import Elite, RunArchive, count_code_lines
 from evolve.archive.elites import Decision, ElitesMap, GenomeStats, best_elite
-from evolve.archive.shards import Record
 from evolve.archive.store import observe
 from evolve.browse.locate import Target, first_ids, genome_target, known_genomes, resolve
 from evolve.browse.testsplit import test_records, test_view
 from evolve.errors import UserError
-from evolve.record import off_class, sealed
+from evolve.record import Evaluation
 
 MAX_LINEAGE = 10_000  # steps; a guard against a corrupted parent chain
 
@@ -32,18 +30,18 @@ def elite_rows(archive: RunArchive) -> list[dict[str, Any]]:
     confirmed_best, confirmed = best(archive)
     rows = []
     for elite in elites:
-        record = archive.get(elite.eval_ids[0]) or {}
-        result = record.get("result") or {}
-        parents = [p for p in record.get("parents") or [] if p != elite.genome]
+        record = archive.get(elite.eval_ids[0])
+        parents = [p for p in record.parents if p != elite.genome] if record else []
         rows.append({
             "id": elite.eval_ids[0], "genome": elite.genome, "cell": list(elite.cell),
             "mean": elite.mean, "std": elite.std, "n": elite.n, "eval_ids": list(elite.eval_ids),
-            "params": result.get("params"),
+            "params": record.result.params if record else None,
             "code_size": count_code_lines(archive.genome_source(elite.genome)),
-            "generation": record.get("generation"), "operator": record.get("operator", ""),
+            "generation": record.generation if record else None,
+            "operator": record.operator if record else "",
             "parent": (firsts.get(parents[0]) or parents[0][:12]) if parents else None,
             "parent_genome": parents[0] if parents else None,
-            "idea": record.get("idea", ""), "origin": record.get("origin"),
+            "idea": record.idea if record else "", "origin": record.origin if record else None,
             "descriptors": elite.descriptors,
             "best": confirmed and elite.genome == confirmed_best.genome,
             "test": test_view(tests.get(elite.genome), elite, archive.rule),
@@ -56,11 +54,9 @@ def genome_stats(archive: RunArchive, genome: str) -> dict[str, Any]:
     on the val split, and measured on the run's hardware class."""
     stats = GenomeStats(genome, cell=())
     for record in archive.evaluations_of(genome):
-        result = record.get("result") or {}
-        value = result.get("val_bpb")
-        if (record.get("status") == "ok" and value is not None and math.isfinite(value)
-                and not off_class(result.get("hardware") or {}) and not sealed(result)):
-            stats.push(value, record["id"])
+        value = record.val_bpb
+        if value is not None and record.comparable and not record.sealed:
+            stats.push(value, record.id)
     if not stats.n:
         return {"n": 0, "mean": None, "std": None}
     return {"n": stats.n, "mean": stats.mean, "std": stats.std}
@@ -143,7 +139,7 @@ def best(archive: RunArchive) -> tuple[Elite | None, bool]:
     return elite, elite is not None and elite.n >= confirm
 
 
-def running_best(archive: RunArchive, records: list[Record]) -> list[tuple[int, float]]:
+def running_best(archive: RunArchive, records: list[Evaluation]) -> list[tuple[int, float]]:
     """(position in `records`, mean) each time the best as `best` picks it changes.
 
     The records are replayed into a fresh map under the run's rule, so the line follows

@@ -23,7 +23,7 @@ from evolve.browse.plots import heatmap_png, progress_png
 from evolve.browse.queries import best, diff_text, elite_rows, running_best
 from evolve.browse.runs import run_status, started_at, stored_settings
 from evolve.browse.testsplit import OVERFIT_NOTE, test_records, test_text, test_view
-from evolve.record import sealed
+from evolve.record import Evaluation
 from evolve.textsafe import printable
 
 STYLE = """
@@ -50,9 +50,9 @@ def write_report(archive: RunArchive, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "genomes").mkdir(exist_ok=True)
     (out / "diffs").mkdir(exist_ok=True)
-    records = sorted(archive.evaluations(), key=lambda r: (r.get("seq") or 0, r["id"]))
+    records = sorted(archive.evaluations(), key=lambda r: (r.seq, r.id))
     elites = archive.elites()
-    val = [r for r in records if not sealed(r.get("result") or {})]  # as selection saw them
+    val = [r for r in records if not r.sealed]  # as selection saw them
     progress_png(val, elites, running_best(archive, val), out / "progress.png")
     heatmap_png(grid_view(archive.grid, elites), out / "grid.png")
     rows = elite_rows(archive)
@@ -74,16 +74,16 @@ def _best_curves(archive: RunArchive, rows: list[dict[str, Any]]) -> list[tuple[
         return []
     series: list[tuple[str, object]] = []
     for eval_id in rows[0]["eval_ids"][:5]:
-        series.append((f"best {eval_id}", ((archive.get(eval_id) or {}).get("result") or {})
-                       .get("curve")))
+        record = archive.get(eval_id)
+        series.append((f"best {eval_id}", record.result.curve if record else None))
     parent = rows[0].get("parent_genome")
     if parent:
         for record in archive.evaluations_of(parent)[:1]:
-            series.append((f"parent {record['id']}", (record.get("result") or {}).get("curve")))
+            series.append((f"parent {record.id}", record.result.curve))
     return series
 
 
-def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def _stats(archive: RunArchive, records: list[Evaluation]) -> list[tuple[str, str]]:
     config = archive.config
     run = config.get("config") or {}
     fingerprint = config.get("fingerprint") or {}
@@ -92,8 +92,8 @@ def _stats(archive: RunArchive, records: list[dict[str, Any]]) -> list[tuple[str
     elite, confirmed = best(archive)
     test = None if elite is None else test_view(
         test_records(archive, [elite.genome]).get(elite.genome), elite, archive.rule)
-    statuses = Counter(r.get("status", "?") for r in records)
-    operators = Counter(r.get("operator") or "-" for r in records)
+    statuses = Counter(r.status.value for r in records)
+    operators = Counter(r.operator or "-" for r in records)
     gens = [int(g["gen"]) for g in archive.logbook()]
     started = started_at(archive)
     return [

@@ -17,10 +17,10 @@ from typing import Any
 from evolve.archive import RunArchive, list_runs
 from evolve.archive.elites import best_elite
 from evolve.archive.pending import PendingTasks
-from evolve.archive.shards import Record
 from evolve.browse.testsplit import test_records, test_view
 from evolve.errors import UserError
 from evolve.operators.llm.summary import read_stats
+from evolve.record import Evaluation
 
 SLACK = 1.0  # seconds: an interrupt recorded this close to the last record still counts as after it
 
@@ -65,12 +65,12 @@ def stored_settings(config: dict[str, Any]) -> dict[str, Any]:
             "device": fingerprint.get("device")}
 
 
-def _last_record(archive: RunArchive) -> Record | None:
+def _last_record(archive: RunArchive) -> Evaluation | None:
     shards = archive.shards.shards()
     if not shards:
         return None
     records = archive.shards.read_shard(shards[-1])
-    return records[max(records)] if records else None
+    return Evaluation.from_dict(records[max(records)]) if records else None
 
 
 def run_status(archive: RunArchive) -> str:
@@ -82,16 +82,16 @@ def run_status(archive: RunArchive) -> str:
     if pending:
         interrupted = [a.get("at", 0.0) for t in pending for a in t.attempts
                        if a.get("status") == "interrupted"]
-        last_write = (last or {}).get("created", 0.0)
+        last_write = last.created if last else 0.0
         return "stopped" if interrupted and max(interrupted) >= last_write - SLACK else "crashed"
     gens = [int(row["gen"]) for row in archive.logbook()]
     if last is not None:
-        gens.append(int(last.get("generation") or 0))
+        gens.append(int(last.generation or 0))
     if run.get("generations") and gens and max(gens) >= int(run["generations"]) - 1:
         return "finished"
     started = started_at(archive)
     if run.get("time_limit") and last and started and (
-            last.get("created", 0.0) - started >= float(run["time_limit"])):
+            last.created - started >= float(run["time_limit"])):
         return "finished"
     return "stopped"
 

@@ -16,23 +16,25 @@ from collections.abc import Iterable
 from typing import Any
 
 from evolve.archive import Elite, EliteRule, RunArchive
-from evolve.archive.shards import Record
-from evolve.record import sealed
+from evolve.record import Evaluation
 
 
-def test_records(archive: RunArchive, genomes: Iterable[str]) -> dict[str, Record]:
+def test_records(archive: RunArchive, genomes: Iterable[str]) -> dict[str, Evaluation]:
     """genome -> its newest test-split evaluation, for those of `genomes` that have one.
 
     Reads only the shards that hold one of the genomes, each once.
     """
     wanted = set(genomes)
-    found: dict[str, Record] = {}
+    found: dict[str, Evaluation] = {}
     for shard, members in sorted(archive.shards.index().items()):
         if wanted.isdisjoint(members.values()):
             continue
-        for record in archive.shards.read_shard(shard).values():
-            if record.get("genome") in wanted and sealed(record.get("result") or {}):
-                found[record["genome"]] = record  # id order: a later one replaces an earlier
+        for stored in archive.shards.read_shard(shard).values():
+            if stored.get("genome") not in wanted:
+                continue  # not parsed: most records of the shard are someone else's
+            record = Evaluation.from_dict(stored)
+            if record.sealed:
+                found[record.genome] = record  # id order: a later one replaces an earlier
     return found
 
 
@@ -41,19 +43,16 @@ def gap_threshold(rule: EliteRule, n: int) -> float:
     return rule.z * rule.noise_std * math.sqrt(1 + 1 / max(1, n))
 
 
-def test_view(record: Record | None, elite: Elite, rule: EliteRule) -> dict[str, Any] | None:
+def test_view(record: Evaluation | None, elite: Elite, rule: EliteRule) -> dict[str, Any] | None:
     """What `show`, `runs` and the report say about an elite's test score (None: not scored)."""
     if record is None:
         return None
-    result = record.get("result") or {}
-    bpb = result.get("val_bpb") if record.get("status") == "ok" else None
-    if bpb is not None and not math.isfinite(bpb):
-        bpb = None
+    bpb = record.val_bpb  # of the test split here
     gap = None if bpb is None else bpb - elite.mean
     threshold = gap_threshold(rule, elite.n)
-    return {"id": record.get("id"), "status": record.get("status"), "bpb": bpb, "gap": gap,
+    return {"id": record.id, "status": record.status.value, "bpb": bpb, "gap": gap,
             "threshold": threshold, "overfit": gap is not None and gap > threshold,
-            "reason": result.get("reason", "")}
+            "reason": record.result.reason}
 
 
 def test_text(test: dict[str, Any] | None) -> str:

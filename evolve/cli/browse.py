@@ -68,7 +68,8 @@ def _show_curve(archive, rows: list[dict]) -> None:
     if pruned:
         click.echo(f"pruning: {pruned}")
     if rows:
-        text = curve_text((archive.get(rows[0]["id"]) or {}).get("result") or {})
+        best = archive.get(rows[0]["id"])
+        text = curve_text(best.result) if best else ""
         if text:
             click.echo(f"best elite {rows[0]['id']}: {text}")
 
@@ -160,7 +161,7 @@ def log(run: str, ident: str, archive_dir: str, raw: bool) -> None:
     with open_run(run, archive_dir) as archive:
         target = resolve(archive, ident)
         echo_untrusted(log_file(archive, target, ident).read_bytes(), raw)
-        curve = "" if raw or target.record is None else describe(target.record.get("result") or {})
+        curve = "" if raw or target.record is None else describe(target.record.result)
         if curve:
             click.echo("\n" + curve)
 

@@ -38,15 +38,12 @@ from evolve.engine.snapshot import take as take_snapshot
 from evolve.engine.strategy import OBSERVED, make_strategy
 from evolve.executors.base import EvalRequest, Executor
 from evolve.operators import VariationError
-from evolve.record import INFRASTRUCTURE_STATUSES, EvalResult, sealed
+from evolve.record import EvalResult
 
 MAX_LOST = 3  # an evaluation lost to infrastructure this often is recorded as lost
 AUTO_START = 4  # proposals in flight before there are measurements to size them by
 AUTO_MARGIN = 1.5  # in flight = margin x slots x proposal latency / evaluation time
 NOT_ISSUED = ("reeval", "test")  # task kinds that are no new member of the population
-# Operators of records that evaluate an existing member again (a race is a task of kind
-# "reeval" whose record says "race"): what a resume must not count as children.
-REPEATS = ("reeval", "race", "test")
 TEST_IDEA = "sealed test-split score of the confirmed best"
 RACE_IDEA = "race: re-evaluation of a challenger that is better by less than the noise margin"
 
@@ -194,15 +191,15 @@ class Engine:
     def _recover(self) -> None:
         """Count what the archive already holds and queue the tasks a crash left pending."""
         records = list(self.archive.evaluations())
-        stored = {r["id"] for r in records}
-        val = [r for r in records if not sealed(r.get("result") or {})]
-        self._tested = {r["genome"] for r in records if sealed(r.get("result") or {})}
-        self._per_gen.update(int(r.get("generation", 0)) for r in val)
+        stored = {r.id for r in records}
+        val = [r for r in records if not r.sealed]
+        self._tested = {r.genome for r in records if r.sealed}
+        self._per_gen.update(int(r.generation) for r in val)
         self._val_evals = len(val)
-        self._filled.update(int(r.get("generation", 0)) for r in val
-                            if r.get("operator") not in REPEATS)
+        # a race is a task of kind "reeval" whose record says "race": a repeat, no child
+        self._filled.update(int(r.generation) for r in val if not r.is_repeat)
         self.state.total = len(records)
-        self.state.statuses.update(r.get("status", "?") for r in records)
+        self.state.statuses.update(r.status for r in records)
         present = Counter(self._filled)
         for task in self.pending.all():
             if task.id in stored:  # killed between storing the record and clearing the task
@@ -214,7 +211,7 @@ class Engine:
                 self._tested.add(task.genome)
         self._plan_refill(present)
         if records or self._ready:
-            self.state.gen = max([int(r.get("generation", 0)) for r in records]
+            self.state.gen = max([int(r.generation) for r in records]
                                  + [t.gen for t in self._ready])
         self._update_noise()
 
@@ -325,7 +322,7 @@ class Engine:
         result: EvalResult = future.result()
         if result.wall_seconds:
             self._eval_seconds.add(result.wall_seconds)
-        if result.status in INFRASTRUCTURE_STATUSES:
+        if result.status.infrastructure:
             task.attempts.append({"status": result.status, "reason": result.reason,
                                   "slot": result.slot, "at": time.time()})
             self.pending.put(task)
@@ -348,7 +345,7 @@ class Engine:
                 target=task.meta.get("target"))
         self.pending.done(task.id)
         self.strategy.observe(record)
-        inserted = record.get("decision") in (Decision.NEW_CELL.value, Decision.REPLACED.value)
+        inserted = record.decision in (Decision.NEW_CELL.value, Decision.REPLACED.value)
         if task.kind == "child" and result.comparable and result.status != "lost":
             for parent in task.parents:  # re-evaluations and infrastructure say nothing of a parent
                 self.proposer.curiosity.update(parent, inserted)
@@ -366,7 +363,7 @@ class Engine:
         self._filled[task.gen] += task.kind not in NOT_ISSUED
         if task.kind == "seed":
             self._update_noise()
-        elif record.get("decision") in OBSERVED:
+        elif record.decision in OBSERVED:
             self._race(task.genome)
         self._test_best()
 

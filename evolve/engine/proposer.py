@@ -124,4 +124,4 @@ def _available(operator: Operator) -> bool:
 
 
 def _known_genomes(archive: RunArchive) -> set[str]:
-    return {record["genome"] for record in archive.evaluations()}
+    return {record.genome for record in archive.evaluations()}

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any
 
 from evolve.archive import RunArchive
 from evolve.config import RunConfig
 from evolve.operators import VariationError
 from evolve.operators.hyperparams import find_constants
-from evolve.record import off_class, sealed
+from evolve.record import Evaluation
 from evolve.runner.curve import WINDOW, PrunePlan, clean, loss_at
 
 PLAUSIBLE = 0.8  # parent's (final loss / seed's) must be >= this x (its val_bpb / seed's)
@@ -105,31 +104,24 @@ class Pruning:
         """(median final reported loss, mean val_bpb) of a genome's scored evaluations."""
         losses, scores = [], []
         for record in self._scored(genome):
-            result = record["result"]
-            loss = loss_at(clean(result.get("curve")), end, 2 * self.window)
-            bpb = result.get("val_bpb")
-            if loss is not None and isinstance(bpb, (int, float)) and math.isfinite(bpb):
+            loss = loss_at(clean(record.result.curve), end, 2 * self.window)
+            bpb = record.val_bpb
+            if loss is not None and bpb is not None:
                 losses.append(loss)
-                scores.append(float(bpb))
+                scores.append(bpb)
         if not losses:
             return None
         return statistics.median(losses), sum(scores) / len(scores)
 
-    def _scored(self, genome: str) -> list[dict[str, Any]]:
-        out = []
-        for record in self.archive.evaluations_of(genome):
-            result: dict[str, Any] = record.get("result") or {}
-            if record.get("status") != "ok" or sealed(result) \
-                    or off_class(result.get("hardware") or {}):
-                continue
-            out.append(record)
-        return out
+    def _scored(self, genome: str) -> list[Evaluation]:
+        return [r for r in self.archive.evaluations_of(genome)
+                if r.ok and not r.sealed and r.comparable]
 
     def _curves(self, genome: str) -> list[list[tuple[float, float]]]:
         """The curves of a genome's in-class, val-split, scored evaluations."""
         curves = []
         for record in self._scored(genome):
-            points = clean(record["result"].get("curve"))
+            points = clean(record.result.curve)
             if points:
                 curves.append(points)
         return curves

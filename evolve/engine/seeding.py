@@ -29,13 +29,12 @@ from typing import Any
 
 from evolve.archive import Grid, RunArchive
 from evolve.archive.pending import PendingTasks, Task
-from evolve.archive.shards import Record
 from evolve.browse.locate import genome_target, open_run, resolve
 from evolve.browse.runs import stored_settings
 from evolve.config import RunConfig, load_toml
 from evolve.errors import UserError
 from evolve.harness.data import Dataset
-from evolve.record import EvalResult, sealed
+from evolve.record import Evaluation
 
 _ID = r"(?:e\d{6,}|[0-9a-f]{6,64})"
 SPEC = re.compile(rf"^(?P<run>.+):(?P<ids>{_ID}(?:,{_ID})*)$")
@@ -53,7 +52,7 @@ class Import:
     source: str
     origin_id: str
     idea: str
-    records: list[Record]  # its val-split evaluations in the source run, in id order
+    records: list[Evaluation]  # its val-split evaluations in the source run, in id order
 
     def origin(self, eval_id: str | None = None) -> dict[str, str]:
         return {"run": self.run, "path": self.path, "id": eval_id or self.origin_id,
@@ -158,8 +157,8 @@ def _plan_source(archive: RunArchive, ids: list[str], seed_top: int | None, new:
         targets = [genome_target(archive, e.genome) for e in elites]
     imports = [Import(archive.name, str(archive.path.resolve()), t.genome,
                       archive.genome_source(t.genome), t.id, str(t.field("idea", "") or ""),
-                      [r for r in archive.evaluations_of(t.genome)
-                       if not sealed(r.get("result") or {})]) for t in targets]
+                      [r for r in archive.evaluations_of(t.genome) if not r.sealed])
+               for t in targets]
     differences = differing_settings(archive.config, imports, new, device_names)
     return SourcePlan(archive.name, not differences, differences, imports, archive.grid.to_list())
 
@@ -171,8 +170,7 @@ def differing_settings(config: dict[str, Any], imports: list[Import], new: dict[
     out = [f"{label} {old[key]} ≠ {new[key]}" for key, label in COMPARED
            if old.get(key) != new.get(key)]
     if not out:  # the same kind of device: the same model too? (one GPU's score is not another's)
-        names = {(r.get("result") or {}).get("device") for i in imports for r in i.records
-                 if r.get("status") == "ok"} - {None, ""}
+        names = {r.result.device for i in imports for r in i.records if r.ok} - {None, ""}
         mine = device_names() if names else set()
         if names and mine and not names <= mine:
             out.append(f"device {', '.join(sorted(names))} ≠ {', '.join(sorted(mine))}")
@@ -182,7 +180,7 @@ def differing_settings(config: dict[str, Any], imports: list[Import], new: dict[
 def apply_imports(archive: RunArchive, plan: ImportPlan, pop: int, rng_seed: int) -> list[str]:
     """Store carried-over records and queue re-evaluations in the new run; returns notes."""
     notes: list[str] = []
-    carried: list[Record] = []
+    carried: list[Evaluation] = []
     pending = PendingTasks(archive.path)
     for index, (imp, carry) in enumerate(plan.imports):
         gen = index // pop  # the engine's numbering: the index-th member of the population
@@ -209,7 +207,7 @@ def apply_imports(archive: RunArchive, plan: ImportPlan, pop: int, rng_seed: int
             notes.append(f"seeding: {source.run} used another grid "
                          f"({_grid_text(source.grid)}); its elites are re-binned into this run's "
                          f"({_grid_text(archive.grid.to_list())})")
-    unplaced = [r["id"] for r in carried if r.get("status") == "ok" and r.get("cell") is None]
+    unplaced = [r.id for r in carried if r.ok and r.cell is None]
     if unplaced:
         notes.append(f"seeding: {len(unplaced)} carried evaluation(s) lack a descriptor of this "
                      f"run's grid ({', '.join(archive.grid.names)}) and hold no cell")
@@ -224,23 +222,22 @@ def _idea(imp: Import) -> str:
     return f"imported from {imp.run}:{imp.origin_id}" + (f": {imp.idea}" if imp.idea else "")
 
 
-def _carry(archive: RunArchive, imp: Import, genome: str, gen: int) -> list[Record]:
+def _carry(archive: RunArchive, imp: Import, genome: str, gen: int) -> list[Evaluation]:
     """New records for the source's evaluations of one genome, re-binned into this grid."""
     out = []
     for k, old in enumerate(imp.records):
-        result = dict(old.get("result") or {})
-        descriptors = archive.grid.describe(EvalResult.from_dict(result), imp.source)
+        descriptors = archive.grid.describe(old.result, imp.source)
         cell = archive.grid.cell_if_known(descriptors)
         new_id = archive.new_eval_id()
-        out.append({
-            "id": new_id, "generation": gen, "genome": genome,
-            "parents": [] if k == 0 else [genome], "operator": "import" if k == 0 else "reeval",
-            "idea": _idea(imp) if k == 0 else f"re-evaluation, imported from {imp.run}:{old['id']}",
-            "status": old.get("status"), "result": result, "descriptors": descriptors,
-            "cell": None if cell is None else list(cell), "created": time.time(),
-            "origin": imp.origin(old["id"]),
-        })
-        _copy_log(Path(imp.path) / "logs" / f"{old['id']}.log", archive.log_path(new_id))
+        out.append(Evaluation(
+            id=new_id, generation=gen, genome=genome,
+            parents=[] if k == 0 else [genome], operator="import" if k == 0 else "reeval",
+            idea=_idea(imp) if k == 0 else f"re-evaluation, imported from {imp.run}:{old.id}",
+            result=old.result, descriptors=descriptors,
+            cell=None if cell is None else list(cell), created=time.time(),
+            origin=imp.origin(old.id),
+        ))
+        _copy_log(Path(imp.path) / "logs" / f"{old.id}.log", archive.log_path(new_id))
     return out
 
 

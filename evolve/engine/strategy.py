@@ -21,12 +21,10 @@ those evaluations are ordinary records and count in every comparison.
 
 from __future__ import annotations
 
-from typing import Any
-
 from evolve.archive import Decision, Elite, EliteRule, ElitesMap, RunArchive
 from evolve.archive.elites import best_elite
 from evolve.errors import UserError
-from evolve.record import sealed
+from evolve.record import Evaluation
 
 STRATEGIES = ("map-elites", "greedy", "random")
 OBSERVED = {d.value for d in (Decision.NEW_CELL, Decision.REPLACED, Decision.KEPT_INCUMBENT,
@@ -50,7 +48,7 @@ class Strategy:
     def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
         self.archive, self.seeds = archive, seeds
 
-    def observe(self, record: dict[str, Any]) -> None:
+    def observe(self, record: Evaluation) -> None:
         """Take one stored record into account (every record, in the order stored)."""
 
     def set_rule(self, rule: EliteRule) -> None:
@@ -99,11 +97,10 @@ class GreedyStrategy(Strategy):
         for record in archive.evaluations():
             self.observe(record)
 
-    def observe(self, record: dict[str, Any]) -> None:
-        result = record.get("result") or {}
-        if record.get("decision") not in OBSERVED or sealed(result):
+    def observe(self, record: Evaluation) -> None:
+        if record.decision not in OBSERVED or record.sealed or record.val_bpb is None:
             return
-        self.lineage.add(record["genome"], LINEAGE_CELL, result["val_bpb"], record["id"])
+        self.lineage.add(record.genome, LINEAGE_CELL, record.val_bpb, record.id)
 
     def set_rule(self, rule: EliteRule) -> None:
         self.lineage.set_rule(rule)

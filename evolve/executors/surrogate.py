@@ -230,17 +230,15 @@ def _replicate_shift(rows: list, ok: np.ndarray, a: np.ndarray, noise: np.ndarra
 def samples_from_runs(run_dirs: Iterable[str | Path]) -> tuple[list[tuple[str, dict]], str]:
     """(source, result) of every val evaluation in the given runs, and their first seed genome."""
     from evolve.archive import RunArchive
-    from evolve.record import sealed
 
     samples, reference = [], None
     for run_dir in run_dirs:
         with RunArchive.open(run_dir) as archive:
             reference = reference or archive.genome_source(archive.config["seeds"][0])
             for record in archive.evaluations():
-                result = record.get("result") or {}
-                if sealed(result) or record.get("status") in ("interrupted", "lost"):
+                if record.sealed or record.status.infrastructure:
                     continue
-                samples.append((archive.genome_source(record["genome"]), result))
+                samples.append((archive.genome_source(record.genome), record.result.to_dict()))
     if reference is None:
         raise ValueError("no run given")
     return samples, reference

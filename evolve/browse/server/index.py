@@ -63,6 +63,8 @@ class Row:
 
 
 def slim(number: int, record: Record) -> Row:
+    """Read from the stored dict, not an Evaluation: the index parses every record of a run
+    (100,000 and more) once, and a full Evaluation per record would cost more than the row."""
     result = record.get("result") or {}
     value = result.get("val_bpb")
     ok = record.get("status") == "ok" and isinstance(value, (int, float)) and math.isfinite(value)

@@ -283,7 +283,7 @@ def text_of(index: RunIndex, sha: Any) -> tuple[str, bool] | None:
 def genome_page(index: RunIndex, ident: str, against: str | None = None) -> dict[str, Any]:
     s = subject(index, ident)
     record = index.archive.get(s.row.id) if s.row is not None else None
-    result = (record or {}).get("result") or {}
+    result = record.result if record is not None else {}
     parent = _parent(index, s)
     base: Subject | None = None
     if against:
@@ -296,9 +296,9 @@ def genome_page(index: RunIndex, ident: str, against: str | None = None) -> dict
     if log_id is not None:
         log_text, cut = tail(index.archive.log_path(log_id), LOG_BYTES)
     meta = s.task.meta if s.task is not None else {}
-    prompt = (text_of(index, (record or {}).get("prompt_sha256")) if record
+    prompt = (text_of(index, record.prompt_sha256) if record
               else _inline(meta.get("prompt")))
-    reply = (text_of(index, (record or {}).get("response_sha256")) if record
+    reply = (text_of(index, record.response_sha256) if record
              else _inline(meta.get("response")))
     stats = index.stats(s.genome)
     evaluations = [{"id": r.id, "status": r.status, "bpb": r.bpb, "counted": r.counted,
@@ -311,9 +311,8 @@ def genome_page(index: RunIndex, ident: str, against: str | None = None) -> dict
         "curve": charts.log_curve(log_text), "prompt": prompt, "reply": reply,
         "stats": stats, "evaluations": evaluations,
         "evaluation_total": len(index.by_genome.get(s.genome, [])),
-        "idea": (record or {}).get("idea") if record else (s.task.idea if s.task else ""),
-        "operator": (record or {}).get("operator") if record else (
-            s.task.operator if s.task else ""),
+        "idea": record.idea if record else (s.task.idea if s.task else ""),
+        "operator": record.operator if record else (s.task.operator if s.task else ""),
     }
 
 

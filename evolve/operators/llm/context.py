@@ -14,7 +14,6 @@ text here was written by a genome or an LLM: the prompt shows it neutralised.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from evolve.logtail import tail
 from evolve.operators.base import Parent
 from evolve.operators.llm.aim import Niche, in_flight, niches
 from evolve.operators.llm.facts import Facts, parent_facts
-from evolve.record import INFRASTRUCTURE_STATUSES, sealed
+from evolve.record import Evaluation
 from evolve.runner.curve import brief
 
 SCAN_FOR_FAILURES = 300  # newest records looked at when collecting recent failures
@@ -78,26 +77,23 @@ class _Reader:
 
     def __init__(self, archive: RunArchive) -> None:
         self.archive = archive
-        self._memo: dict[str, list[dict[str, Any]]] = {}
+        self._memo: dict[str, list[Evaluation]] = {}
 
-    def of(self, genome: str) -> list[dict[str, Any]]:
+    def of(self, genome: str) -> list[Evaluation]:
         if genome not in self._memo:
-            self._memo[genome] = [r for r in self.archive.evaluations_of(genome)
-                                  if not sealed(r.get("result") or {})]
+            self._memo[genome] = [r for r in self.archive.evaluations_of(genome) if not r.sealed]
         return self._memo[genome]
 
 
-def origin(reader: _Reader, genome: str) -> dict[str, Any] | None:
+def origin(reader: _Reader, genome: str) -> Evaluation | None:
     """The record that first evaluated a genome (re-evaluations say nothing about its origin)."""
-    records = [r for r in reader.of(genome) if r.get("operator") not in ("reeval", "race")]
+    records = [r for r in reader.of(genome) if r.operator not in ("reeval", "race")]
     return records[0] if records else None
 
 
 def score(reader: _Reader, genome: str) -> float | None:
     """Mean val_bpb of a genome's successful evaluations."""
-    values = [(r.get("result") or {}).get("val_bpb") for r in reader.of(genome)
-              if r.get("status") == "ok"]
-    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    values = [v for r in reader.of(genome) if (v := r.val_bpb) is not None]
     return sum(values) / len(values) if values else None
 
 
@@ -105,10 +101,10 @@ def lineage(reader: _Reader, genome: str, depth: int) -> list[Step]:
     steps: list[Step] = []
     for _ in range(depth):
         record = origin(reader, genome)
-        if record is None or not record.get("parents"):
+        if record is None or not record.parents:
             break
-        parent = record["parents"][0]
-        steps.append(Step(record.get("idea", ""), record.get("operator", ""),
+        parent = record.parents[0]
+        steps.append(Step(record.idea, record.operator,
                           score(reader, parent), score(reader, genome)))
         genome = parent
     return steps[::-1]
@@ -118,9 +114,8 @@ def parent_curve(reader: _Reader, genome: str) -> str:
     """The parent's latest reported training curve in brief (numbers only, checked by the
     runner's channel): a few smoothed losses by training seconds."""
     for record in reversed(reader.of(genome)):
-        result = record.get("result") or {}
-        if record.get("status") == "ok" and result.get("curve"):
-            return brief(result["curve"], float(result.get("budget") or 0.0) or 1.0)
+        if record.ok and record.result.curve:
+            return brief(record.result.curve, float(record.result.budget or 0.0) or 1.0)
     return ""
 
 
@@ -131,7 +126,7 @@ def log_tail(reader: _Reader, parent: Parent, lines: int) -> str:
     eval_ids = list(parent.extra.get("eval_ids") or [])
     if not eval_ids:
         record = origin(reader, parent.id)
-        eval_ids = [record["id"]] if record else []
+        eval_ids = [record.id] if record else []
     for eval_id in reversed(eval_ids):
         try:
             text, _ = tail(reader.archive.log_path(eval_id), 2 * LOG_TAIL_CHARS)
@@ -153,7 +148,7 @@ def other_elites(reader: _Reader, parents: list[Parent], n: int) -> list[dict[st
             continue
         record = origin(reader, elite.genome)
         found.append({"genome": elite.genome, "mean": elite.mean, "std": elite.std, "n": elite.n,
-                      "cell": list(elite.cell), "idea": (record or {}).get("idea", "")})
+                      "cell": list(elite.cell), "idea": record.idea if record else ""})
     return found
 
 
@@ -165,13 +160,12 @@ def recent_failures(archive: RunArchive, n: int) -> list[dict[str, Any]]:
     found = []
     for number in numbers:
         record = archive.get(format_id(number))
-        if record is None or record.get("status") in ("ok", *INFRASTRUCTURE_STATUSES):
+        if record is None or record.ok or record.status.infrastructure:
             continue  # a lost node or a stopped run is no idea to avoid
-        if sealed(record.get("result") or {}):
+        if record.sealed:
             continue  # how the test split went stays out of the search
-        found.append({"idea": record.get("idea", ""), "status": record.get("status", "?"),
-                      "reason": (record.get("result") or {}).get("reason", ""),
-                      "operator": record.get("operator", "")})
+        found.append({"idea": record.idea, "status": record.status.value,
+                      "reason": record.result.reason, "operator": record.operator})
         if len(found) >= n:
             break
     return found

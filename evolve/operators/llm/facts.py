@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evolve.archive.elites import EliteRule
-from evolve.record import off_class, sealed
+from evolve.record import Evaluation
 from evolve.textsafe import printable
 
 REPORTED = "(reported by the program)"
@@ -55,30 +55,25 @@ class Facts:
         return self.tokens / self.training_seconds
 
 
-def parent_facts(records: Iterable[Mapping[str, Any]], rule: EliteRule, n: int) -> Facts:
+def parent_facts(records: Iterable[Evaluation], rule: EliteRule, n: int) -> Facts:
     """Facts from a parent's evaluations (test-split and other-hardware ones are left out)."""
-    results = []
-    for record in records:
-        result = record.get("result") or {}
-        if record.get("status") == "ok" and not sealed(result) and not off_class(
-                result.get("hardware") or {}):
-            results.append(result)
+    results = [r.result for r in records if r.ok and not r.sealed and r.comparable]
     margin = rule.margin(1, max(1, n or len(results) or 1))
     if not results:
         return Facts(0, noise_std=rule.noise_std, smallest_difference=margin)
     last = results[-1]
-    hardware = last.get("hardware") or {}
+    hardware = last.hardware or {}
     kind = hardware.get("kind") or ("cuda" if hardware.get("cuda_version") else "cpu")
     return Facts(
-        runs=len(results), device=_device(last, hardware, kind),
-        device_memory=_device_memory(hardware, kind), budget=_number(last.get("budget")),
-        params=_int(_mean(r.get("params") for r in results)),
-        peak_memory=_int(_max(r.get("peak_memory_bytes") for r in results)),
-        gpu_peak=_int(_max(r.get("reported_cuda_peak_bytes") for r in results)) if kind == "cuda"
-        else None, steps=_mean(r.get("steps") for r in results),
-        tokens=_mean(r.get("tokens") for r in results),
-        training_seconds=_mean(r.get("training_seconds") for r in results),
-        wall_seconds=_mean(r.get("wall_seconds") for r in results),
+        runs=len(results), device=_device(last.device, hardware, kind),
+        device_memory=_device_memory(hardware, kind), budget=_number(last.budget),
+        params=_int(_mean(r.params for r in results)),
+        peak_memory=_int(_max(r.peak_memory_bytes for r in results)),
+        gpu_peak=_int(_max(r.reported_cuda_peak_bytes for r in results)) if kind == "cuda"
+        else None, steps=_mean(r.steps for r in results),
+        tokens=_mean(r.tokens for r in results),
+        training_seconds=_mean(r.training_seconds for r in results),
+        wall_seconds=_mean(r.wall_seconds for r in results),
         noise_std=rule.noise_std, smallest_difference=margin)
 
 
@@ -127,8 +122,8 @@ def _of(used: int, total: int | None) -> str:
     return f"{_bytes(used)} of {_bytes(total)} ({used / total:.1%})"
 
 
-def _device(result: Mapping[str, Any], hardware: Mapping[str, Any], kind: str) -> str:
-    name = str(hardware.get("device_name") or result.get("device") or kind)
+def _device(device: str, hardware: Mapping[str, Any], kind: str) -> str:
+    name = str(hardware.get("device_name") or device or kind)
     name = " ".join(printable(name).replace("|", "/").split())  # one table cell, no controls
     if kind == "cuda":
         return f"{name} (GPU)"

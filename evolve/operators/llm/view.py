@@ -8,15 +8,12 @@ what the command prints is what the operator would send.
 
 from __future__ import annotations
 
-import math
 import statistics
-from typing import Any
 
 from evolve.archive import Elite, RunArchive
 from evolve.operators.base import Parent, VariationError
 from evolve.operators.dedupe import normalized_hash
 from evolve.operators.llm.context import RunContext, gather
-from evolve.record import off_class, sealed
 
 
 def elite_parent(archive: RunArchive, elite: Elite) -> Parent:
@@ -32,19 +29,16 @@ def genome_parent(archive: RunArchive, genome: str) -> Parent:
     for elite in archive.elites():
         if elite.genome == genome:
             return elite_parent(archive, elite)
-    records = [r for r in archive.evaluations_of(genome)
-               if r.get("status") == "ok" and not sealed(r.get("result") or {})
-               and not off_class((r.get("result") or {}).get("hardware") or {})]
-    scores = [r["result"].get("val_bpb") for r in records]
-    scores = [s for s in scores if isinstance(s, (int, float)) and math.isfinite(s)]
-    first: dict[str, Any] = records[0] if records else {}
-    cell = tuple(first["cell"]) if first.get("cell") is not None else None
+    records = [r for r in archive.evaluations_of(genome) if r.ok and not r.sealed and r.comparable]
+    scores = [s for r in records if (s := r.val_bpb) is not None]
+    first = records[0] if records else None
+    cell = tuple(first.cell) if first is not None and first.cell is not None else None
     return Parent(id=genome, source=archive.genome_source(genome),
                   mean=statistics.fmean(scores) if scores else None,
                   std=statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None),
                   n=len(scores), cell=cell,
-                  extra={"descriptors": first.get("descriptors") or {},
-                         "eval_ids": [r["id"] for r in records]})
+                  extra={"descriptors": (first.descriptors if first else None) or {},
+                         "eval_ids": [r.id for r in records]})
 
 
 class ArchiveView:
@@ -59,7 +53,7 @@ class ArchiveView:
 
     def is_known(self, source: str) -> bool:
         if self._seen is None:
-            genomes = {r["genome"] for r in self.archive.evaluations()}
+            genomes = {r.genome for r in self.archive.evaluations()}
             self._seen = {normalized_hash(self.archive.genome_source(g)) for g in genomes}
         try:
             return normalized_hash(source) in self._seen
