@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from evolve.archive import RunArchive
-from evolve.record import EvalResult, Evaluation, Status
+from evolve.operators.llm.context import origin, score
+from evolve.record import REPEAT_OPERATORS, EvalResult, Evaluation, Status
 
 SOURCE = "import torch\n" + "x = 1\n" * 80
 
@@ -78,3 +79,21 @@ def test_an_older_record_with_missing_and_unknown_keys_loads(tmp_path: Path) -> 
     with RunArchive.open(tmp_path / "r", writer=True) as writer:
         assert [e.genome for e in writer.elites()] == ["a" * 64]
 
+
+def _record(number: int, operator: str, bpb: float, split: str = "val") -> Evaluation:
+    return Evaluation(f"e{number:06d}", "g" * 64, EvalResult("ok", val_bpb=bpb, split=split),
+                      operator=operator, parents=["p" * 64])
+
+
+def test_repeats_are_one_definition_and_a_sealed_score_never_counts() -> None:
+    """The engine's resume and the LLM context agree on what a repeat is (a "test" record was
+    not one for the context's origin), and a test-split score never enters a mean."""
+    assert REPEAT_OPERATORS == {"reeval", "race", "test"}
+    test = _record(1, "test", 1.0, split="test")
+    child = _record(2, "llm_mutate", 3.0)
+    race = _record(3, "race", 2.0)
+    assert test.is_repeat and race.is_repeat and not child.is_repeat
+    assert origin([test, race, child]) is child
+    assert origin([test, race]) is None
+    assert score([test, child, race]) == pytest.approx(2.5)  # the sealed 1.0 left out
+    assert score([test]) is None

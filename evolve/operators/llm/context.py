@@ -85,27 +85,28 @@ class _Reader:
         return self._memo[genome]
 
 
-def origin(reader: _Reader, genome: str) -> Evaluation | None:
-    """The record that first evaluated a genome (re-evaluations say nothing about its origin)."""
-    records = [r for r in reader.of(genome) if r.operator not in ("reeval", "race")]
-    return records[0] if records else None
+def origin(records: list[Evaluation]) -> Evaluation | None:
+    """The record that first evaluated a genome, of its records in id order (a repeat
+    evaluation says nothing about where the genome came from)."""
+    return next((r for r in records if not r.is_repeat), None)
 
 
-def score(reader: _Reader, genome: str) -> float | None:
-    """Mean val_bpb of a genome's successful evaluations."""
-    values = [v for r in reader.of(genome) if (v := r.val_bpb) is not None]
+def score(records: list[Evaluation]) -> float | None:
+    """Mean val_bpb of a genome's successful val-split evaluations, of its records (a sealed
+    test-split score never reaches the search)."""
+    values = [v for r in records if not r.sealed and (v := r.val_bpb) is not None]
     return sum(values) / len(values) if values else None
 
 
 def lineage(reader: _Reader, genome: str, depth: int) -> list[Step]:
     steps: list[Step] = []
     for _ in range(depth):
-        record = origin(reader, genome)
+        record = origin(reader.of(genome))
         if record is None or not record.parents:
             break
         parent = record.parents[0]
         steps.append(Step(record.idea, record.operator,
-                          score(reader, parent), score(reader, genome)))
+                          score(reader.of(parent)), score(reader.of(genome))))
         genome = parent
     return steps[::-1]
 
@@ -125,7 +126,7 @@ def log_tail(reader: _Reader, parent: Parent, lines: int) -> str:
         return ""
     eval_ids = list(parent.extra.get("eval_ids") or [])
     if not eval_ids:
-        record = origin(reader, parent.id)
+        record = origin(reader.of(parent.id))
         eval_ids = [record.id] if record else []
     for eval_id in reversed(eval_ids):
         try:
@@ -146,7 +147,7 @@ def other_elites(reader: _Reader, parents: list[Parent], n: int) -> list[dict[st
             break
         if elite.genome in own or tuple(elite.cell) in cells:
             continue
-        record = origin(reader, elite.genome)
+        record = origin(reader.of(elite.genome))
         found.append({"genome": elite.genome, "mean": elite.mean, "std": elite.std, "n": elite.n,
                       "cell": list(elite.cell), "idea": record.idea if record else ""})
     return found
