@@ -8,12 +8,13 @@ import functools
 import json
 import math
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 
-class Status(StrEnum):
-    """How an evaluation ended. A StrEnum: stored and compared as the plain strings it stands for."""
+class Status(str, Enum):
+    """How an evaluation ended: stored, printed and compared as the plain strings it stands for
+    (a str mixin rather than 3.11's StrEnum, since Python 3.10 is supported)."""
 
     OK = "ok"
     CRASHED = "crashed"
@@ -24,6 +25,12 @@ class Status(StrEnum):
     INTERRUPTED = "interrupted"
     LOST = "lost"
     PRUNED = "pruned"  # the child's own reported curve stopped it: an unsuccessful child
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
     @property
     def infrastructure(self) -> bool:
