@@ -72,7 +72,8 @@ class Proposer:
         for _ in range(MAX_TRIES):
             pool = self.parents()
             operator = self._choose(len(pool), rng, avoid=failed)
-            chosen = self.toolbox.select(pool, operator.arity, rng)
+            exploit = getattr(self.strategy, "exploit", 0.0)  # share of children of the best
+            chosen = self.toolbox.select(pool, operator.arity, rng, exploit=exploit)
             try:
                 child = operator.vary(chosen, rng)
                 digest = normalized_hash(child.source)
