@@ -175,6 +175,20 @@ def report(folder: Path, evals: int, surrogate: Surrogate | None) -> None:
     print(f"plot: {folder / 'search.png'}")
 
 
+def strategy_settings(pairs: list[str], strategies: list[str]) -> dict[str, dict[str, Any]]:
+    """`--config-for STRATEGY=TOML` pairs as {strategy: settings}."""
+    from evolve.config import load_toml
+
+    own: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        name, _, path = pair.partition("=")
+        if name not in strategies or not path:
+            raise SystemExit(f"--config-for {pair!r}: want STRATEGY=TOML with STRATEGY one of "
+                             f"{', '.join(strategies)}")
+        own[name] = load_toml(path)
+    return own
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evals", type=int, default=64, help="N: evaluations per run")
@@ -189,6 +203,9 @@ def main() -> None:
     parser.add_argument("--seed-genome", default=None, help="default: train.py made small")
     parser.add_argument("--config", default=None, help="TOML with run settings for every run "
                         "(selection, z, race, noise_prior, cxpb, descriptors, operators)")
+    parser.add_argument("--config-for", action="append", default=[], metavar="STRATEGY=TOML",
+                        help="settings for one strategy only, over --config (repeatable), e.g. "
+                        "map-elites=me.toml to compare a map-elites setting with greedy's")
     parser.add_argument("--surrogate", default=None, help="a fitted surrogate (JSON): no real runs")
     parser.add_argument("--fit", nargs="*", default=None, help="run folders to fit a surrogate to")
     parser.add_argument("--save-surrogate", default=None)
@@ -220,9 +237,11 @@ def main() -> None:
 
         extra = load_toml(args.config)
     strategies = [s.strip() for s in args.strategies.split(",")]
+    own = strategy_settings(args.config_for, strategies)
     mode = "surrogate" if surrogate else f"real, {args.budget:g} s budget, {args.slots} slots"
     print(f"bench_search: {mode}; N={args.evals}, {args.seeds} seeds, pop {args.pop}, "
-          f"data {args.data}; settings {extra}", flush=True)
+          f"data {args.data}; settings {extra}" + "".join(
+              f"; {name}: {settings}" for name, settings in own.items()), flush=True)
     results: dict[str, list[dict]] = {s: [] for s in strategies}
     began = time.monotonic()
     archive_dir = out / "runs"
@@ -235,6 +254,7 @@ def main() -> None:
                 "pop": args.pop, "budget": args.budget, "data": args.data,
                 "devices": f"cpu:{args.slots}", "eval_tokens": args.eval_tokens,
                 "strategy": strategy, "rng_seed": seed, "max_evals": args.evals, **extra,
+                **own.get(strategy, {}),
             }).validate()
             t0 = time.monotonic()
             run = run_one(config, surrogate, args.slots)
@@ -247,7 +267,7 @@ def main() -> None:
     for true in ([False, True] if surrogate else [False]):
         print("\n" + ("noise-free (surrogate truth):" if true else "measured:"))
         print("\n".join(summarize(results, args.evals, true)))
-    (out / "summary.json").write_text(json.dumps({"args": vars(args), "settings": extra,
+    (out / "summary.json").write_text(json.dumps({"args": vars(args), "settings": extra, "own": own,
                                                   "results": results}))
     plot(results, args.evals, out / "search.png", bool(surrogate))
     print(f"\nsummary: {out / 'summary.json'}; plot: {out / 'search.png'}")

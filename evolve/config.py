@@ -67,6 +67,7 @@ class RunConfig:
     operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cxpb: float = 0.2
     selection: str = "tournament"  # see benchmarks/bench_search.py (README: Search benchmark)
+    exploit: float = 0.0  # share of map-elites children bred from the best elite
     noise_repeats: int = 3  # evaluations of the seed at the start, to measure noise
     noise_std: float | None = None  # override the measured noise (bpb)
     min_noise_std: float = 1e-3
@@ -151,6 +152,11 @@ class RunConfig:
         from evolve.selection import check_method
 
         check_method(self.selection)
+        if not isinstance(self.exploit, (int, float)) or isinstance(self.exploit, bool) \
+                or not 0.0 <= self.exploit <= 1.0:
+            raise UserError(f"exploit is {self.exploit!r}",
+                            "it is the share of children bred from the best elite",
+                            "set exploit to a number from 0 to 1 (0: every parent by selection)")
         parse_llm(self.llm)  # unknown keys, bad numbers, a negative cost cap: UserError
         if not self.seed_genomes and not self.seed_from:
             raise UserError("no seed genome", "a run starts from at least one genome",

@@ -6,6 +6,10 @@ heavy noise and a small evaluation budget, children of the few best elites pay),
 `curiosity` (Cully & Demiris 2018) leans on elites whose recent children made it
 into the archive, which keeps the search near productive stepping stones
 rather than only near the current best.
+
+`exploit` (a share, 0 by default) makes that share of children the children of the
+best elite (the lowest mean), as in a greedy lineage inside the archive; the rest are
+drawn by the method. docs/search_tuning.md has the figures.
 """
 
 from __future__ import annotations
@@ -100,6 +104,12 @@ def _tournament_weights(elites: Sequence[Parent], size: int = TOURNAMENT) -> lis
     return [float(w) for w in weights]
 
 
+def _best(elites: Sequence[Parent]) -> int:
+    """Index of the lowest mean (the first of equals); unmeasured elites come last."""
+    means = [e.mean if e.mean is not None else float("inf") for e in elites]
+    return means.index(min(means))
+
+
 def _weights(
     elites: Sequence[Parent], method: str, curiosity: CuriosityTracker | None
 ) -> list[float]:
@@ -120,8 +130,12 @@ def select(
     rng: random.Random,
     method: str = "uniform",
     curiosity: CuriosityTracker | None = None,
+    exploit: float = 0.0,
 ) -> list[Parent]:
     """Pick `k` parents for one variation (k = the operator's arity).
+
+    With probability `exploit` the first parent is the best elite (the lowest mean);
+    otherwise, and for a crossover's second parent, `method` draws.
 
     Parents are distinct when there are enough elites, and after the first
     pick the rest come from other cells when possible, since crossing two
@@ -134,7 +148,9 @@ def select(
         raise ValueError("k must be at least 1")
     weights = _weights(elites, method, curiosity)
     chosen: list[int] = []
-    for _ in range(k):
+    if exploit > 0 and rng.random() < exploit:  # no draw at 0: runs without it are unchanged
+        chosen.append(_best(elites))
+    for _ in range(k - len(chosen)):
         unused = [i for i in range(len(elites)) if i not in chosen]
         cells = {elites[i].cell for i in chosen}
         other_cell = [i for i in unused if elites[i].cell is None or elites[i].cell not in cells]

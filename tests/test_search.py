@@ -111,6 +111,43 @@ def test_greedy_children_come_from_the_champion_of_the_time(tmp_path, monkeypatc
     assert len(champions) >= 2  # the lineage moved
 
 
+def best_at_proposal(path: Path, lag: int = 12) -> list[bool]:
+    """For each child: was its first parent the archive's lowest-mean elite shortly before
+    the child was stored? (the elite map replayed in storage order; proposals run ahead of
+    the slots, so any of the last `lag` states counts)."""
+    rows = records(path)
+    with RunArchive.open(path) as archive:
+        emap = ElitesMap(archive.grid.total_cells, archive.rule)
+    history: list[str] = []  # the best after each stored record
+    verdicts = []
+    for row in rows:
+        if row.operator in ("hyper_mutate", "hyper_crossover"):
+            verdicts.append(row.parents[0] in history[-lag:])
+        if row.val_bpb is not None and row.cell is not None and not row.sealed:
+            emap.add(row.genome, tuple(row.cell), row.val_bpb, row.id)
+        if emap.elites():
+            history.append(min(emap.elites(), key=lambda e: e.mean).genome)
+    return verdicts
+
+
+def test_exploit_1_breeds_every_child_from_the_best_elite(tmp_path, monkeypatch) -> None:
+    surface = known_surface(noise=0.1)
+    inside = run(tmp_path, monkeypatch, surface, name="all", z=0, exploit=1.0, max_evals=60,
+                 selection="uniform")
+    verdicts = best_at_proposal(inside)
+    assert len(verdicts) >= 30 and all(verdicts)  # the share overrides the method
+    spread = run(tmp_path, monkeypatch, surface, name="none", z=0, exploit=0.0, max_evals=60,
+                 selection="uniform")
+    verdicts = best_at_proposal(spread)
+    assert sum(verdicts) <= 0.8 * len(verdicts)  # without it, uniform: many other parents
+
+
+def test_exploit_outside_0_1_is_a_user_error() -> None:
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(UserError, match="exploit"):
+            RunConfig(exploit=bad).validate()
+
+
 def test_random_children_all_come_from_the_seed(tmp_path, monkeypatch) -> None:
     path = run(tmp_path, monkeypatch, known_surface(), strategy="random")
     rows = records(path)

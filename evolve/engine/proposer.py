@@ -73,8 +73,9 @@ class Proposer:
         for _ in range(MAX_TRIES):
             pool = self.parents()
             operator = self._choose(len(pool), rng, avoid=failed)
+            exploit = getattr(self.strategy, "exploit", 0.0)  # share of children of the best
             chosen = select(pool, operator.arity, rng, method=self.selection,
-                            curiosity=self.curiosity)
+                            curiosity=self.curiosity, exploit=exploit)
             try:
                 child = operator.vary(chosen, rng)
                 digest = normalized_hash(child.source)

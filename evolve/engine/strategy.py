@@ -3,7 +3,8 @@
 All three run in the same engine, with the same operators, budget, archive format
 and browse commands, so they can be compared like for like (benchmarks/bench_search.py):
 
-- `map-elites` (default): parents are the archive's elites, one per cell.
+- `map-elites` (default): parents are the archive's elites, one per cell; a share
+  `exploit` of children are children of the best elite (0 by default).
 - `greedy`: autoresearch's protocol. Every child comes from the current champion; a
   child replaces it only when it is better by the noise gate (z noise std; `--z 0`:
   any lower score wins). The champion is a one-cell map fed with every ok val
@@ -45,8 +46,9 @@ class Strategy:
 
     name = "map-elites"
 
-    def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
+    def __init__(self, archive: RunArchive, seeds: list[str], exploit: float = 0.0) -> None:
         self.archive, self.seeds = archive, seeds
+        self.exploit = exploit  # share of children whose (first) parent is the best elite
 
     def observe(self, record: Evaluation) -> None:
         """Take one stored record into account (every record, in the order stored)."""
@@ -80,6 +82,9 @@ class RandomStrategy(Strategy):
     """Every child is a variation of a seed genome."""
 
     name = "random"
+
+    def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
+        super().__init__(archive, seeds)  # no exploitation: the baseline stays the seed's
 
     def parents(self) -> list[Elite]:
         genomes = self.archive.elite_map.genomes
@@ -127,7 +132,11 @@ class GreedyStrategy(Strategy):
         return 0 if stats is None else stats.n
 
 
-def make_strategy(name: str, archive: RunArchive, seeds: list[str]) -> Strategy:
+def make_strategy(name: str, archive: RunArchive, seeds: list[str],
+                  exploit: float = 0.0) -> Strategy:
+    """`exploit` applies to map-elites only (greedy has one parent, random the seeds)."""
     check_strategy(name)
-    kinds = {"map-elites": Strategy, "greedy": GreedyStrategy, "random": RandomStrategy}
+    if name == "map-elites":
+        return Strategy(archive, seeds, exploit)
+    kinds = {"greedy": GreedyStrategy, "random": RandomStrategy}
     return kinds[name](archive, seeds)

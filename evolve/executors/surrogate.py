@@ -23,7 +23,6 @@ than the truth where records are sparse: a conservative stand-in for a real run.
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
@@ -40,6 +39,8 @@ from typing import Any
 import numpy as np
 
 from evolve.executors.base import EvalRequest
+from evolve.operators import VariationError
+from evolve.operators.dedupe import parse
 from evolve.operators.hyperparams import literal_assignments
 from evolve.record import EvalResult
 
@@ -56,8 +57,8 @@ def _values(source: str) -> dict[str, float]:
     milliseconds each and are not needed here)."""
     out: dict[str, float] = {}
     try:
-        body = ast.parse(source).body
-    except (SyntaxError, ValueError):  # a genome that does not parse has no features
+        body = parse(source).body
+    except VariationError:  # a genome that does not parse has no features
         return out
     for name, value, _ in literal_assignments(body):
         if isinstance(value, (tuple, list)):

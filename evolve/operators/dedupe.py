@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import threading
 from typing import NoReturn
 
 from evolve.operators.base import VariationError
@@ -12,6 +13,10 @@ from evolve.operators.base import VariationError
 _DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 # ValueError: null bytes; RecursionError/MemoryError: absurdly deep nesting.
 _PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError)
+# CPython 3.11 keeps the AST constructor's recursion depth in shared state, so two threads
+# parsing at once (proposals run in a thread pool) can fail with "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython#106905). Parse one at a time.
+_AST_LOCK = threading.Lock()
 
 
 class GenomeSyntaxError(VariationError):
@@ -39,7 +44,8 @@ def check_syntax(source: str) -> None:
     `return` outside a function.
     """
     try:
-        compile(source, "<genome>", "exec", dont_inherit=True)
+        with _AST_LOCK:
+            compile(source, "<genome>", "exec", dont_inherit=True)
     except _PARSE_ERRORS as exc:
         _raise(exc)
 
@@ -47,7 +53,8 @@ def check_syntax(source: str) -> None:
 def parse(source: str) -> ast.Module:
     """Parse a genome, turning every parse failure into `GenomeSyntaxError`."""
     try:
-        return ast.parse(source)
+        with _AST_LOCK:
+            return ast.parse(source)
     except _PARSE_ERRORS as exc:
         _raise(exc)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from evolve.errors import UserError
 from evolve.operators.base import Child, Parent, VariationError, require_parents
-from evolve.operators.dedupe import GenomeSyntaxError, check_syntax, normalized_hash
+from evolve.operators.dedupe import GenomeSyntaxError, check_syntax, normalized_hash, parse
 from evolve.operators.llm.client import LLM, Reply
 from evolve.operators.llm.draft import Draft, RunView, compose
 from evolve.operators.llm.edits import EditError, apply_reply, idea_of
@@ -29,7 +29,7 @@ CONTRACT = ("the program must keep using the harness: `run = session()`, trainin
 def _uses_harness(source: str) -> bool:
     """Calls `session(...)` and `.submit(...)` in code (mentions in comments do not count)."""
     called = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Call):
             func = node.func
             called.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
