@@ -47,8 +47,11 @@ def test_values_outside_the_range_clamp_to_edge_bins() -> None:
         d.bin_of(float("nan"))
 
 
+TEN_BY_TEN = (Descriptor("model_size", 4.0, 9.0, 10), Descriptor("code_size", 50.0, 600.0, 10))
+
+
 def test_cell_of_accepts_mapping_or_sequence_and_never_drifts() -> None:
-    grid = Grid()
+    grid = Grid(TEN_BY_TEN)
     assert grid.shape == (10, 10) and grid.total_cells == 100
     assert grid.cell_of({"model_size": 6.2, "code_size": 120}) == (4, 1)
     assert grid.cell_of([6.2, 120]) == (4, 1)
@@ -103,7 +106,7 @@ def test_descriptors_are_computed_from_result_and_source() -> None:
 
 
 def test_failed_result_has_no_cell_when_a_descriptor_is_missing() -> None:
-    grid = Grid()
+    grid = Grid(TEN_BY_TEN)
     crashed = EvalResult("crashed", reason="boom")
     assert grid.describe(crashed, "x = 1\n")["model_size"] is None
     assert grid.cell_if_known(grid.describe(crashed, "x = 1\n")) is None

@@ -19,6 +19,7 @@ from evolve.archive import EliteRule, ElitesMap, RunArchive, list_runs
 from evolve.archive.shards import format_id
 from evolve.errors import UserError
 from evolve.record import EvalResult, Evaluation
+from evolve.testkit.grids import small_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "import torch\n" + "x = 1\n" * 80
@@ -59,7 +60,7 @@ while True:
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[RunArchive]:
-    archive = RunArchive.create(tmp_path / "runs" / "r1", {"budget": 300, "dataset": "abc"})
+    archive = RunArchive.create(tmp_path / "runs" / "r1", {"budget": 300, "dataset": "abc"}, grid=small_grid())
     yield archive
     archive.close()
 
@@ -167,8 +168,8 @@ def test_reserved_ids_are_never_reused(run: RunArchive) -> None:
 
 
 def test_list_runs(tmp_path: Path) -> None:
-    RunArchive.create(tmp_path / "a", {"k": 1}).close()
-    RunArchive.create(tmp_path / "b", {"k": 2}).close()
+    RunArchive.create(tmp_path / "a", {"k": 1}, grid=small_grid()).close()
+    RunArchive.create(tmp_path / "b", {"k": 2}, grid=small_grid()).close()
     (tmp_path / "b" / "config.json").write_text("{not json")
     (tmp_path / "notes").mkdir()
     (tmp_path / "README.md").write_text("hi")
@@ -180,11 +181,11 @@ def test_list_runs(tmp_path: Path) -> None:
 
 
 def test_create_refuses_existing_runs_and_bad_names(tmp_path: Path) -> None:
-    RunArchive.create(tmp_path / "r", {}).close()
+    RunArchive.create(tmp_path / "r", {}, grid=small_grid()).close()
     with pytest.raises(UserError, match="already exists"):
-        RunArchive.create(tmp_path / "r", {})
+        RunArchive.create(tmp_path / "r", {}, grid=small_grid())
     with pytest.raises(UserError, match="bad run name"):
-        RunArchive.create(tmp_path / ".hidden", {})
+        RunArchive.create(tmp_path / ".hidden", {}, grid=small_grid())
 
 
 def test_stale_temp_files_are_left_by_readers_and_removed_by_the_writer(run: RunArchive) -> None:
@@ -339,14 +340,14 @@ def test_not_a_run_is_a_user_error(tmp_path: Path) -> None:
         RunArchive.open(tmp_path / "file")
     with pytest.raises(UserError, match="not an evolve run"):
         RunArchive.open(tmp_path)
-    RunArchive.create(tmp_path / "r", {}).close()
+    RunArchive.create(tmp_path / "r", {}, grid=small_grid()).close()
     (tmp_path / "r" / "archive.json").unlink()
     with pytest.raises(UserError, match="archive.json"):
         RunArchive.open(tmp_path / "r")
 
 
 def test_noise_rule_is_taken_from_the_caller(tmp_path: Path) -> None:
-    archive = RunArchive.create(tmp_path / "r", {}, rule=EliteRule(noise_std=0.0, min_margin=0.0))
+    archive = RunArchive.create(tmp_path / "r", {}, rule=EliteRule(noise_std=0.0, min_margin=0.0), grid=small_grid())
     archive.add_evaluation(ok(1.50), SOURCE, generation=0)
     rec = archive.add_evaluation(ok(1.4999), SOURCE + "# x\nw = 0\n", generation=0)
     assert rec.decision == "replaced"

@@ -25,6 +25,7 @@ from evolve.archive.pending import PendingTasks, Task
 from evolve.cli import cli
 from evolve.config import RunConfig
 from evolve.record import EvalResult
+from evolve.testkit.grids import small_grid
 from evolve.testkit.tiny import set_constants, tiny_genome
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def build_run(archive_dir: Path, name: str = "r1", *, grid: Grid | None = None,
     """A finished run with HISTORY's evaluations, logs and generations, through the real API."""
     path = archive_dir / name
     with RunArchive.create(path, stored_config(name, fingerprint, generations=generations,
-                                               **config), grid=grid) as archive:
+                                               **config), grid=grid or small_grid()) as archive:
         for source, bpb, params, gen, parent, operator, idea in history or HISTORY:
             result = ok(bpb, params) if bpb is not None else EvalResult("crashed", reason="boom")
             record = archive.add_evaluation(result, source, generation=gen, operator=operator,

@@ -19,6 +19,7 @@ import pytest
 from evolve.archive import RunArchive
 from evolve.archive.elites import best_elite
 from evolve.archive.pending import PendingTasks
+from evolve.testkit.grids import small_grid
 from evolve.testkit.tiny import tiny_genome
 
 FAST = ["--budget", "2", "--eval-tokens", "4096", "--devices", "cpu:2"]
@@ -163,7 +164,7 @@ def test_bad_input_is_a_clear_error_with_exit_code_2(workspace: Path, args, expe
 
 def test_a_locked_run_refuses_a_second_writer(workspace: Path) -> None:
     run = workspace / "archive" / "held"
-    archive = RunArchive.create(run, {"config": {}, "seeds": []})
+    archive = RunArchive.create(run, {"config": {}, "seeds": []}, grid=small_grid())
     try:
         result = evolve("resume", "held", cwd=workspace)
     finally:

@@ -23,6 +23,7 @@ from evolve.operators.llm import LLM, LLMError, parse_llm
 from evolve.operators.llm.wiring import STATS_FILE
 from evolve.record import EvalResult
 from evolve.selection import CuriosityTracker
+from evolve.testkit.grids import small_grid
 from evolve.testkit.llm_server import FakeLLM, drop, fail, garbage, say
 from evolve.testkit.tiny import tiny_genome
 
@@ -61,7 +62,7 @@ def rig(tmp_path: Path, fake: FakeLLM):
     made: list[RunArchive] = []
 
     def build(weights: dict | None = None, models: list | None = None, **table) -> Rig:
-        archive = RunArchive.create(tmp_path / f"run{len(made)}", {})
+        archive = RunArchive.create(tmp_path / f"run{len(made)}", {}, grid=small_grid())
         made.append(archive)
         seed = _history(archive)
         settings = parse_llm({"models": models or ["fake-1"], "base_url": fake.url, "timeout": 2,

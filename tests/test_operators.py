@@ -25,6 +25,7 @@ from evolve.operators import (
     unregister_operator,
 )
 from evolve.operators.hyperparams import replace_spans
+from evolve.testkit.grids import small_grid
 
 GENOME = '''"""Tiny GPT on bytes: an autoresearch-style baseline."""
 
@@ -370,7 +371,7 @@ def test_the_proposer_rejects_builtin_children_that_only_reformat_a_known_genome
     seed_source = '"""One switch."""\nimport torch\n\nUSE_X = True  # on\n'
     reworded_flip = '"""Reworded."""\nimport torch\n\n# off now\nUSE_X = (False)\n'
     for known in ([], [reworded_flip]):
-        with RunArchive.create(tmp_path / f"run{len(known)}", {}) as archive:
+        with RunArchive.create(tmp_path / f"run{len(known)}", {}, grid=small_grid()) as archive:
             result = EvalResult("ok", val_bpb=2.0, params=10**5)
             seed = archive.add_evaluation(result, seed_source, generation=0, operator="seed")
             for source in known:

@@ -10,6 +10,7 @@ import pytest
 from evolve.archive import RunArchive
 from evolve.operators.llm.context import origin, score
 from evolve.record import REPEAT_OPERATORS, EvalResult, Evaluation, Status
+from evolve.testkit.grids import small_grid
 
 SOURCE = "import torch\n" + "x = 1\n" * 80
 
@@ -34,7 +35,7 @@ def test_an_unknown_status_is_a_clear_error() -> None:
 
 
 def test_what_add_evaluation_stores_is_to_dict_and_reads_back_the_same(tmp_path: Path) -> None:
-    with RunArchive.create(tmp_path / "r", {}) as archive:
+    with RunArchive.create(tmp_path / "r", {}, grid=small_grid()) as archive:
         seed = archive.add_evaluation(EvalResult("ok", val_bpb=2.0, params=10**6), SOURCE,
                                       generation=0, operator="seed")
         child = archive.add_evaluation(
@@ -70,7 +71,7 @@ def test_an_older_record_with_missing_and_unknown_keys_loads(tmp_path: Path) -> 
     assert record.val_bpb == 1.25 and not record.sealed and record.comparable
     assert record.extra == {"note": "from 2025"} and record.to_dict()["note"] == "from 2025"
     # on disk: a run whose shard holds it opens, for reading and for writing (elites rebuilt)
-    RunArchive.create(tmp_path / "r", {}).close()
+    RunArchive.create(tmp_path / "r", {}, grid=small_grid()).close()
     shard = tmp_path / "r" / "evals" / "shard-000000.json"
     shard.write_text(json.dumps({"evaluations": {"1": old}}))
     with RunArchive.open(tmp_path / "r") as reader:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from evolve.testkit.grids import small_grid
 from tests.test_browse import D, E, build_run, evolve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -92,7 +93,7 @@ def test_the_progress_line_follows_the_best_as_show_picks_it(tmp_path: Path) -> 
     def ok(bpb: float, params: int) -> EvalResult:
         return EvalResult("ok", val_bpb=bpb, params=params, tokens=10**7, training_seconds=10.0)
 
-    with RunArchive.create(tmp_path / "r1", {}, rule=EliteRule(confirm_n=2)) as archive:
+    with RunArchive.create(tmp_path / "r1", {}, rule=EliteRule(confirm_n=2), grid=small_grid()) as archive:
         archive.add_evaluation(ok(2.0, 10**5), steady, generation=0)
         archive.add_evaluation(ok(1.5, 10**8), lucky, generation=1)  # another cell, once
         archive.add_evaluation(ok(2.0, 10**5), steady, generation=1)  # steady is confirmed

@@ -20,6 +20,7 @@ from evolve.engine.setup import read_seed
 from evolve.errors import UserError
 from evolve.harness.data import prepare
 from evolve.record import Evaluation
+from evolve.testkit.grids import small_grid
 from tests.test_browse import FINGERPRINT, S0, A, D, E, as_json, build_run, ok, sha, stored_config
 
 SAME = {"budget": 2.0, "eval_tokens": 4096, "dataset_fingerprint": FINGERPRINT["dataset_fingerprint"],
@@ -33,7 +34,7 @@ def archive_dir(tmp_path: Path) -> Path:
 
 
 def new_run(archive_dir: Path, name: str = "new", grid: Grid | None = None) -> RunArchive:
-    return RunArchive.create(archive_dir / name, stored_config(name), grid=grid)
+    return RunArchive.create(archive_dir / name, stored_config(name), grid=grid or small_grid())
 
 
 def seed(archive_dir: Path, specs: list[str], top: int | None = None, new: dict | None = None,
@@ -112,7 +113,7 @@ def test_other_settings_queue_re_evaluations(archive_dir: Path, key: str, value:
 
 def test_another_gpu_model_queues_re_evaluations(tmp_path: Path) -> None:
     cuda = {**FINGERPRINT, "device": "cuda"}
-    with RunArchive.create(tmp_path / "gpu", stored_config("gpu", cuda)) as archive:
+    with RunArchive.create(tmp_path / "gpu", stored_config("gpu", cuda), grid=small_grid()) as archive:
         archive.add_evaluation(ok(1.5, 10**5, device="NVIDIA A100-SXM4-80GB"), S0, generation=0)
     new = {**SAME, "device": "cuda"}
     notes, _ = seed(tmp_path, ["gpu"], new=new, names={"NVIDIA H100 80GB HBM3"}, name="h100")
@@ -161,7 +162,7 @@ def test_bad_seed_sources_are_user_errors(archive_dir: Path, tmp_path: Path) -> 
         plan_imports(["r1:e000099"], None, archive_dir, SAME)
     with pytest.raises(UserError, match="--seed-top without --seed-from"):
         plan_imports([], 3, archive_dir, SAME)
-    RunArchive.create(archive_dir / "empty", stored_config("empty")).close()
+    RunArchive.create(archive_dir / "empty", stored_config("empty"), grid=small_grid()).close()
     with pytest.raises(UserError, match="run empty has no elites to seed from"):
         plan_imports(["empty"], None, archive_dir, SAME)
 

@@ -28,6 +28,7 @@ from evolve.archive import RunArchive
 from evolve.archive.pending import PendingTasks, Task
 from evolve.browse.server import is_loopback
 from evolve.record import EvalResult
+from evolve.testkit.grids import small_grid
 from evolve.testkit.tiny import set_constants
 from tests.test_browse import ROOT, S0, D, E, build_run, ok, stored_config
 
@@ -44,7 +45,7 @@ HOSTILE = S0 + f"\n# {PAYLOAD}\nNOTE = '''{PAYLOAD}'''\n"
 def build_hostile(archive_dir: Path) -> Path:
     """A run whose child genome carries PAYLOAD everywhere a genome or an LLM writes text."""
     path = archive_dir / "hostile"
-    with RunArchive.create(path, stored_config("hostile")) as archive:
+    with RunArchive.create(path, stored_config("hostile"), grid=small_grid()) as archive:
         seed = archive.add_evaluation(ok(2.0, 10**5), S0, generation=0, operator="seed",
                                       idea="seed genome")
         child = archive.add_evaluation(
@@ -71,7 +72,7 @@ def archive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_run(base)
     shutil.copytree(base / "r1", base / "live")
     build_hostile(base)
-    RunArchive.create(base / "empty", stored_config("empty")).close()
+    RunArchive.create(base / "empty", stored_config("empty"), grid=small_grid()).close()
     return base
 
 

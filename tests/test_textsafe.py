@@ -18,6 +18,7 @@ from evolve.archive import RunArchive
 from evolve.operators.base import Parent
 from evolve.operators.llm.context import gather
 from evolve.operators.llm.prompt import fenced, mutation_messages
+from evolve.testkit.grids import small_grid
 from evolve.textsafe import printable
 from tests.test_browse import ROOT, S0, ok, sha, stored_config
 from tests.test_browse import evolve as cli
@@ -58,7 +59,7 @@ def hostile(tmp_path: Path) -> Path:
     """A run whose child genome, idea, operator and log carry the attacks."""
     archive_dir = tmp_path / "archive"
     child_source = S0 + f"# {ATTACK}\n# {MARKUP}\n"
-    with RunArchive.create(archive_dir / "h", stored_config("h")) as archive:
+    with RunArchive.create(archive_dir / "h", stored_config("h"), grid=small_grid()) as archive:
         seed = archive.add_evaluation(ok(2.0, 10**5), S0, generation=0, operator="seed",
                                       idea="seed genome")
         child = archive.add_evaluation(ok(1.9, 10**5), child_source, generation=1,

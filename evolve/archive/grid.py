@@ -126,16 +126,10 @@ class Descriptor:
         return {"name": self.name, "low": self.low, "high": self.high, "bins": self.bins}
 
 
-DEFAULT_DESCRIPTORS = (
-    Descriptor("model_size", 4.0, 9.0, 10),
-    Descriptor("code_size", 50.0, 600.0, 10),
-)
-
-
 class Grid:
     """A fixed grid over a few descriptors."""
 
-    def __init__(self, descriptors: Sequence[Descriptor] = DEFAULT_DESCRIPTORS) -> None:
+    def __init__(self, descriptors: Sequence[Descriptor]) -> None:
         if not descriptors:
             raise UserError("the grid needs at least one behaviour descriptor")
         names = [d.name for d in descriptors]

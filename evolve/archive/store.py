@@ -77,7 +77,7 @@ class RunArchive:
         path: str | Path,
         config: dict[str, Any],
         *,
-        grid: Grid | None = None,
+        grid: Grid,
         rule: EliteRule | None = None,
     ) -> RunArchive:
         """Start a new run at `path` (a directory `<archive_dir>/<run-name>`) and open it for writing."""
@@ -103,7 +103,7 @@ class RunArchive:
                 "format": FORMAT,
                 "shard_size": SHARD_SIZE,
                 "created": time.time(),
-                "grid": (grid or Grid()).to_list(),
+                "grid": grid.to_list(),
                 "rule": (rule or EliteRule()).to_dict(),
             }
             make_dirs(path)
