@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from evolve.config import RunConfig
+
 Cell = tuple[int, ...]
 
 
@@ -52,11 +54,11 @@ class EliteRule:
     confirm_n: `best` prefers elites evaluated at least this many times.
     """
 
-    noise_std: float = 1e-3
-    z: float = 2.0
+    noise_std: float = RunConfig.min_noise_std  # the floor, until the run measures its noise
+    z: float = RunConfig.z
     min_margin: float = 1e-4
     offset: float = 10.0
-    confirm_n: int = 3
+    confirm_n: int = RunConfig.confirm
     prior_weight: float = 0.0  # pseudo-evaluations of the run's noise in each genome's spread
 
     def margin(self, n_challenger: int, n_incumbent: int) -> float:

@@ -114,7 +114,8 @@ def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prep
     if imports is not None:
         stored["imports"] = imports.stored()  # the proposer's first parents, also on resume
     prior = imports.noise_std if imports is not None else None
-    rule = EliteRule(noise_std=config.noise_std or prior or 1e-3, z=config.z, confirm_n=config.confirm,
+    noise = config.noise_std or prior or config.min_noise_std  # the floor until seeds measure it
+    rule = EliteRule(noise_std=noise, z=config.z, confirm_n=config.confirm,
                      prior_weight=config.noise_prior)
     try:
         archive = RunArchive.create(Path(config.archive_dir) / config.name, stored, grid=grid, rule=rule)
