@@ -37,22 +37,47 @@ ROOT = Path(__file__).resolve().parents[1]
 
 GRIDS = {  # what the scripted endpoint can move: model size, and code lines (no-op lines)
     1: [{"name": "model_size", "low": 3.5, "high": 6.5, "bins": 12}],
-    2: [{"name": "model_size", "low": 3.5, "high": 6.5, "bins": 6},
-        {"name": "code_size", "low": 100, "high": 400, "bins": 6}],
+    2: [
+        {"name": "model_size", "low": 3.5, "high": 6.5, "bins": 6},
+        {"name": "code_size", "low": 100, "high": 400, "bins": 6},
+    ],
 }
 LINES = (-100, -50, 50, 100)  # the 2-axis endpoint's random code-size moves when not aimed
 
 
-def one_run(folder: Path, name: str, aim_share: float, seed: int, args: argparse.Namespace,
-            base_url: str, model: str) -> dict:
+def one_run(
+    folder: Path,
+    name: str,
+    aim_share: float,
+    seed: int,
+    args: argparse.Namespace,
+    base_url: str,
+    model: str,
+) -> dict:
     grid = GRIDS[args.axes] if args.llm_base_url is None else DEFAULT_DESCRIPTORS
     config = RunConfig(
-        name=name, archive_dir=str(folder), seed_genomes=[str(folder / "tiny.py")], pop=args.pop,
-        generations=args.generations, budget=args.budget, eval_tokens=4096, device="cpu",
-        devices=f"cpu:{args.slots}", noise_repeats=2, confirm=1, descriptors=grid,
-        operators={"llm_mutate": 1.0}, rng_seed=seed,
-        llm={"models": [{"name": model}], "base_url": base_url, "aim_share": aim_share,
-             "concurrency": 1, "program": str(ROOT / "program.md")}).validate()
+        name=name,
+        archive_dir=str(folder),
+        seed_genomes=[str(folder / "tiny.py")],
+        pop=args.pop,
+        generations=args.generations,
+        budget=args.budget,
+        eval_tokens=4096,
+        device="cpu",
+        devices=f"cpu:{args.slots}",
+        noise_repeats=2,
+        confirm=1,
+        descriptors=grid,
+        operators={"llm_mutate": 1.0},
+        rng_seed=seed,
+        llm={
+            "models": [{"name": model}],
+            "base_url": base_url,
+            "aim_share": aim_share,
+            "concurrency": 1,
+            "program": str(ROOT / "program.md"),
+        },
+    ).validate()
     prepared = start(config, build_executor)
     prepared.run_to_end()
     with RunArchive.open(folder / name) as archive:
@@ -60,12 +85,18 @@ def one_run(folder: Path, name: str, aim_share: float, seed: int, args: argparse
         summary = archive.summary()
     children = [r for r in records if r.operator == "llm_mutate"]
     aimed = [r for r in children if r.target is not None and r.ok]
-    return {"children": len(children), "ok": sum(r.status == "ok" for r in children),
-            "aimed": len(aimed), "landed": sum(r.target["landed"] for r in aimed),
-            "to_empty": sum(r.target["held_by"] is None for r in aimed),
-            "new": sum(r.decision == "new_cell" for r in children),
-            "coverage": summary["coverage"], "qd": summary["qd_score"], "best": summary["best"],
-            "cells": round(summary["coverage"] * archive.grid.total_cells)}
+    return {
+        "children": len(children),
+        "ok": sum(r.status == "ok" for r in children),
+        "aimed": len(aimed),
+        "landed": sum(r.target["landed"] for r in aimed),
+        "to_empty": sum(r.target["held_by"] is None for r in aimed),
+        "new": sum(r.decision == "new_cell" for r in children),
+        "coverage": summary["coverage"],
+        "qd": summary["qd_score"],
+        "best": summary["best"],
+        "cells": round(summary["coverage"] * archive.grid.total_cells),
+    }
 
 
 def main() -> None:
@@ -75,8 +106,13 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--budget", type=float, default=1.0)
     parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--axes", type=int, choices=(1, 2), default=1,
-                        help="scripted grid: model_size (1), or model_size x code_size (2)")
+    parser.add_argument(
+        "--axes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="scripted grid: model_size (1), or model_size x code_size (2)",
+    )
     parser.add_argument("--mixed", type=float, default=0.25, help="aim_share of the middle arm")
     parser.add_argument("--llm-base-url", default=None)
     parser.add_argument("--llm-model", default="fake")
@@ -92,26 +128,34 @@ def main() -> None:
                 with FakeLLM(responder=sizer(seed=seed, lines=lines)) as fake:
                     row = one_run(folder, f"{arm}-{seed}", share, seed, args, fake.url, "fake")
             else:
-                row = one_run(folder, f"{arm}-{seed}", share, seed, args, args.llm_base_url,
-                              args.llm_model)
+                row = one_run(
+                    folder, f"{arm}-{seed}", share, seed, args, args.llm_base_url, args.llm_model
+                )
             rows[arm].append(row)
-            print(f"seed {seed} {arm:<5}: children {row['children']} (ok {row['ok']}, "
-                  f"{row['new']} filled a new cell), aimed ok {row['aimed']} ({row['to_empty']} "
-                  f"sent to an empty cell), landed {row['landed']}; cells {row['cells']}, coverage "
-                  f"{row['coverage']:.3f}, QD {row['qd']:.2f}, "
-                  f"best {row['best'] or float('nan'):.4f}", flush=True)
+            print(
+                f"seed {seed} {arm:<5}: children {row['children']} (ok {row['ok']}, "
+                f"{row['new']} filled a new cell), aimed ok {row['aimed']} ({row['to_empty']} "
+                f"sent to an empty cell), landed {row['landed']}; cells {row['cells']}, coverage "
+                f"{row['coverage']:.3f}, QD {row['qd']:.2f}, "
+                f"best {row['best'] or float('nan'):.4f}",
+                flush=True,
+            )
     endpoint = args.llm_base_url or "scripted local endpoint (tests/llm_server.sizer)"
-    print(f"\n{endpoint}; {args.axes}-axis grid; {args.seeds} seed(s) x "
-          f"{args.pop * args.generations} issued tasks per run, budget {args.budget:g} s, "
-          f"{args.slots} CPU slots")
+    print(
+        f"\n{endpoint}; {args.axes}-axis grid; {args.seeds} seed(s) x "
+        f"{args.pop * args.generations} issued tasks per run, budget {args.budget:g} s, "
+        f"{args.slots} CPU slots"
+    )
     for arm, found in rows.items():
         aimed, landed = sum(r["aimed"] for r in found), sum(r["landed"] for r in found)
         rate = f"{landed}/{aimed} = {landed / aimed:.0%}" if aimed else "-"
         cells = statistics.fmean(r["cells"] for r in found)
-        print(f"{arm:<5} (aim_share {dict(arms)[arm]:g}): landed in target {rate}; "
-              f"cells {cells:.1f}"
-              f", coverage {statistics.fmean(r['coverage'] for r in found):.3f}, QD "
-              f"{statistics.fmean(r['qd'] for r in found):.2f} (mean over seeds)")
+        print(
+            f"{arm:<5} (aim_share {dict(arms)[arm]:g}): landed in target {rate}; "
+            f"cells {cells:.1f}"
+            f", coverage {statistics.fmean(r['coverage'] for r in found):.3f}, QD "
+            f"{statistics.fmean(r['qd'] for r in found):.2f} (mean over seeds)"
+        )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,10 @@ def fake_source(rng: random.Random) -> str:
 
 def fake_record(number: int, rng: random.Random, genomes: list[str]) -> Evaluation:
     result = fake_result(rng)
-    values: dict[str, float | None] = {"model_size": rng.uniform(3.5, 9.5),
-                                       "code_size": rng.uniform(30, 650)}
+    values: dict[str, float | None] = {
+        "model_size": rng.uniform(3.5, 9.5),
+        "code_size": rng.uniform(30, 650),
+    }
     return Evaluation(
         id=format_id(number),
         generation=number // 64,

@@ -29,11 +29,20 @@ from evolve.harness.settings import EvaluatorSettings
 def evaluator_settings(dataset, eval_tokens: int, export_batch: int) -> EvaluatorSettings:
     """What the runner would tell the evaluator; the process fields are unused in process."""
     token_bytes = dataset.token_bytes_path
-    return EvaluatorSettings(device="cpu", threads=1, vocab_size=dataset.vocab_size,
-                             export_batch=export_batch, mem_limit=None, max_file_bytes=1 << 30,
-                             sealed=(), heldout_path=str(dataset.val_path), split="val",
-                             eval_tokens=eval_tokens, verdict_fd=-1,
-                             token_bytes_path=str(token_bytes) if token_bytes else None)
+    return EvaluatorSettings(
+        device="cpu",
+        threads=1,
+        vocab_size=dataset.vocab_size,
+        export_batch=export_batch,
+        mem_limit=None,
+        max_file_bytes=1 << 30,
+        sealed=(),
+        heldout_path=str(dataset.val_path),
+        split="val",
+        eval_tokens=eval_tokens,
+        verdict_fd=-1,
+        token_bytes_path=str(token_bytes) if token_bytes else None,
+    )
 
 
 def main() -> None:
@@ -68,8 +77,11 @@ def main() -> None:
             evaluate.score(prepared, config)
             times["score"].append(time.process_time() - start)
     parts = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.genome} (seq_len {seq_len}), {args.eval_tokens} tokens, 1 thread, median CPU s: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()) + f", total {sum(parts.values()):.2f}")
+    print(
+        f"{args.genome} (seq_len {seq_len}), {args.eval_tokens} tokens, 1 thread, median CPU s: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+        + f", total {sum(parts.values()):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -89,13 +89,25 @@ def main() -> None:
 
     with FakeLLM(responder=tweaker(args.latency)) as fake:
         config = RunConfig(
-            name="bench", archive_dir=str(folder), seed_genomes=[str(folder / "tiny.py")], pop=8,
-            time_limit=args.duration, budget=args.budget, eval_tokens=4096, device="cpu",
-            devices=f"cpu:{args.slots}", noise_repeats=2, confirm=1,
+            name="bench",
+            archive_dir=str(folder),
+            seed_genomes=[str(folder / "tiny.py")],
+            pop=8,
+            time_limit=args.duration,
+            budget=args.budget,
+            eval_tokens=4096,
+            device="cpu",
+            devices=f"cpu:{args.slots}",
+            noise_repeats=2,
+            confirm=1,
             operators={"llm_mutate": 1.0},
-            llm={"models": [{"name": "fake", "price_in": 1.0, "price_out": 4.0}],
-                 "base_url": fake.url, "concurrency": args.concurrency,
-                 "timeout": 3 * args.latency}).validate()
+            llm={
+                "models": [{"name": "fake", "price_in": 1.0, "price_out": 4.0}],
+                "base_url": fake.url,
+                "concurrency": args.concurrency,
+                "timeout": 3 * args.latency,
+            },
+        ).validate()
         prepared = start(config, executor_factory)
         timeline = timelines[0]
         try:
@@ -113,15 +125,21 @@ def main() -> None:
     total = timeline.idle(first, stop) / (slots * (stop - first))
     steady = timeline.idle(warmup_end, stop) / (slots * (stop - warmup_end))
     workers = prepared.engine.proposal_workers()
-    print(f"slots {slots}, LLM latency {args.latency:g} s, concurrency "
-          f"{args.concurrency or f'auto (at the end: {workers})'}, "
-          f"budget {args.budget:g} s, time limit {args.duration:g} s")
-    print(f"evaluations {len(timeline.walls)} (mean wall {wall:.1f} s), LLM calls {stats['calls']}, "
-          f"failures {stats['failures']}; proposals needed per slot-second {1 / wall:.3f}, "
-          f"offered {workers / args.latency / slots:.3f}")
-    print(f"slot idle waiting for proposals: {total:.2%} of slot time overall, "
-          f"{steady:.2%} after the first {warmup_end - first:.0f} s start-up "
-          f"({'PASS' if steady < 0.02 else 'FAIL'}: target < 2 % in the steady state)")
+    print(
+        f"slots {slots}, LLM latency {args.latency:g} s, concurrency "
+        f"{args.concurrency or f'auto (at the end: {workers})'}, "
+        f"budget {args.budget:g} s, time limit {args.duration:g} s"
+    )
+    print(
+        f"evaluations {len(timeline.walls)} (mean wall {wall:.1f} s), LLM calls {stats['calls']}, "
+        f"failures {stats['failures']}; proposals needed per slot-second {1 / wall:.3f}, "
+        f"offered {workers / args.latency / slots:.3f}"
+    )
+    print(
+        f"slot idle waiting for proposals: {total:.2%} of slot time overall, "
+        f"{steady:.2%} after the first {warmup_end - first:.0f} s start-up "
+        f"({'PASS' if steady < 0.02 else 'FAIL'}: target < 2 % in the steady state)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,29 +35,54 @@ def main() -> None:
     source = Path(args.genome).read_text()
     dataset = prepare(args.data)
     device = resolve_device(args.device)
-    print(f"genome {args.genome}, data {dataset.name}, device {device}, eval_tokens {args.eval_tokens}")
+    print(
+        f"genome {args.genome}, data {dataset.name}, device {device}, eval_tokens {args.eval_tokens}"
+    )
     start, base = time.monotonic(), RunSettings(device=device)
     zygotes.get(base.threads, base.cuda_visible, sandbox.harness_hashes())
     zygote_s = time.monotonic() - start
     print(f"zygote start (once per run): {zygote_s:.1f} s")
     rows = []
-    print(f"{'budget':>8} {'status':>8} {'train_s':>8} {'wall_s':>8} {'overhead_s':>10} "
-          f"{'overhead_%':>10} {'val_bpb':>8}")
+    print(
+        f"{'budget':>8} {'status':>8} {'train_s':>8} {'wall_s':>8} {'overhead_s':>10} "
+        f"{'overhead_%':>10} {'val_bpb':>8}"
+    )
     for budget in args.budgets:
         with tempfile.TemporaryDirectory() as tmp:
             settings = RunSettings(budget=budget, device=device, eval_tokens=args.eval_tokens)
             r = run_genome(source, dataset, settings, Path(tmp) / "work", Path(tmp) / "log.txt")
         overhead = r.wall_seconds - budget
         bpb = f"{r.val_bpb:.4f}" if r.val_bpb is not None else r.reason[:40]
-        print(f"{budget:8.0f} {r.status:>8} {r.training_seconds or 0:8.1f} {r.wall_seconds:8.1f} "
-              f"{overhead:10.2f} {100 * overhead / budget:9.1f}% {bpb:>8}", flush=True)
-        rows.append({"budget": budget, "status": r.status, "training_seconds": r.training_seconds,
-                     "wall_seconds": r.wall_seconds, "overhead_seconds": overhead,
-                     "overhead_percent": 100 * overhead / budget, "val_bpb": r.val_bpb,
-                     "steps": r.steps, "tokens": r.tokens, "peak_memory_bytes": r.peak_memory_bytes})
+        print(
+            f"{budget:8.0f} {r.status:>8} {r.training_seconds or 0:8.1f} {r.wall_seconds:8.1f} "
+            f"{overhead:10.2f} {100 * overhead / budget:9.1f}% {bpb:>8}",
+            flush=True,
+        )
+        rows.append(
+            {
+                "budget": budget,
+                "status": r.status,
+                "training_seconds": r.training_seconds,
+                "wall_seconds": r.wall_seconds,
+                "overhead_seconds": overhead,
+                "overhead_percent": 100 * overhead / budget,
+                "val_bpb": r.val_bpb,
+                "steps": r.steps,
+                "tokens": r.tokens,
+                "peak_memory_bytes": r.peak_memory_bytes,
+            }
+        )
         if args.json:  # after every row: a step killed by its timeout keeps what it measured
-            Path(args.json).write_text(json.dumps({"device": device, "genome": args.genome,
-                                                   "zygote_seconds": zygote_s, "rows": rows}))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "device": device,
+                        "genome": args.genome,
+                        "zygote_seconds": zygote_s,
+                        "rows": rows,
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ from evolve.testkit.tiny import set_constants
 
 ROOT = Path(__file__).resolve().parents[1]
 
-GENOME = {"SEQ_LEN": 64, "BATCH_SIZE": 16, "N_LAYER": 2, "N_HEAD": 2, "N_EMBD": 64,
-          "LOG_EVERY": 2}
+GENOME = {"SEQ_LEN": 64, "BATCH_SIZE": 16, "N_LAYER": 2, "N_HEAD": 2, "N_EMBD": 64, "LOG_EVERY": 2}
 ENTERED = ("new_cell", "replaced")
 SEEDLIKE = ("seed", "reeval", "test")
 
@@ -55,13 +54,38 @@ def corpus() -> str:
 def search(mode: str, args: argparse.Namespace, folder: Path, seed: Path) -> float:
     """One `evolve start` run; returns its wall seconds."""
     config = folder / f"{mode}.toml"
-    config.write_text(f'prune = "{mode}"\nconfirm = 1\nnoise_repeats = 3\n'
-                      f"prune_checkpoints = {json.dumps(args.checkpoints)}\n")
-    command = [sys.executable, "-m", "evolve.cli", "start", "--pop", str(args.pop),
-               "--budget", str(args.budget), "--time-limit", str(args.minutes * 60),
-               "--data", args.data, "--devices", "cpu:1", "--threads", "1",
-               "--eval-tokens", str(args.eval_tokens), "--archive-dir", str(folder),
-               "--name", mode, "--seed-genome", str(seed), "--config", str(config)]
+    config.write_text(
+        f'prune = "{mode}"\nconfirm = 1\nnoise_repeats = 3\n'
+        f"prune_checkpoints = {json.dumps(args.checkpoints)}\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "evolve.cli",
+        "start",
+        "--pop",
+        str(args.pop),
+        "--budget",
+        str(args.budget),
+        "--time-limit",
+        str(args.minutes * 60),
+        "--data",
+        args.data,
+        "--devices",
+        "cpu:1",
+        "--threads",
+        "1",
+        "--eval-tokens",
+        str(args.eval_tokens),
+        "--archive-dir",
+        str(folder),
+        "--name",
+        mode,
+        "--seed-genome",
+        str(seed),
+        "--config",
+        str(config),
+    ]
     began = time.monotonic()
     with open(folder / f"{mode}.out", "w") as out:
         subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False, cwd=ROOT)
@@ -69,8 +93,7 @@ def search(mode: str, args: argparse.Namespace, folder: Path, seed: Path) -> flo
 
 
 def children(records: list[Evaluation]) -> list[Evaluation]:
-    return [r for r in records if r.operator not in SEEDLIKE
-            and not r.sealed]
+    return [r for r in records if r.operator not in SEEDLIKE and not r.sealed]
 
 
 def analyse(mode: str, folder: Path, wall: float, budget: float) -> dict:
@@ -88,20 +111,25 @@ def analyse(mode: str, folder: Path, wall: float, budget: float) -> dict:
             best_so_far = min(best_so_far, bpb)
     trained = sum((r.result.training_seconds or 0.0) for r in kids)
     verdicts = [r for r in kids if r.result.prune]
-    saved = sum(max(0.0, (r.result.training_seconds or budget)
-                    - r.result.prune["stopped"]) for r in verdicts)
+    saved = sum(
+        max(0.0, (r.result.training_seconds or budget) - r.result.prune["stopped"])
+        for r in verdicts
+    )
     if mode == "on":  # stopped children would have trained the full budget
         saved = sum(max(0.0, budget - r.result.prune["stopped"]) for r in verdicts)
         trained += saved
     entries = [r for r in kids if r.decision in ENTERED]
     best = min((e.mean for e in elites), default=math.nan)
     return {
-        "mode": mode, "wall_s": round(wall, 1), "evaluations": len(val), "children": len(kids),
+        "mode": mode,
+        "wall_s": round(wall, 1),
+        "evaluations": len(val),
+        "children": len(kids),
         "evals_per_hour": round(len(val) / wall * 3600, 1),
-        "statuses": {s: sum(r.status == s for r in val) for s in
-                     sorted({r.status for r in val})},
+        "statuses": {s: sum(r.status == s for r in val) for s in sorted({r.status for r in val})},
         "pruned_or_would": len(verdicts),
-        "child_training_s": round(trained, 1), "training_saved_s": round(saved, 1),
+        "child_training_s": round(trained, 1),
+        "training_saved_s": round(saved, 1),
         "training_saved_share": round(saved / trained, 3) if trained else None,
         "archive_entries": len(entries),
         "entries_pruned": sum(r.decision in ENTERED for r in verdicts),
@@ -109,7 +137,8 @@ def analyse(mode: str, folder: Path, wall: float, budget: float) -> dict:
         "children_that_beat_best": len(beat),
         "best_val_bpb": round(best, 4),
         "projected_evals_per_hour": round(len(val) / max(1.0, wall - saved) * 3600, 1)
-        if mode == "shadow" else None,
+        if mode == "shadow"
+        else None,
     }
 
 
@@ -126,8 +155,9 @@ class _Before:
         return [r for r in self.records if r.genome == genome and r.seq < self.before]
 
 
-def sweep(folder: Path, budget: float,
-          settings: list[tuple[float, list[float], bool]]) -> list[dict]:
+def sweep(
+    folder: Path, budget: float, settings: list[tuple[float, list[float], bool]]
+) -> list[dict]:
     """Replay pruning on the shadow arm's complete curves under other margins, checkpoints and
     with or without the shape rule (children that change the model's shape are not pruned):
     the same `Pruning` and `PrunePlan` code, each child against what was stored before it."""
@@ -166,14 +196,27 @@ def sweep(folder: Path, budget: float,
                 lost_best += r.result.val_bpb < best_before[r.id]
         entries = sum(r.decision in ENTERED for r in kids)
         bests = sum(r.result.val_bpb < best_before[r.id] for r in kids)
-        rows.append({"z": z, "checkpoints": checkpoints, "shape_rule": shape_rule, "pruned": cut, "children": len(kids),
-                     "training_saved_share": round(stopped / trained, 3) if trained else None,
-                     "entries_lost": f"{lost}/{entries}", "bests_lost": f"{lost_best}/{bests}"})
+        rows.append(
+            {
+                "z": z,
+                "checkpoints": checkpoints,
+                "shape_rule": shape_rule,
+                "pruned": cut,
+                "children": len(kids),
+                "training_saved_share": round(stopped / trained, 3) if trained else None,
+                "entries_lost": f"{lost}/{entries}",
+                "bests_lost": f"{lost_best}/{bests}",
+            }
+        )
     return rows
 
 
-SWEEP = [(z, cps, rule) for z in (0.5, 1.0, 2.0, 3.0, 5.0)
-         for cps in ([0.1, 0.2], [0.2, 0.4, 0.6], [0.3, 0.5]) for rule in (True, False)]
+SWEEP = [
+    (z, cps, rule)
+    for z in (0.5, 1.0, 2.0, 3.0, 5.0)
+    for cps in ([0.1, 0.2], [0.2, 0.4, 0.6], [0.3, 0.5])
+    for rule in (True, False)
+]
 
 
 def main() -> None:
@@ -187,37 +230,54 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["shadow", "on"])
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
     parser.add_argument("--one-by-one", action="store_true", help="run the arms in turn")
-    parser.add_argument("--sweep-only", action="store_true",
-                        help="no new runs: replay other settings on the shadow arm in --out")
+    parser.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="no new runs: replay other settings on the shadow arm in --out",
+    )
     args = parser.parse_args()
     folder = args.out or Path(tempfile.mkdtemp(prefix="bench-prune-"))
     folder.mkdir(parents=True, exist_ok=True)
     seed = folder / "seed.py"
     seed.write_text(set_constants((ROOT / "train.py").read_text(), **GENOME))
-    print(f"data {args.data}, budget {args.budget:g} s, {args.minutes:g} min per arm, "
-          f"pop {args.pop}, checkpoints {args.checkpoints}, runs in {folder}", flush=True)
+    print(
+        f"data {args.data}, budget {args.budget:g} s, {args.minutes:g} min per arm, "
+        f"pop {args.pop}, checkpoints {args.checkpoints}, runs in {folder}",
+        flush=True,
+    )
     arms = [] if args.sweep_only else args.arms
     with ThreadPoolExecutor(1 if args.one_by_one else max(1, len(arms))) as pool:
         walls = list(pool.map(lambda mode: search(mode, args, folder, seed), arms))
-    results = [analyse(mode, folder, wall, args.budget) for mode, wall in zip(arms, walls, strict=True)]
+    results = [
+        analyse(mode, folder, wall, args.budget) for mode, wall in zip(arms, walls, strict=True)
+    ]
     for row in results:
         print(json.dumps(row), flush=True)
     for row in results:
         if row["mode"] == "shadow":
             lost = row["entries_pruned"] / row["archive_entries"] if row["archive_entries"] else 0
-            print(f"shadow: pruning would stop {row['pruned_or_would']}/{row['children']} "
-                  f"children, give back {100 * (row['training_saved_share'] or 0):.0f} % of their "
-                  f"training time, lose {row['entries_pruned']}/{row['archive_entries']} archive "
-                  f"entries ({100 * lost:.0f} %) and {row['would_pruned_that_beat_best']}/"
-                  f"{row['children_that_beat_best']} new bests; evals/h {row['evals_per_hour']} "
-                  f"-> {row['projected_evals_per_hour']} projected", flush=True)
+            print(
+                f"shadow: pruning would stop {row['pruned_or_would']}/{row['children']} "
+                f"children, give back {100 * (row['training_saved_share'] or 0):.0f} % of their "
+                f"training time, lose {row['entries_pruned']}/{row['archive_entries']} archive "
+                f"entries ({100 * lost:.0f} %) and {row['would_pruned_that_beat_best']}/"
+                f"{row['children_that_beat_best']} new bests; evals/h {row['evals_per_hour']} "
+                f"-> {row['projected_evals_per_hour']} projected",
+                flush=True,
+            )
         else:
-            print(f"{row['mode']}: {row['evaluations']} evaluations in {row['wall_s']} s "
-                  f"({row['evals_per_hour']}/h), {row['pruned_or_would']} pruned, best "
-                  f"val_bpb {row['best_val_bpb']}", flush=True)
+            print(
+                f"{row['mode']}: {row['evaluations']} evaluations in {row['wall_s']} s "
+                f"({row['evals_per_hour']}/h), {row['pruned_or_would']} pruned, best "
+                f"val_bpb {row['best_val_bpb']}",
+                flush=True,
+            )
     if (folder / "shadow").is_dir():
-        print("replayed on the shadow arm's complete curves (z, checkpoints, pruned, training "
-              "saved, archive entries lost, new bests lost):", flush=True)
+        print(
+            "replayed on the shadow arm's complete curves (z, checkpoints, pruned, training "
+            "saved, archive entries lost, new bests lost):",
+            flush=True,
+        )
         for row in sweep(folder, args.budget, SWEEP):
             print(json.dumps(row), flush=True)
 

@@ -34,22 +34,33 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     dataset = prepare(args.data)
-    settings = RunSettings(budget=args.budget, eval_tokens=args.eval_tokens,
-                           **({"threads": args.threads} if args.threads else {}))
+    settings = RunSettings(
+        budget=args.budget,
+        eval_tokens=args.eval_tokens,
+        **({"threads": args.threads} if args.threads else {}),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
-        result = run_genome(Path(args.genome).read_text(), dataset, settings, work,
-                            Path(tmp) / "log.txt")
-        print(f"{args.genome}, {args.budget:g} s on {dataset.name}: {result.status} {result.reason[:80]} "
-              f"val_bpb {result.val_bpb} (secret of the run); scored again below either way")
+        result = run_genome(
+            Path(args.genome).read_text(), dataset, settings, work, Path(tmp) / "log.txt"
+        )
+        print(
+            f"{args.genome}, {args.budget:g} s on {dataset.name}: {result.status} {result.reason[:80]} "
+            f"val_bpb {result.val_bpb} (secret of the run); scored again below either way"
+        )
         config = evaluator_settings(dataset, args.eval_tokens, settings.export_batch)
         scores = []
         for _ in range(args.secrets):
-            request = {"model": str(work / "genome" / "model.pt2"), "seq_len": result.seq_len,
-                       "secret": secrets.token_hex(32)}
+            request = {
+                "model": str(work / "genome" / "model.pt2"),
+                "seq_len": result.seq_len,
+                "secret": secrets.token_hex(32),
+            }
             scores.append(evaluate.score(evaluate.prepare(request, config), config)["val_bpb"])
-    print(f"{args.secrets} secrets, {args.eval_tokens} tokens each: mean {statistics.mean(scores):.4f}"
-          f", std {statistics.stdev(scores):.4f}, min {min(scores):.4f}, max {max(scores):.4f}")
+    print(
+        f"{args.secrets} secrets, {args.eval_tokens} tokens each: mean {statistics.mean(scores):.4f}"
+        f", std {statistics.stdev(scores):.4f}, min {min(scores):.4f}, max {max(scores):.4f}"
+    )
 
 
 if __name__ == "__main__":

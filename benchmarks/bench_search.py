@@ -72,14 +72,20 @@ def measure(run: Path, evals: int, surrogate: Surrogate | None) -> dict[str, Any
     with RunArchive.open(run) as archive:
         truth = None
         if surrogate is not None:
+
             def truth(genome: str) -> float:
                 return surrogate.predict(archive.genome_source(genome))["mean"]
+
         points = search_curve(archive, truth)
     end = at(points, evals)
-    return {"points": [(p.evals, p.best, p.true_best, p.coverage, p.qd_score) for p in points],
-            "best": end.best if end else None, "true_best": end.true_best if end else None,
-            "coverage": end.coverage if end else 0.0, "qd": end.qd_score if end else 0.0,
-            "made": len(points)}
+    return {
+        "points": [(p.evals, p.best, p.true_best, p.coverage, p.qd_score) for p in points],
+        "best": end.best if end else None,
+        "true_best": end.true_best if end else None,
+        "coverage": end.coverage if end else 0.0,
+        "qd": end.qd_score if end else 0.0,
+        "made": len(points),
+    }
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -92,8 +98,10 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def summarize(results: dict[str, list[dict]], evals: int, true: bool) -> list[str]:
     key = "true_best" if true else "best"
-    lines = [f"{'strategy':<11} {'best@N median [q1, q3]':<30} {'evals to greedy@N (per seed)':<34}"
-             f" {'median':>6} {'coverage':>8} {'QD':>8}"]
+    lines = [
+        f"{'strategy':<11} {'best@N median [q1, q3]':<30} {'evals to greedy@N (per seed)':<34}"
+        f" {'median':>6} {'coverage':>8} {'QD':>8}"
+    ]
     greedy = results.get("greedy")
     for name, runs in results.items():
         bests = [r[key] for r in runs if r[key] is not None]
@@ -106,11 +114,17 @@ def summarize(results: dict[str, list[dict]], evals: int, true: bool) -> list[st
                 reach.append(None if target is None else evals_to_reach(points, target, true))
         finite = sorted(r if r is not None else 10**9 for r in reach)
         median_reach = statistics.median_high(finite) if finite else None  # never between two
-        text = "-" if median_reach is None else (">N" if median_reach >= 10**9 else f"{median_reach:g}")
-        lines.append(f"{name:<11} {med:.4f} [{q1:.4f}, {q3:.4f}]{'':<8} "
-                     f"{str([r if r is not None else '>N' for r in reach]):<34} {text:>6} "
-                     f"{statistics.median(r['coverage'] for r in runs):8.1%} "
-                     f"{statistics.median(r['qd'] for r in runs):8.2f}")
+        text = (
+            "-"
+            if median_reach is None
+            else (">N" if median_reach >= 10**9 else f"{median_reach:g}")
+        )
+        lines.append(
+            f"{name:<11} {med:.4f} [{q1:.4f}, {q3:.4f}]{'':<8} "
+            f"{str([r if r is not None else '>N' for r in reach]):<34} {text:>6} "
+            f"{statistics.median(r['coverage'] for r in runs):8.1%} "
+            f"{statistics.median(r['qd'] for r in runs):8.2f}"
+        )
     return lines
 
 
@@ -142,8 +156,11 @@ def plot(results: dict[str, list[dict]], evals: int, path: Path, true: bool) -> 
             meds.append(med)
             lows.append(q1)
             highs.append(q3)
-            covs.append(statistics.median(
-                r["points"][min(k, len(r["points"])) - 1][3] for r in runs if r["points"]))
+            covs.append(
+                statistics.median(
+                    r["points"][min(k, len(r["points"])) - 1][3] for r in runs if r["points"]
+                )
+            )
         left.plot(xs, meds, label=name)
         left.fill_between(xs, lows, highs, alpha=0.2)
         right.plot(xs, covs, label=name)
@@ -166,10 +183,12 @@ def report(folder: Path, evals: int, surrogate: Surrogate | None) -> None:
     order = [s for s in STRATEGIES if s in results] + [s for s in results if s not in STRATEGIES]
     results = {name: results[name] for name in order}
     for name, rows in results.items():
-        print(f"{name:<22} seeds {len(rows)}: best@N " + ", ".join(
-            "-" if r["best"] is None else f"{r['best']:.4f}" for r in rows))
+        print(
+            f"{name:<22} seeds {len(rows)}: best@N "
+            + ", ".join("-" if r["best"] is None else f"{r['best']:.4f}" for r in rows)
+        )
     aligned = {k: v for k, v in results.items() if len(v) == len(results.get("greedy", v))}
-    for true in ([False, True] if surrogate else [False]):
+    for true in [False, True] if surrogate else [False]:
         print("\n".join(summarize(aligned, evals, true)))
     plot(aligned, evals, folder / "search.png", bool(surrogate))
     print(f"plot: {folder / 'search.png'}")
@@ -183,8 +202,10 @@ def strategy_settings(pairs: list[str], strategies: list[str]) -> dict[str, dict
     for pair in pairs:
         name, _, path = pair.partition("=")
         if name not in strategies or not path:
-            raise SystemExit(f"--config-for {pair!r}: want STRATEGY=TOML with STRATEGY one of "
-                             f"{', '.join(strategies)}")
+            raise SystemExit(
+                f"--config-for {pair!r}: want STRATEGY=TOML with STRATEGY one of "
+                f"{', '.join(strategies)}"
+            )
         own[name] = load_toml(path)
     return own
 
@@ -201,22 +222,38 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--pop", type=int, default=8)
     parser.add_argument("--seed-genome", default=None, help="default: train.py made small")
-    parser.add_argument("--config", default=None, help="TOML with run settings for every run "
-                        "(selection, z, race, noise_prior, cxpb, descriptors, operators)")
-    parser.add_argument("--config-for", action="append", default=[], metavar="STRATEGY=TOML",
-                        help="settings for one strategy only, over --config (repeatable), e.g. "
-                        "map-elites=me.toml to compare a map-elites setting with greedy's")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="TOML with run settings for every run "
+        "(selection, z, race, noise_prior, cxpb, descriptors, operators)",
+    )
+    parser.add_argument(
+        "--config-for",
+        action="append",
+        default=[],
+        metavar="STRATEGY=TOML",
+        help="settings for one strategy only, over --config (repeatable), e.g. "
+        "map-elites=me.toml to compare a map-elites setting with greedy's",
+    )
     parser.add_argument("--surrogate", default=None, help="a fitted surrogate (JSON): no real runs")
     parser.add_argument("--fit", nargs="*", default=None, help="run folders to fit a surrogate to")
     parser.add_argument("--save-surrogate", default=None)
     parser.add_argument("--out", default=None, help="where runs, summary and plot go")
-    parser.add_argument("--report", default=None, metavar="DIR",
-                        help="measure every run under DIR/runs (named STRATEGY-sSEED) again")
+    parser.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="measure every run under DIR/runs (named STRATEGY-sSEED) again",
+    )
     args = parser.parse_args()
 
     if args.report:
-        report(Path(args.report), args.evals, Surrogate.load(args.surrogate) if args.surrogate
-               else None)
+        report(
+            Path(args.report),
+            args.evals,
+            Surrogate.load(args.surrogate) if args.surrogate else None,
+        )
         return
 
     if args.fit:
@@ -239,9 +276,12 @@ def main() -> None:
     strategies = [s.strip() for s in args.strategies.split(",")]
     own = strategy_settings(args.config_for, strategies)
     mode = "surrogate" if surrogate else f"real, {args.budget:g} s budget, {args.slots} slots"
-    print(f"bench_search: {mode}; N={args.evals}, {args.seeds} seeds, pop {args.pop}, "
-          f"data {args.data}; settings {extra}" + "".join(
-              f"; {name}: {settings}" for name, settings in own.items()), flush=True)
+    print(
+        f"bench_search: {mode}; N={args.evals}, {args.seeds} seeds, pop {args.pop}, "
+        f"data {args.data}; settings {extra}"
+        + "".join(f"; {name}: {settings}" for name, settings in own.items()),
+        flush=True,
+    )
     results: dict[str, list[dict]] = {s: [] for s in strategies}
     began = time.monotonic()
     archive_dir = out / "runs"
@@ -249,26 +289,40 @@ def main() -> None:
         for strategy in strategies:
             name = f"{strategy}-s{seed}"
             shutil.rmtree(archive_dir / name, ignore_errors=True)
-            config = RunConfig.from_dict({
-                "name": name, "archive_dir": str(archive_dir), "seed_genomes": [seed_genome],
-                "pop": args.pop, "budget": args.budget, "data": args.data,
-                "devices": f"cpu:{args.slots}", "eval_tokens": args.eval_tokens,
-                "strategy": strategy, "rng_seed": seed, "max_evals": args.evals, **extra,
-                **own.get(strategy, {}),
-            }).validate()
+            config = RunConfig.from_dict(
+                {
+                    "name": name,
+                    "archive_dir": str(archive_dir),
+                    "seed_genomes": [seed_genome],
+                    "pop": args.pop,
+                    "budget": args.budget,
+                    "data": args.data,
+                    "devices": f"cpu:{args.slots}",
+                    "eval_tokens": args.eval_tokens,
+                    "strategy": strategy,
+                    "rng_seed": seed,
+                    "max_evals": args.evals,
+                    **extra,
+                    **own.get(strategy, {}),
+                }
+            ).validate()
             t0 = time.monotonic()
             run = run_one(config, surrogate, args.slots)
             result = measure(run, args.evals, surrogate)
             results[strategy].append(result)
-            print(f"  {name:<16} best@N {result['best']}  true {result['true_best']}  "
-                  f"coverage {result['coverage']:.1%}  evals {result['made']}  "
-                  f"{time.monotonic() - t0:.1f} s", flush=True)
+            print(
+                f"  {name:<16} best@N {result['best']}  true {result['true_best']}  "
+                f"coverage {result['coverage']:.1%}  evals {result['made']}  "
+                f"{time.monotonic() - t0:.1f} s",
+                flush=True,
+            )
     print(f"\n{sum(len(v) for v in results.values())} runs in {time.monotonic() - began:.0f} s")
-    for true in ([False, True] if surrogate else [False]):
+    for true in [False, True] if surrogate else [False]:
         print("\n" + ("noise-free (surrogate truth):" if true else "measured:"))
         print("\n".join(summarize(results, args.evals, true)))
-    (out / "summary.json").write_text(json.dumps({"args": vars(args), "settings": extra, "own": own,
-                                                  "results": results}))
+    (out / "summary.json").write_text(
+        json.dumps({"args": vars(args), "settings": extra, "own": own, "results": results})
+    )
     plot(results, args.evals, out / "search.png", bool(surrogate))
     print(f"\nsummary: {out / 'summary.json'}; plot: {out / 'search.png'}")
 

@@ -38,23 +38,29 @@ GENOMES = 3000  # distinct sources (each evaluated ~33 times at 100k)
 
 def source_of(i: int, rng: random.Random) -> str:
     lines = [f"# genome {i}", "from evolve.harness import session", ""]
-    lines += [f"PARAM_{k} = {rng.random()!r}  # hyperparameter" for k in range(rng.randint(40, 300))]
+    lines += [
+        f"PARAM_{k} = {rng.random()!r}  # hyperparameter" for k in range(rng.randint(40, 300))
+    ]
     return "\n".join(lines) + "\n"
 
 
 def build(root: Path, size: int, rng: random.Random) -> tuple[Path, list[str]]:
     path = root / "big"
-    archive = RunArchive.create(path, {"config": {"budget": 300.0, "generations": None},
-                                       "fingerprint": {"device": "cuda"}},
-                                grid=GRID, rule=EliteRule())
+    archive = RunArchive.create(
+        path,
+        {"config": {"budget": 300.0, "generations": None}, "fingerprint": {"device": "cuda"}},
+        grid=GRID,
+        rule=EliteRule(),
+    )
     genomes: list[str] = []
     for i in range(GENOMES):  # written directly: bench set-up, not the fsynced production path
         text = source_of(i, rng)
         sha = hashlib.sha256(text.encode()).hexdigest()
         (path / "genomes" / f"{sha}.py").write_text(text)
         genomes.append(sha)
-    parent = {g: genomes[max(0, i - rng.randint(1, 8))] if i else None
-              for i, g in enumerate(genomes)}
+    parent = {
+        g: genomes[max(0, i - rng.randint(1, 8))] if i else None for i, g in enumerate(genomes)
+    }
     prompt = archive.put_text("You are improving a training script.\n" * 2000)
     reply = archive.put_text("IDEA: use SwiGLU\n<<<<<<< SEARCH\nx\n=======\ny\n>>>>>>> REPLACE\n")
     t0 = time.perf_counter()
@@ -69,8 +75,10 @@ def build(root: Path, size: int, rng: random.Random) -> tuple[Path, list[str]]:
             batch.append(record)
         archive.insert_many(batch)
     archive.close()
-    (path / "llm.json").write_text('{"calls": 12000, "failures": 40, "input_tokens": 9000000, '
-                                   '"output_tokens": 2000000, "cost": 17.3, "max_cost": 20}')
+    (path / "llm.json").write_text(
+        '{"calls": 12000, "failures": 40, "input_tokens": 9000000, '
+        '"output_tokens": 2000000, "cost": 17.3, "max_cost": 20}'
+    )
     print(f"built {size} evaluations in {time.perf_counter() - t0:.0f} s", flush=True)
     return path, genomes
 
@@ -102,9 +110,12 @@ def main() -> None:
     try:
         path, genomes = build(root, args.size, rng)
         evolve = Path(sys.executable).with_name("evolve")
-        server = subprocess.Popen([str(evolve), "serve", "--archive-dir", str(root), "--port", "0"],
-                                  stdout=subprocess.PIPE, text=True,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        server = subprocess.Popen(
+            [str(evolve), "serve", "--archive-dir", str(root), "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         assert server.stdout is not None
         base = re.search(r"http://\S+/", server.stdout.readline()).group(0)  # type: ignore[union-attr]
         rows: list[tuple[str, float, float]] = []

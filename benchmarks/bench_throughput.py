@@ -36,15 +36,20 @@ def throughput(executor, evals: int, folder: Path, label: str) -> float:
     """Evaluations per hour; every record must be a genome's own (never lost)."""
     source = tiny_genome()
     start = time.monotonic()
-    futures = [executor.submit(EvalRequest(f"{label}-{i}", source, i, folder / f"{label}-{i}.log"))
-               for i in range(evals)]
+    futures = [
+        executor.submit(EvalRequest(f"{label}-{i}", source, i, folder / f"{label}-{i}.log"))
+        for i in range(evals)
+    ]
     results = [future.result() for future in futures]
     wall = time.monotonic() - start
     statuses = sorted({r.status for r in results})
     assert "lost" not in statuses and "interrupted" not in statuses, [r.reason for r in results]
     rate = evals / wall * 3600
-    print(f"{label:<8} {len(executor.slots)} slot(s)  {evals} evals in {wall:6.1f} s  "
-          f"{rate:7.0f} evals/h  statuses {','.join(statuses)}", flush=True)
+    print(
+        f"{label:<8} {len(executor.slots)} slot(s)  {evals} evals in {wall:6.1f} s  "
+        f"{rate:7.0f} evals/h  statuses {','.join(statuses)}",
+        flush=True,
+    )
     for result in results:
         if not result.ok:
             print(f"  {result.status}: {result.reason[:200]}")
@@ -66,16 +71,36 @@ class LocalCluster:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.address = f"127.0.0.1:{sock.getsockname()[1]}"
-        self.sessions = [self._start(["--head", f"--port={self.address.split(':')[1]}",
-                                      "--include-dashboard=false", f"--temp-dir={self.base}"])]
+        self.sessions = [
+            self._start(
+                [
+                    "--head",
+                    f"--port={self.address.split(':')[1]}",
+                    "--include-dashboard=false",
+                    f"--temp-dir={self.base}",
+                ]
+            )
+        ]
 
     def add_worker(self) -> None:
         self.sessions.append(self._start(["--address", self.address]))
 
     def _start(self, args: list[str]) -> int:
-        proc = subprocess.Popen(["ray", "start", *args, "--num-cpus=1", "--node-ip-address=127.0.0.1",
-                                 "--disable-usage-stats"], env=self.env, start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [
+                "ray",
+                "start",
+                *args,
+                "--num-cpus=1",
+                "--node-ip-address=127.0.0.1",
+                "--disable-usage-stats",
+            ],
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         out = proc.communicate(timeout=180)[0]
         if proc.returncode:
             raise RuntimeError(out)
@@ -99,12 +124,16 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=1, help="local measurements, interleaved")
     parser.add_argument("--no-ray", action="store_true")
-    parser.add_argument("--ray-address", default=None, help="an existing cluster instead of a local one")
+    parser.add_argument(
+        "--ray-address", default=None, help="an existing cluster instead of a local one"
+    )
     args = parser.parse_args()
     import torch
 
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{platform.system()} {platform.release()}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{platform.system()} {platform.release()}; load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"budget {args.budget:g} s, {args.evals} evaluations per setup, 1 thread per slot\n")
     dataset = prepare("builtin")
     settings = RunSettings(budget=args.budget, eval_tokens=4096)
@@ -118,8 +147,9 @@ def main() -> None:
         warm.shutdown()
         for _ in range(args.rounds):  # interleaved, so a change in machine load hits both
             for slots in (1, 2):
-                executor = LocalExecutor(dataset, settings,
-                                         [Slot(f"cpu{i}", "cpu", None, 1) for i in range(slots)])
+                executor = LocalExecutor(
+                    dataset, settings, [Slot(f"cpu{i}", "cpu", None, 1) for i in range(slots)]
+                )
                 rate = throughput(executor, args.evals, folder, f"local-{slots}")
                 rates[f"local-{slots}"] = rates.get(f"local-{slots}", 0.0) + rate / args.rounds
                 executor.shutdown()
@@ -134,7 +164,9 @@ def main() -> None:
             report(f"Ray, {name[-1]} slot(s)", rates[name], rates["local-1"], int(name[-1]))
 
 
-def ray_rates(args: argparse.Namespace, dataset, settings: RunSettings, folder: Path) -> dict[str, float]:
+def ray_rates(
+    args: argparse.Namespace, dataset, settings: RunSettings, folder: Path
+) -> dict[str, float]:
     from evolve.executors.ray import RayExecutor
 
     if args.ray_address:

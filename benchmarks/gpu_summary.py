@@ -27,16 +27,21 @@ def load(path: Path) -> Any:
 def facts(mode: str) -> list[str]:
     import torch
 
-    lines = [f"torch {torch.__version__}, CUDA {torch.version.cuda}, Python {sys.version.split()[0]}"]
+    lines = [
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}, Python {sys.version.split()[0]}"
+    ]
     if mode == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        lines.append(f"GPU {props.name}, {props.total_memory / 2**30:.1f} GiB, compute capability "
-                     f"{props.major}.{props.minor}, {torch.cuda.device_count()} visible")
+        lines.append(
+            f"GPU {props.name}, {props.total_memory / 2**30:.1f} GiB, compute capability "
+            f"{props.major}.{props.minor}, {torch.cuda.device_count()} visible"
+        )
     else:
         lines.append(f"no GPU used (mode {mode})")
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     lines.append(f"evolve commit {commit or 'unknown (no git here)'}")
@@ -46,13 +51,18 @@ def facts(mode: str) -> list[str]:
 def steps(work: Path) -> tuple[list[str], list[str]]:
     """One line per step, and the log tails of the steps that failed."""
     lines, tails = [], []
-    tests = (work / "cuda_tests.log").read_text(errors="replace").strip().splitlines() \
-        if (work / "cuda_tests.log").exists() else []
+    tests = (
+        (work / "cuda_tests.log").read_text(errors="replace").strip().splitlines()
+        if (work / "cuda_tests.log").exists()
+        else []
+    )
     for row in (work / "steps.tsv").read_text().splitlines():
         name, rc, seconds, limit = row.split("\t")
         verdict = "pass" if rc == "0" else ("TIMEOUT" if rc in ("124", "137") else f"FAIL rc={rc}")
         extra = f"  {tests[-1].strip('= ')}" if name == "cuda_tests" and tests else ""
-        lines.append(f"  {name:<11} {verdict:<11} {float(seconds):6.1f} s (timeout {limit} s){extra}")
+        lines.append(
+            f"  {name:<11} {verdict:<11} {float(seconds):6.1f} s (timeout {limit} s){extra}"
+        )
         log = work / f"{name}.log"
         tail = log.read_text(errors="replace").splitlines()[-TAIL:] if log.exists() else []
         if rc != "0" and tail:
@@ -61,8 +71,18 @@ def steps(work: Path) -> tuple[list[str], list[str]]:
 
 
 TAIL = 25
-RUN_KEYS = ("status", "generations", "evaluations", "elites", "coverage", "best", "std", "budget",
-            "device", "error")
+RUN_KEYS = (
+    "status",
+    "generations",
+    "evaluations",
+    "elites",
+    "coverage",
+    "best",
+    "std",
+    "budget",
+    "device",
+    "error",
+)
 ELITE_KEYS = ("id", "mean", "std", "n", "generation", "operator", "params", "idea")
 
 
@@ -80,23 +100,29 @@ def record(label: str, r: dict[str, Any] | None) -> str:
     rate = (r.get("tokens") or 0) / train if train else 0.0
     peak = r.get("peak_memory_bytes")
     peak_text = f"{peak / 2**30:.2f} GiB" if peak else "n/a"
-    return (f"{label}: val_bpb {r['val_bpb']:.4f}, steps {r.get('steps')}, tokens {r.get('tokens')}, "
-            f"tokens/s {rate:,.0f}, params {r.get('params')}, training {train:.1f} s of budget "
-            f"{r.get('budget')}, wall {r.get('wall_seconds', 0):.1f} s, peak memory {peak_text}, "
-            f"device {r.get('hardware', {}).get('device_name', r.get('device'))}, "
-            f"sandbox {r.get('sandbox')}")
+    return (
+        f"{label}: val_bpb {r['val_bpb']:.4f}, steps {r.get('steps')}, tokens {r.get('tokens')}, "
+        f"tokens/s {rate:,.0f}, params {r.get('params')}, training {train:.1f} s of budget "
+        f"{r.get('budget')}, wall {r.get('wall_seconds', 0):.1f} s, peak memory {peak_text}, "
+        f"device {r.get('hardware', {}).get('device_name', r.get('device'))}, "
+        f"sandbox {r.get('sandbox')}"
+    )
 
 
 def overhead(data: dict[str, Any] | None) -> list[str]:
     if not data:
         return ["overhead: no figures (see overhead.log)"]
-    lines = [f"overhead ({data['genome']} on {data['device']}): zygote start once per run "
-             f"{data['zygote_seconds']:.1f} s"]
+    lines = [
+        f"overhead ({data['genome']} on {data['device']}): zygote start once per run "
+        f"{data['zygote_seconds']:.1f} s"
+    ]
     for row in data["rows"]:
         bpb = f"{row['val_bpb']:.4f}" if row["val_bpb"] is not None else row["status"]
-        lines.append(f"  budget {row['budget']:g} s: overhead {row['overhead_seconds']:.2f} s "
-                     f"({row['overhead_percent']:.1f} %), wall {row['wall_seconds']:.1f} s, "
-                     f"val_bpb {bpb}, steps {row['steps']}")
+        lines.append(
+            f"  budget {row['budget']:g} s: overhead {row['overhead_seconds']:.2f} s "
+            f"({row['overhead_percent']:.1f} %), wall {row['wall_seconds']:.1f} s, "
+            f"val_bpb {bpb}, steps {row['steps']}"
+        )
     return lines
 
 
@@ -106,8 +132,9 @@ def search(runs: list[dict[str, Any]] | None, elites: list[dict[str, Any]] | Non
     run = runs[0]
     lines = ["start: " + ", ".join(f"{k} {short(run[k])}" for k in RUN_KEYS if k in run)]
     for elite in (elites or [])[:3]:
-        lines.append("  elite: " + ", ".join(f"{k} {short(elite[k])}" for k in ELITE_KEYS
-                                            if k in elite))
+        lines.append(
+            "  elite: " + ", ".join(f"{k} {short(elite[k])}" for k in ELITE_KEYS if k in elite)
+        )
     return lines
 
 
@@ -121,8 +148,10 @@ def short(value: Any) -> str:
 
 def main() -> None:
     work, mode, total = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-    out = [f"evolve GPU check, mode {mode}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-           f"steps took {total:.0f} s (the whole must fit in 480 s)"]
+    out = [
+        f"evolve GPU check, mode {mode}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"steps took {total:.0f} s (the whole must fit in 480 s)"
+    ]
     out += facts(mode)
     step_lines, tails = steps(work)
     out += ["", "steps (pass/fail, seconds):"] + step_lines + [""]

@@ -62,7 +62,9 @@ class RunConfig:
     max_disk_bytes: int = 8 << 30  # everything in the genome's folder (also caps any one file)
     max_files: int = 100_000  # files and folders in the genome's folder
     max_source_bytes: int = 64 << 10  # bigger genomes are invalid before they run
-    descriptors: list[dict[str, Any]] = field(default_factory=lambda: [dict(d) for d in DEFAULT_DESCRIPTORS])
+    descriptors: list[dict[str, Any]] = field(
+        default_factory=lambda: [dict(d) for d in DEFAULT_DESCRIPTORS]
+    )
     operators: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_OPERATORS))
     operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cxpb: float = 0.2
@@ -89,7 +91,8 @@ class RunConfig:
     prune_default_margin: float = 0.1  # share of the reference loss when no spread is measured
     # constants that set the model's shape: a child that changes one is never pruned
     prune_shape: list[str] = field(
-        default_factory=lambda: ["SEQ_LEN", "N_LAYER", "N_HEAD", "N_EMBD", "MLP_RATIO"])
+        default_factory=lambda: ["SEQ_LEN", "N_LAYER", "N_HEAD", "N_EMBD", "MLP_RATIO"]
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,9 +102,11 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise UserError(f"unknown config key(s): {', '.join(unknown)}",
-                            "the run config only knows the documented keys",
-                            f"remove them; known keys: {', '.join(sorted(names))}")
+            raise UserError(
+                f"unknown config key(s): {', '.join(unknown)}",
+                "the run config only knows the documented keys",
+                f"remove them; known keys: {', '.join(sorted(names))}",
+            )
         return cls(**data)
 
     def validate(self) -> RunConfig:
@@ -122,45 +127,66 @@ class RunConfig:
         if self.max_evals is not None:
             _positive_int("max_evals", self.max_evals, "--max-evals")
         if not isinstance(self.noise_prior, (int, float)) or not self.noise_prior >= 0:
-            raise UserError(f"noise_prior is {self.noise_prior!r}",
-                            "it counts pseudo-evaluations of the run's noise, 0 or more",
-                            "set noise_prior to a number >= 0 (0: one noise level for all)")
+            raise UserError(
+                f"noise_prior is {self.noise_prior!r}",
+                "it counts pseudo-evaluations of the run's noise, 0 or more",
+                "set noise_prior to a number >= 0 (0: one noise level for all)",
+            )
         if not isinstance(self.z, (int, float)) or not self.z >= 0:
-            raise UserError(f"z is {self.z!r}", "it is a number of noise standard deviations",
-                            "pass --z with a value >= 0 (0: keep any child that is lower)")
+            raise UserError(
+                f"z is {self.z!r}",
+                "it is a number of noise standard deviations",
+                "pass --z with a value >= 0 (0: keep any child that is lower)",
+            )
         from evolve.engine.strategy import check_strategy
 
         check_strategy(self.strategy)
         if not 0.0 <= self.cxpb <= 1.0:
             raise UserError(f"cxpb is {self.cxpb}", "it is a probability", "use a value in [0, 1]")
         if self.device not in DEVICES:
-            raise UserError(f"unknown device {self.device!r}", "devices are auto, cpu or cuda",
-                            "pass --device auto, cpu or cuda")
+            raise UserError(
+                f"unknown device {self.device!r}",
+                "devices are auto, cpu or cuda",
+                "pass --device auto, cpu or cuda",
+            )
         if self.threads is not None:
             _positive_int("threads", self.threads, "--threads")
         _check_prune(self)
         from evolve.archive.grid import reported_descriptor
 
         for descriptor in self.descriptors:
-            error = reported_descriptor(descriptor.get("name") if isinstance(descriptor, dict) else None)
+            error = reported_descriptor(
+                descriptor.get("name") if isinstance(descriptor, dict) else None
+            )
             if error is not None:
                 raise error
         if self.executor not in EXECUTORS:
-            raise UserError(f"unknown executor {self.executor!r}", "executors are local and ray",
-                            "pass --executor local or --executor ray")
+            raise UserError(
+                f"unknown executor {self.executor!r}",
+                "executors are local and ray",
+                "pass --executor local or --executor ray",
+            )
         from evolve.operators.llm.settings import parse_llm
         from evolve.selection import check_method
 
         check_method(self.selection)
-        if not isinstance(self.exploit, (int, float)) or isinstance(self.exploit, bool) \
-                or not 0.0 <= self.exploit <= 1.0:
-            raise UserError(f"exploit is {self.exploit!r}",
-                            "it is the share of children bred from the best elite",
-                            "set exploit to a number from 0 to 1 (0: every parent by selection)")
+        if (
+            not isinstance(self.exploit, (int, float))
+            or isinstance(self.exploit, bool)
+            or not 0.0 <= self.exploit <= 1.0
+        ):
+            raise UserError(
+                f"exploit is {self.exploit!r}",
+                "it is the share of children bred from the best elite",
+                "set exploit to a number from 0 to 1 (0: every parent by selection)",
+            )
         parse_llm(self.llm)  # unknown keys, bad numbers, a negative cost cap: UserError
         if not self.seed_genomes and not self.seed_from:
-            raise UserError("no seed genome", "a run starts from at least one genome",
-                            "pass --seed-genome FILE or --seed-from RUN")
+            raise UserError(
+                "no seed genome",
+                "a run starts from at least one genome",
+                "pass --seed-genome FILE or --seed-from RUN",
+            )
         return self
 
 
@@ -172,41 +198,68 @@ def default(key: str) -> Any:
 
 def _check_prune(config: RunConfig) -> None:
     if config.prune not in PRUNE_MODES:
-        raise UserError(f"unknown prune mode {config.prune!r}", "pruning is off, on or shadow",
-                        "pass --prune off, --prune on or --prune shadow")
+        raise UserError(
+            f"unknown prune mode {config.prune!r}",
+            "pruning is off, on or shadow",
+            "pass --prune off, --prune on or --prune shadow",
+        )
     points = config.prune_checkpoints
-    if not isinstance(points, list) or not 1 <= len(points) <= 8 or not all(
-            isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1 for p in points) \
-            or sorted(set(points)) != list(points):
-        raise UserError(f"prune_checkpoints is {points!r}",
-                        "checkpoints are shares of the budget, strictly between 0 and 1, "
-                        "increasing, 1 to 8 of them",
-                        "use e.g. prune_checkpoints = [0.2, 0.4, 0.6] in the config file")
+    if (
+        not isinstance(points, list)
+        or not 1 <= len(points) <= 8
+        or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1 for p in points
+        )
+        or sorted(set(points)) != list(points)
+    ):
+        raise UserError(
+            f"prune_checkpoints is {points!r}",
+            "checkpoints are shares of the budget, strictly between 0 and 1, "
+            "increasing, 1 to 8 of them",
+            "use e.g. prune_checkpoints = [0.2, 0.4, 0.6] in the config file",
+        )
     names = config.prune_shape
-    if not isinstance(names, list) or not all(isinstance(n, str) and n.isidentifier()
-                                              for n in names):
-        raise UserError(f"prune_shape is {names!r}", "prune_shape lists the names of the "
-                        "constants that set the model's shape", 'use e.g. prune_shape = '
-                        '["N_LAYER", "N_EMBD"] in the config file ([] prunes shape changes too)')
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and n.isidentifier() for n in names
+    ):
+        raise UserError(
+            f"prune_shape is {names!r}",
+            "prune_shape lists the names of the constants that set the model's shape",
+            "use e.g. prune_shape = "
+            '["N_LAYER", "N_EMBD"] in the config file ([] prunes shape changes too)',
+        )
     for key in ("prune_z", "prune_min_margin", "prune_default_margin"):
         value = getattr(config, key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0 \
-                or value != value or value == float("inf"):
-            raise UserError(f"{key} is {value!r}", f"{key} is a margin and must be a finite "
-                            "number of at least 0", f"set {key} in the config file, e.g. "
-                            f"{getattr(RunConfig, key)}")
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not value >= 0
+            or value != value
+            or value == float("inf")
+        ):
+            raise UserError(
+                f"{key} is {value!r}",
+                f"{key} is a margin and must be a finite number of at least 0",
+                f"set {key} in the config file, e.g. {getattr(RunConfig, key)}",
+            )
 
 
 def _positive_int(name: str, value: Any, flag: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"{name} is {value!r}", f"{name} must be a whole number of at least 1",
-                        f"pass {flag} with a positive integer")
+        raise UserError(
+            f"{name} is {value!r}",
+            f"{name} must be a whole number of at least 1",
+            f"pass {flag} with a positive integer",
+        )
 
 
 def _positive_number(name: str, value: Any, flag: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise UserError(f"{name} is {value!r}", f"{name} must be a positive number of seconds",
-                        f"pass {flag} with a value above 0")
+        raise UserError(
+            f"{name} is {value!r}",
+            f"{name} must be a positive number of seconds",
+            f"pass {flag} with a value above 0",
+        )
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -216,11 +269,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist", "",
-                        "check the path given to --config") from None
+        raise UserError(
+            f"config file {path} does not exist", "", "check the path given to --config"
+        ) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"cannot read config file {path}", str(exc),
-                        "fix the TOML syntax (see README, 'Config file')") from None
+        raise UserError(
+            f"cannot read config file {path}",
+            str(exc),
+            "fix the TOML syntax (see README, 'Config file')",
+        ) from None
 
 
 def build_config(file: str | Path | None, flags: dict[str, Any]) -> RunConfig:

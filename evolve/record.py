@@ -143,15 +143,20 @@ class EvalResult:
             return "-" if value is None else format(value, spec)
 
         mem = None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**20
-        cuda = None if self.reported_cuda_peak_bytes is None else self.reported_cuda_peak_bytes / 2**20
+        cuda = (
+            None if self.reported_cuda_peak_bytes is None else self.reported_cuda_peak_bytes / 2**20
+        )
         rows = [
             ("status", self.status + (f" ({self.reason})" if self.reason else "")),
             ("val_bpb", fmt(self.val_bpb, ".6f")),
             ("training_seconds", fmt(self.training_seconds, ".1f")),
             ("wall_seconds", fmt(self.wall_seconds, ".1f")),
             ("peak_memory_mb", fmt(mem, ".1f")),
-            *([("cuda_peak_mb", fmt(cuda, ".1f") + " (reported by the genome)")]
-              if cuda is not None else []),
+            *(
+                [("cuda_peak_mb", fmt(cuda, ".1f") + " (reported by the genome)")]
+                if cuda is not None
+                else []
+            ),
             ("num_steps", fmt(self.steps, "d") + " (reported by the genome)"),
             ("tokens_trained", fmt(self.tokens, ",d") + " (reported by the genome)"),
             ("num_params", fmt(self.params, ",d")),
@@ -254,11 +259,17 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "id": self.id, "generation": self.generation, "genome": self.genome,
-            "parents": list(self.parents), "operator": self.operator, "idea": self.idea,
-            "status": self.status.value, "result": self.result.to_dict(),
+            "id": self.id,
+            "generation": self.generation,
+            "genome": self.genome,
+            "parents": list(self.parents),
+            "operator": self.operator,
+            "idea": self.idea,
+            "status": self.status.value,
+            "result": self.result.to_dict(),
             "descriptors": dict(self.descriptors),
-            "cell": None if self.cell is None else list(self.cell), "created": self.created,
+            "cell": None if self.cell is None else list(self.cell),
+            "created": self.created,
         }
         for name in self.OPTIONAL:
             if getattr(self, name) is not None:
@@ -268,11 +279,21 @@ class Evaluation:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
         """A stored record; ValueError when its status is unknown."""
-        result = {k: v for k, v in (data.get("result") or {}).items() if v is not None
-                  or k not in ("hardware", "curve")}  # very old results may hold nulls there
+        result = {
+            k: v
+            for k, v in (data.get("result") or {}).items()
+            if v is not None or k not in ("hardware", "curve")
+        }  # very old results may hold nulls there
         result["status"] = data.get("status", result.get("status"))
         names = _field_names(cls)
         known = {k: v for k, v in data.items() if k in names and v is not None}
         extra = {k: v for k, v in data.items() if k not in names and k != "status"}
-        return cls(**{"id": "", "genome": "", **known, "result": EvalResult.from_dict(result),
-                      "extra": extra})
+        return cls(
+            **{
+                "id": "",
+                "genome": "",
+                **known,
+                "result": EvalResult.from_dict(result),
+                "extra": extra,
+            }
+        )

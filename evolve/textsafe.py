@@ -33,4 +33,3 @@ def printable(text: str) -> str:
     a later line overwrite an earlier one, is shown as `\\x0d`.
     """
     return UNSAFE.sub(_escape, text.replace("\r\n", "\n"))
-

@@ -32,9 +32,11 @@ def _fence_works() -> bool:
 HAVE_FENCE = _fence_works()
 needs_landlock = pytest.mark.skipif(LANDLOCK_ABI == 0, reason="the kernel has no Landlock")
 needs_scoped_signals = pytest.mark.skipif(
-    LANDLOCK_ABI < 6, reason="signal scoping needs Landlock ABI 6 (Linux 6.12)")
+    LANDLOCK_ABI < 6, reason="signal scoping needs Landlock ABI 6 (Linux 6.12)"
+)
 needs_fence = pytest.mark.skipif(
-    not HAVE_FENCE, reason="no writable cgroup pids controller: fork bombs and setsid() escape")
+    not HAVE_FENCE, reason="no writable cgroup pids controller: fork bombs and setsid() escape"
+)
 
 
 def genome(name: str, **values: object) -> str:
@@ -77,13 +79,21 @@ def evaluate(dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     count = 0
 
-    def run(source: str, budget: float = 2.0, cancel: threading.Event | None = None,
-            **overrides: object) -> Run:
+    def run(
+        source: str, budget: float = 2.0, cancel: threading.Event | None = None, **overrides: object
+    ) -> Run:
         nonlocal count
         count += 1
-        settings = {"budget": budget, "grace": 4.0, "threads": 1, "eval_tokens": 2048,
-                    "mem_limit_bytes": 2 << 30, "max_procs": 64, "eval_timeout": 60.0,
-                    **overrides}
+        settings = {
+            "budget": budget,
+            "grace": 4.0,
+            "threads": 1,
+            "eval_tokens": 2048,
+            "mem_limit_bytes": 2 << 30,
+            "max_procs": 64,
+            "eval_timeout": 60.0,
+            **overrides,
+        }
         workdir, log_path = tmp_path / f"work{count}", tmp_path / "logs" / f"{count}.log"
         result = run_genome(source, dataset, RunSettings(**settings), workdir, log_path, cancel)
         log = log_path.read_text(errors="replace")

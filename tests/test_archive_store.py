@@ -60,7 +60,9 @@ while True:
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[RunArchive]:
-    archive = RunArchive.create(tmp_path / "runs" / "r1", {"budget": 300, "dataset": "abc"}, grid=small_grid())
+    archive = RunArchive.create(
+        tmp_path / "runs" / "r1", {"budget": 300, "dataset": "abc"}, grid=small_grid()
+    )
     yield archive
     archive.close()
 
@@ -108,8 +110,7 @@ def test_reinserting_an_id_does_not_duplicate(run: RunArchive) -> None:
 def test_shards_are_bounded_and_an_insert_rewrites_one_shard(run: RunArchive) -> None:
     records = []
     for n in range(1, 1201):
-        records.append(Evaluation(format_id(n), f"{n:064x}", ok(1.5 + n * 1e-4),
-                                  cell=[n % 10, 0]))
+        records.append(Evaluation(format_id(n), f"{n:064x}", ok(1.5 + n * 1e-4), cell=[n % 10, 0]))
     assert run.insert_many(records) == 1200
     shards = sorted((run.path / "evals").glob("shard-*.json"))
     assert len(shards) == 3
@@ -347,7 +348,9 @@ def test_not_a_run_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_noise_rule_is_taken_from_the_caller(tmp_path: Path) -> None:
-    archive = RunArchive.create(tmp_path / "r", {}, rule=EliteRule(noise_std=0.0, min_margin=0.0), grid=small_grid())
+    archive = RunArchive.create(
+        tmp_path / "r", {}, rule=EliteRule(noise_std=0.0, min_margin=0.0), grid=small_grid()
+    )
     archive.add_evaluation(ok(1.50), SOURCE, generation=0)
     rec = archive.add_evaluation(ok(1.4999), SOURCE + "# x\nw = 0\n", generation=0)
     assert rec.decision == "replaced"

@@ -35,8 +35,13 @@ B = set_constants(A, N_LAYER=2)
 C = set_constants(A, N_EMBD=48)
 D = set_constants(C, WEIGHT_DECAY=0.05)
 E = set_constants(S0, MLP_RATIO=2)
-FINGERPRINT = {"dataset": "builtin:stdlib", "dataset_fingerprint": "0123456789abcdef",
-               "device": "cpu", "host": "test", "torch": "x"}
+FINGERPRINT = {
+    "dataset": "builtin:stdlib",
+    "dataset_fingerprint": "0123456789abcdef",
+    "device": "cpu",
+    "host": "test",
+    "torch": "x",
+}
 
 
 def sha(source: str) -> str:
@@ -45,14 +50,19 @@ def sha(source: str) -> str:
 
 def ok(bpb: float, params: int, **extra: object) -> EvalResult:
     extra.setdefault("seq_len", 64)  # measured from the exported graph: a descriptor of new runs
-    return EvalResult("ok", val_bpb=bpb, params=params, tokens=10**6, training_seconds=2.0,
-                      budget=2.0, **extra)  # type: ignore[arg-type]
+    return EvalResult(
+        "ok", val_bpb=bpb, params=params, tokens=10**6, training_seconds=2.0, budget=2.0, **extra
+    )  # type: ignore[arg-type]
 
 
 def stored_config(name: str, fingerprint: dict | None = None, **config: object) -> dict:
     run = RunConfig(**{"name": name, "budget": 2.0, "eval_tokens": 4096, "pop": 2, **config})
-    return {"config": run.to_dict(), "seeds": [sha(S0)], "fingerprint": fingerprint or FINGERPRINT,
-            "created": time.time()}
+    return {
+        "config": run.to_dict(),
+        "seeds": [sha(S0)],
+        "fingerprint": fingerprint or FINGERPRINT,
+        "created": time.time(),
+    }
 
 
 # (source, val_bpb or None for a crash, params, generation, parent, operator, idea)
@@ -71,17 +81,33 @@ HISTORY = [
 # e000007 (D): confirmed best, 1.71 ± 0.01 (n=3); e000010 (E): lower mean 1.60 but n=1.
 
 
-def build_run(archive_dir: Path, name: str = "r1", *, grid: Grid | None = None,
-              history: list | None = None, generations: int | None = 3,
-              fingerprint: dict | None = None, **config: object) -> Path:
+def build_run(
+    archive_dir: Path,
+    name: str = "r1",
+    *,
+    grid: Grid | None = None,
+    history: list | None = None,
+    generations: int | None = 3,
+    fingerprint: dict | None = None,
+    **config: object,
+) -> Path:
     """A finished run with HISTORY's evaluations, logs and generations, through the real API."""
     path = archive_dir / name
-    with RunArchive.create(path, stored_config(name, fingerprint, generations=generations,
-                                               **config), grid=grid or small_grid()) as archive:
+    with RunArchive.create(
+        path,
+        stored_config(name, fingerprint, generations=generations, **config),
+        grid=grid or small_grid(),
+    ) as archive:
         for source, bpb, params, gen, parent, operator, idea in history or HISTORY:
             result = ok(bpb, params) if bpb is not None else EvalResult("crashed", reason="boom")
-            record = archive.add_evaluation(result, source, generation=gen, operator=operator,
-                                            parents=[sha(parent)] if parent else [], idea=idea)
+            record = archive.add_evaluation(
+                result,
+                source,
+                generation=gen,
+                operator=operator,
+                parents=[sha(parent)] if parent else [],
+                idea=idea,
+            )
             archive.log_path(record.id).write_text(f"log of {record.id}\nstep 1 loss 5.0\n")
         for gen in range(1 + max(h[3] for h in history or HISTORY)):
             archive.record_generation(gen, 3)
@@ -102,8 +128,9 @@ def runs(tmp_path: Path, built_run: Path) -> Path:
 
 def evolve(archive_dir: Path, *args: str) -> object:
     """Run the real CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
-    return CliRunner().invoke(cli, [*args, "--archive-dir", str(archive_dir)],
-                              catch_exceptions=False)
+    return CliRunner().invoke(
+        cli, [*args, "--archive-dir", str(archive_dir)], catch_exceptions=False
+    )
 
 
 def as_json(archive_dir: Path, *args: str) -> object:
@@ -120,11 +147,23 @@ def test_runs_lists_every_run_with_status_and_confirmed_best(runs: Path) -> None
     crashed = build_run(runs, "killed", generations=None)
     PendingTasks(crashed).put(Task(id="e000011", gen=3, kind="child", genome=sha(E), seed=1))
     stopped = build_run(runs, "ctrl-c", generations=None)
-    PendingTasks(stopped).put(Task(id="e000011", gen=3, kind="child", genome=sha(E), seed=1,
-                                   attempts=[{"status": "interrupted", "at": time.time() + 1}]))
+    PendingTasks(stopped).put(
+        Task(
+            id="e000011",
+            gen=3,
+            kind="child",
+            genome=sha(E),
+            seed=1,
+            attempts=[{"status": "interrupted", "at": time.time() + 1}],
+        )
+    )
     rows = {r["name"]: r for r in as_json(runs, "runs")}
     assert {n: r["status"] for n, r in rows.items()} == {
-        "r1": "finished", "open-ended": "stopped", "killed": "crashed", "ctrl-c": "stopped"}
+        "r1": "finished",
+        "open-ended": "stopped",
+        "killed": "crashed",
+        "ctrl-c": "stopped",
+    }
     r1 = rows["r1"]
     assert (r1["generations"], r1["planned_generations"], r1["evaluations"]) == (3, 3, 10)
     assert r1["best"]["mean"] == pytest.approx(1.71) and r1["best"]["n"] == 3
@@ -154,7 +193,11 @@ def test_show_lists_elites_best_first_with_their_origin(runs: Path) -> None:
     assert (d["n"], d["mean"], d["params"]) == (3, pytest.approx(1.71), 3_162_277)
     assert d["std"] == pytest.approx(0.01) and d["eval_ids"] == ["e000007", "e000008", "e000009"]
     assert (d["parent"], d["operator"], d["idea"], d["generation"]) == (
-        "e000006", "hyper_mutate", "less weight decay", 2)
+        "e000006",
+        "hyper_mutate",
+        "less weight decay",
+        2,
+    )
     assert a["parent"] == "e000001" and e["code_size"] > 50
     table = evolve(runs, "show", "r1").stdout
     assert table.index("e000010") < table.index("e000007") < table.index("e000004")
@@ -169,12 +212,20 @@ def test_map_draws_the_grid_with_axes_and_bin_edges(runs: Path) -> None:
     data = as_json(runs, "map", "r1")
     assert data["shown"] == ["model_size", "code_size"] and len(data["cells"]) == 3
     assert {(c["x"], c["y"], c["id"]) for c in data["cells"]} == {
-        (2, 0, "e000004"), (4, 0, "e000007"), (6, 0, "e000010")}
+        (2, 0, "e000004"),
+        (4, 0, "e000007"),
+        (6, 0, "e000010"),
+    }
 
 
 def test_map_of_three_descriptors_shows_the_first_two_and_says_so(tmp_path: Path) -> None:
-    grid = Grid([Descriptor("model_size", 4, 9, 5), Descriptor("code_size", 50, 600, 2),
-                 Descriptor("tokens", 5, 7, 4)])
+    grid = Grid(
+        [
+            Descriptor("model_size", 4, 9, 5),
+            Descriptor("code_size", 50, 600, 2),
+            Descriptor("tokens", 5, 7, 4),
+        ]
+    )
     build_run(tmp_path, "g3", grid=grid)
     out = evolve(tmp_path, "map", "g3").stdout
     assert "3 descriptors; showing model_size × code_size" in out and "over tokens" in out
@@ -229,7 +280,10 @@ def test_lineage_shows_each_change_and_its_delta(runs: Path) -> None:
     steps = as_json(runs, "lineage", "r1", "e000008")
     assert [s["id"] for s in steps] == ["e000001", "e000004", "e000006", "e000007"]
     assert [s["idea"] for s in steps][1:] == [
-        "raise the learning rate to 4e-3", "wider model", "less weight decay"]
+        "raise the learning rate to 4e-3",
+        "wider model",
+        "less weight decay",
+    ]
     assert steps[0]["delta"] is None
     assert [round(s["delta"], 4) for s in steps[1:]] == [-0.1, -0.1, -0.09]
     out = evolve(runs, "lineage", "r1", "e000007").stdout
@@ -282,8 +336,12 @@ for i in range(10_000):
 
 def test_every_command_works_while_a_writer_holds_the_lock(runs: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(runs / "r1"), sha(D)], env=env,
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(runs / "r1"), sha(D)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout.readline().strip() == "ready"
         seen = []

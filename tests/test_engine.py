@@ -26,13 +26,24 @@ FAST = ["--budget", "2", "--eval-tokens", "4096", "--devices", "cpu:2"]
 
 
 def evolve(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evolve.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "evolve.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
 
 
 def spawn(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "evolve.cli", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "evolve.cli", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.fixture
@@ -43,7 +54,9 @@ def workspace(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-def wait_for_evaluations(run: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for_evaluations(
+    run: Path, count: int, proc: subprocess.Popen, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
@@ -78,8 +91,20 @@ def snapshot(run: Path) -> dict[str, dict]:
 
 def test_interrupt_kill_and_resume_keep_every_evaluation_once(workspace: Path) -> None:
     run = workspace / "archive" / "r1"
-    start = ["start", "--pop", "2", "--generations", "3", "--name", "r1",
-             "--seed-genome", "tiny.py", "--config", "run.toml", *FAST]
+    start = [
+        "start",
+        "--pop",
+        "2",
+        "--generations",
+        "3",
+        "--name",
+        "r1",
+        "--seed-genome",
+        "tiny.py",
+        "--config",
+        "run.toml",
+        *FAST,
+    ]
 
     # 1. Ctrl-C: in-flight work is recorded as interrupted and the command says how to resume.
     proc = spawn(*start, cwd=workspace)
@@ -138,20 +163,37 @@ def write_corrupt_run(path: Path) -> None:
     (path / "config.json").write_text("{not json")
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["start", "--pop", "0"], "pop is 0"),
-    (["start", "--budget", "-5"], "budget is -5"),
-    (["start", "--seed-genome", "missing.py"], "seed genome missing.py does not exist"),
-    (["start", "--seed-genome", "tiny.py", "--config", "bad.toml"], "unknown behaviour descriptor"),
-    (["start", "--config", "nope.toml"], "config file nope.toml does not exist"),
-    (["start", "--seed-genome", "tiny.py", "--selection", "foo"], "unknown selection method 'foo'"),
-    (["start", "--seed-genome", "tiny.py", "--strategy", "hill"], "unknown search strategy 'hill'"),
-    (["start", "--seed-genome", "tiny.py", "--config", "ops.toml"], "unknown operator 'hyper_mutat'"),
-    (["resume", "nothing-here"], "no run at"),
-    (["resume", "broken"], "broken"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["start", "--pop", "0"], "pop is 0"),
+        (["start", "--budget", "-5"], "budget is -5"),
+        (["start", "--seed-genome", "missing.py"], "seed genome missing.py does not exist"),
+        (
+            ["start", "--seed-genome", "tiny.py", "--config", "bad.toml"],
+            "unknown behaviour descriptor",
+        ),
+        (["start", "--config", "nope.toml"], "config file nope.toml does not exist"),
+        (
+            ["start", "--seed-genome", "tiny.py", "--selection", "foo"],
+            "unknown selection method 'foo'",
+        ),
+        (
+            ["start", "--seed-genome", "tiny.py", "--strategy", "hill"],
+            "unknown search strategy 'hill'",
+        ),
+        (
+            ["start", "--seed-genome", "tiny.py", "--config", "ops.toml"],
+            "unknown operator 'hyper_mutat'",
+        ),
+        (["resume", "nothing-here"], "no run at"),
+        (["resume", "broken"], "broken"),
+    ],
+)
 def test_bad_input_is_a_clear_error_with_exit_code_2(workspace: Path, args, expected) -> None:
-    (workspace / "bad.toml").write_text('descriptors = [{name = "beauty", low = 0, high = 1, bins = 3}]\n')
+    (workspace / "bad.toml").write_text(
+        'descriptors = [{name = "beauty", low = 0, high = 1, bins = 3}]\n'
+    )
     (workspace / "ops.toml").write_text("[operators]\nhyper_mutat = 1\n")
     write_corrupt_run(workspace / "archive" / "broken")
     result = evolve(*args, cwd=workspace)
@@ -197,9 +239,29 @@ def test_a_task_stays_pending_until_its_record_is_stored(workspace: Path) -> Non
     """Killed while storing a record: the task is still pending, so resume evaluates it again."""
     run, note = workspace / "archive" / "r1", workspace / "storing.json"
     died = subprocess.run(
-        [sys.executable, "-c", DIE_STORING, str(note), "start", "--pop", "2", "--generations", "1",
-         "--name", "r1", "--seed-genome", "tiny.py", "--config", "run.toml", *FAST],
-        cwd=workspace, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            DIE_STORING,
+            str(note),
+            "start",
+            "--pop",
+            "2",
+            "--generations",
+            "1",
+            "--name",
+            "r1",
+            "--seed-genome",
+            "tiny.py",
+            "--config",
+            "run.toml",
+            *FAST,
+        ],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert died.returncode == 137, died.stderr
     storing = json.loads(note.read_text())
     assert storing  # the record that was being stored when the process died

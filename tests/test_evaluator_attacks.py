@@ -74,7 +74,7 @@ def test_reciting_the_start_of_the_heldout_text_does_not_pay(evaluate, dataset):
     # The same model on the first tokens, as the evaluator used to score them: far better (the
     # first NGRAM - 1 positions of each window have no context to look up, hence not 0).
     program = graph_rules.load_model(str(run.workdir / "genome" / "model.pt2"))
-    first = np.asarray(start[:2048 + 1], dtype=np.int64)
+    first = np.asarray(start[: 2048 + 1], dtype=np.int64)
     x = torch.from_numpy(first[:-1]).view(-1, 32)
     y = torch.from_numpy(first[1:]).view(-1, 32)
     with torch.inference_mode():
@@ -173,8 +173,9 @@ class _AttentionDropout(torch.nn.Module):
 
 
 def test_check_graph_accepts_dropout_in_eval_mode():
-    model = torch.nn.Sequential(torch.nn.Embedding(256, 8), torch.nn.Dropout(0.1),
-                                torch.nn.Linear(8, 256))
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(256, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 256)
+    )
     graph_rules.check_graph(_export(model))
 
 
@@ -184,13 +185,17 @@ class _WritesInput(torch.nn.Module):
         return torch.zeros(*idx.shape, 256)
 
 
-@pytest.mark.parametrize("model, words", [
-    (_Random(), "global random state"),
-    (_Uninitialised(), "uninitialised memory"),
-    (_AttentionDropout(), "dropout_p=0.1, which draws random numbers"),
-    (_Counter(), "add_.* writes into b_calls: it keeps state between calls"),
-    (_WritesInput(), "zero_.* writes into idx"),
-], ids=["random", "uninitialised", "attention-dropout", "buffer-state", "input-state"])
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (_Random(), "global random state"),
+        (_Uninitialised(), "uninitialised memory"),
+        (_AttentionDropout(), "dropout_p=0.1, which draws random numbers"),
+        (_Counter(), "add_.* writes into b_calls: it keeps state between calls"),
+        (_WritesInput(), "zero_.* writes into idx"),
+    ],
+    ids=["random", "uninitialised", "attention-dropout", "buffer-state", "input-state"],
+)
 def test_check_graph_refuses(model, words):
     with pytest.raises(Rejected, match=words):
         graph_rules.check_graph(_export(model))
@@ -202,6 +207,7 @@ def test_check_graph_refuses(model, words):
 
 def test_probe_checks_every_row_for_batch_mixing():
     """Row 0 stays clean; rows 1.. read the row before them. The old probe watched row 0."""
+
     class MixLater(torch.nn.Module):
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
             logits = torch.nn.functional.one_hot(idx, 256).float()
@@ -219,7 +225,10 @@ def test_windows_are_secret_stratified_and_exact():
     one = windows.plan(pool, 1000, 32, 8, np.random.default_rng(1))
     again = windows.plan(pool, 1000, 32, 8, np.random.default_rng(1))
     other = windows.plan(pool, 1000, 32, 8, np.random.default_rng(2))
-    assert all(torch.equal(a.x, b.x) and torch.equal(a.cuts, b.cuts) for a, b in zip(one, again, strict=True))
+    assert all(
+        torch.equal(a.x, b.x) and torch.equal(a.cuts, b.cuts)
+        for a, b in zip(one, again, strict=True)
+    )
     assert not torch.equal(one[0].x, other[0].x)
     assert sum(int(b.mask.sum()) for b in one) == 1000
     assert all(torch.equal(b.y[:, :-1], b.x[:, 1:]) for b in one)
@@ -263,8 +272,13 @@ program = graph_rules.load_model(archive)
 batches = windows.plan(np.arange(256) % 16, 64, 4, 2, np.random.default_rng(0))
 print("scored", scoring.score_batches(program.module(), batches, 16)[1])
 """
-    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert "LEAKED" not in out.stdout, out.stdout
     sockets_denied = "seccomp True" in out.stdout  # where pyseccomp and libseccomp exist
     assert out.stdout.count("blocked") == 3 + 2 * sockets_denied, (out.stdout, out.stderr[-2000:])
@@ -286,8 +300,13 @@ for path in ({str(dataset.val_path)!r}, {str(dataset.test_path)!r}, {str(dataset
     except PermissionError:
         print("blocked", path)
 """
-    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     for path in (dataset.val_path, dataset.test_path, dataset.train_path):
         assert f"blocked {path}" in out.stdout, (out.stdout, out.stderr[-2000:])
     assert "open /etc/hostname" in out.stdout
@@ -303,8 +322,17 @@ def test_eval_command_takes_the_source_cap_and_the_split(tmp_path, monkeypatch, 
     monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "corpus.txt").write_text(seed_source * 40)
     (tmp_path / "genome.py").write_text(seed_source)
-    args = ["eval", str(tmp_path / "genome.py"), "--data", str(tmp_path / "corpus.txt"),
-            "--device", "cpu", "--json", "--workdir", str(tmp_path / "work")]
+    args = [
+        "eval",
+        str(tmp_path / "genome.py"),
+        "--data",
+        str(tmp_path / "corpus.txt"),
+        "--device",
+        "cpu",
+        "--json",
+        "--workdir",
+        str(tmp_path / "work"),
+    ]
     result = CliRunner().invoke(cli, [*args, "--max-source-bytes", "100", "--split", "test"])
     assert result.exit_code == 1, result.output
     record = json.loads(result.output)

@@ -25,7 +25,9 @@ from evolve.testkit.tiny import ROOT, tiny_genome
 CORES = os.cpu_count() or 1
 H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"
 # Prints the GPU pin it was given, then trains as usual.
-PIN_PROBE = "import os\nprint('pinned to', repr(os.environ.get('CUDA_VISIBLE_DEVICES')), flush=True)\n"
+PIN_PROBE = (
+    "import os\nprint('pinned to', repr(os.environ.get('CUDA_VISIBLE_DEVICES')), flush=True)\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +49,15 @@ def test_default_is_one_cpu_slot_with_every_core() -> None:
     assert slot.facts["kind"] == "cpu" and slot.facts["torch_version"]
 
 
-@pytest.mark.parametrize("spec, count, threads", [
-    ("cpu", 1, CORES), ("cpu:2", 2, max(1, CORES // 2)), ("cpu:2x1", 2, 1), ("cpu:3x2", 3, 2),
-])
+@pytest.mark.parametrize(
+    "spec, count, threads",
+    [
+        ("cpu", 1, CORES),
+        ("cpu:2", 2, max(1, CORES // 2)),
+        ("cpu:2x1", 2, 1),
+        ("cpu:3x2", 3, 2),
+    ],
+)
 def test_cpu_slots_split_the_cores(spec: str, count: int, threads: int) -> None:
     slots = local_slots("cpu", spec, None)
     assert [s.name for s in slots] == [f"cpu{i}" for i in range(count)]
@@ -87,8 +95,11 @@ def test_every_visible_gpu_gets_its_own_slot() -> None:
 
 
 def test_gpu_slot_class_is_the_gpu_model_and_mixing_is_refused() -> None:
-    slots = [Slot("cuda:0", "cuda", "0", 8, device_name=H100), Slot("cuda:1", "cuda", "1", 8, device_name=H100),
-             Slot("cuda:2", "cuda", "2", 8, device_name=A100)]
+    slots = [
+        Slot("cuda:0", "cuda", "0", 8, device_name=H100),
+        Slot("cuda:1", "cuda", "1", 8, device_name=H100),
+        Slot("cuda:2", "cuda", "2", 8, device_name=A100),
+    ]
     assert slots[0].hardware_class == f"cuda:{H100}"
     assert slots[0].facts["kind"] == "cuda" and slots[0].facts["device_count"] == 1
     assert run_class(slots[:2]) == f"cuda:{H100}"
@@ -107,7 +118,9 @@ def test_cpu_slots_with_different_thread_counts_are_different_classes() -> None:
 # --- the local executor ------------------------------------------------------------------------
 
 
-def test_two_cpu_slots_run_two_evaluations_at_once_and_record_where(dataset: Dataset, tmp_path: Path) -> None:
+def test_two_cpu_slots_run_two_evaluations_at_once_and_record_where(
+    dataset: Dataset, tmp_path: Path
+) -> None:
     """One slot is pinned to 'GPU 3': the pin reaches the genome, the other slot gets none."""
     slots = [Slot("cpu0", "cpu", None, 1), Slot("pin3", "cpu", "3", 1)]
     executor = LocalExecutor(dataset, settings(), slots, scratch=tmp_path / "scratch")
@@ -123,8 +136,10 @@ def test_two_cpu_slots_run_two_evaluations_at_once_and_record_where(dataset: Dat
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        futures = [executor.submit(EvalRequest(f"e{i}", source, i, tmp_path / f"e{i}.log"))
-                   for i in range(2)]
+        futures = [
+            executor.submit(EvalRequest(f"e{i}", source, i, tmp_path / f"e{i}.log"))
+            for i in range(2)
+        ]
         results = [future.result(timeout=120) for future in futures]
     finally:
         watching.set()
@@ -144,11 +159,16 @@ def test_two_cpu_slots_run_two_evaluations_at_once_and_record_where(dataset: Dat
         assert hw["kind"] == "cpu" and hw["threads"] == 1 and hw["torch_version"] and hw["host"]
         assert result.device == slots[0].device_name and result.torch_version == hw["torch_version"]
         assert result.comparable
-    assert executor.slot_classes() == {"cpu0": executor.hardware_class, "pin3": executor.hardware_class}
+    assert executor.slot_classes() == {
+        "cpu0": executor.hardware_class,
+        "pin3": executor.hardware_class,
+    }
     assert not (tmp_path / "scratch").exists()
 
 
-def test_off_class_results_are_flagged_when_mixing_is_allowed(dataset: Dataset, tmp_path: Path) -> None:
+def test_off_class_results_are_flagged_when_mixing_is_allowed(
+    dataset: Dataset, tmp_path: Path
+) -> None:
     slots = [Slot("one", "cpu", None, 1), Slot("two", "cpu", None, 1), Slot("wide", "cpu", None, 2)]
     with pytest.raises(UserError, match="different hardware classes"):
         LocalExecutor(dataset, settings(), slots)
@@ -156,8 +176,13 @@ def test_off_class_results_are_flagged_when_mixing_is_allowed(dataset: Dataset, 
     assert executor.hardware_class == slots[0].hardware_class
     crash = "raise SystemExit(3)\n"  # fails fast: enough to see the stamp
     try:
-        results = [f.result(timeout=120) for f in
-                   [executor.submit(EvalRequest(f"e{i}", crash, i, tmp_path / f"{i}.log")) for i in range(3)]]
+        results = [
+            f.result(timeout=120)
+            for f in [
+                executor.submit(EvalRequest(f"e{i}", crash, i, tmp_path / f"{i}.log"))
+                for i in range(3)
+            ]
+        ]
     finally:
         executor.shutdown()
     assert all(r.status == "crashed" for r in results), [r.reason for r in results]
@@ -191,7 +216,8 @@ def test_factory_without_ray_says_how_to_install_it(dataset: Dataset) -> None:
         "from evolve.executors.factory import build_executor\nfrom evolve.harness.data import prepare\n"
         f"dataset = prepare('builtin', cache_dir={str(dataset.train_path.parents[1])!r})\n"
         "try:\n    build_executor(RunConfig(executor='ray'), dataset)\n"
-        "except UserError as exc:\n    print(exc.message())\n")
+        "except UserError as exc:\n    print(exc.message())\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--executor ray needs Ray" in done.stdout and "pip install 'evolve[ray]'" in done.stdout
@@ -201,9 +227,25 @@ def test_cli_without_ray_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text((ROOT / "train.py").read_text())
     code = BLOCK_RAY + "from evolve.cli import main\nmain()\n"
     env = {**os.environ, "EVOLVE_CACHE_DIR": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", code, "start", "--executor", "ray", "--ray-address",
-                           "127.0.0.1:1", "--budget", "1"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "start",
+            "--executor",
+            "ray",
+            "--ray-address",
+            "127.0.0.1:1",
+            "--budget",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert "needs Ray" in done.stderr and "pip install -e '.[ray]'" in done.stderr
     assert "Traceback" not in done.stderr

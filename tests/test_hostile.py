@@ -72,8 +72,9 @@ def test_exception_mid_training(evaluate, sentinel):
 
 
 def test_nan_loss(evaluate, sentinel, seed_source):
-    source = set_constants(seed_source, LOG_EVERY=1).replace("    use_bf16 =", "    model.head.weight.data.fill_(float('nan'))\n"
-                                 "    use_bf16 =")
+    source = set_constants(seed_source, LOG_EVERY=1).replace(
+        "    use_bf16 =", "    model.head.weight.data.fill_(float('nan'))\n    use_bf16 ="
+    )
     run = evaluate(source)
     assert_failed(run, "crashed", "FloatingPointError", "diverged")
 
@@ -106,8 +107,9 @@ def test_fork_bomb(evaluate, sentinel):
 
 
 def test_fake_val_bpb_print_is_ignored(evaluate, sentinel, seed_source):
-    source = seed_source.replace("    run.submit(", "    print('val_bpb: 0.1', flush=True)\n"
-                                 "    run.submit(")
+    source = seed_source.replace(
+        "    run.submit(", "    print('val_bpb: 0.1', flush=True)\n    run.submit("
+    )
     run = evaluate(source, budget=2.0)
     assert "val_bpb: 0.1" in run.log
     assert run.result.status == "ok", (run.result.reason, run.log[-2000:])
@@ -150,8 +152,16 @@ def test_edit_harness_file(evaluate, sentinel):
 @needs_landlock
 def test_cannot_read_outside(evaluate, sentinel, dataset):
     """Validation data, the data cache, shared data, archives, the evaluator's folder."""
-    targets = [dataset.val_path, dataset.val_path.parent, dataset.val_path.parent.parent,
-               ROOT.parent / "shared", ROOT / "archive", sentinel, "../eval", ".."]
+    targets = [
+        dataset.val_path,
+        dataset.val_path.parent,
+        dataset.val_path.parent.parent,
+        ROOT.parent / "shared",
+        ROOT / "archive",
+        sentinel,
+        "../eval",
+        "..",
+    ]
     targets = [str(t) for t in targets if not Path(t).is_absolute() or Path(t).exists()]
     run = evaluate(genome("read_path.py", TARGETS=targets))
     assert "LEAKED" not in run.log
@@ -175,10 +185,12 @@ def test_trains_past_budget(evaluate, sentinel, seed_source):
 def test_early_training_done_then_training_on(evaluate, sentinel, seed_source):
     """Reporting the end of training early (and hiding the real report) buys no extra time:
     the model's arrival is bounded too."""
-    forge = ("    run._send(event='training_done')\n"
-             "    send = run._send\n"
-             "    run._send = lambda **m: None if m['event'] == 'training_done' else send(**m)\n"
-             "    use_bf16 =")
+    forge = (
+        "    run._send(event='training_done')\n"
+        "    send = run._send\n"
+        "    run._send = lambda **m: None if m['event'] == 'training_done' else send(**m)\n"
+        "    use_bf16 ="
+    )
     source = seed_source.replace("    use_bf16 =", forge)
     # hand-in allowed until 1 + 1 + 8 / 2 = 6 s; training ends at 6.5 s; the kill comes at 9 s
     source = source.replace("while run.time_left() > 0:", "while run.time_left() > -5.5:")
@@ -239,8 +251,9 @@ def test_honest_archive_loads(honest_archive):
 
 
 def test_refuses_compiled_libraries(honest_archive):
-    evil = _tamper(honest_archive, lambda name, data: data,
-                   {"data/aotinductor/model/model.so": b"\x7fELF"})
+    evil = _tamper(
+        honest_archive, lambda name, data: data, {"data/aotinductor/model/model.so": b"\x7fELF"}
+    )
     with pytest.raises(evaluator.Rejected, match="never writes"):
         graph_rules.load_model(evil)
 
@@ -255,6 +268,7 @@ def test_refuses_pickled_weights(honest_archive):
 
 def test_refuses_code_in_names(honest_archive):
     """FX pastes attribute names into generated Python; a quote would end the string."""
+
     def edit(name: str, data: bytes) -> bytes:
         return data.replace(b'"1.weight"', b'"1.weight\\")+__import__(\\"os\\").system(\\"id"')
 
@@ -282,6 +296,7 @@ def _(x: torch.Tensor) -> torch.Tensor:
 
 def test_check_graph_refuses_operators_outside_aten():
     """A graph torch accepts, calling a custom (non-ATen) operator, which could run any code."""
+
     class Custom(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return _double(x)
@@ -302,10 +317,17 @@ def test_builtin_heldout_sources_are_sealed(sentinel, tmp_path):
         pytest.skip("this interpreter ships without its test suite: builtin holds out its tail")
     targets = [str(heldout / "__init__.py"), str(heldout), str(builtin.val_path)]
     source = genome("read_path.py", TARGETS=targets).replace(
-        "run = session()\n", "run = session()\nimport tomllib, wave\n"
-        "print('imported', tomllib.__name__, wave.__name__, len(open(wave.__file__).read()))\n")
-    result = run_genome(source, builtin, RunSettings(budget=2.0, threads=1, eval_tokens=2048),
-                        tmp_path / "work", tmp_path / "log")
+        "run = session()\n",
+        "run = session()\nimport tomllib, wave\n"
+        "print('imported', tomllib.__name__, wave.__name__, len(open(wave.__file__).read()))\n",
+    )
+    result = run_genome(
+        source,
+        builtin,
+        RunSettings(budget=2.0, threads=1, eval_tokens=2048),
+        tmp_path / "work",
+        tmp_path / "log",
+    )
     log = (tmp_path / "log").read_text()
     assert "imported tomllib wave" in log and "LEAKED" not in log
     for target in targets:

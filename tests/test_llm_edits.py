@@ -24,8 +24,11 @@ def block(search: str, replace: str) -> str:
 
 
 def test_exact_blocks_apply_in_order_and_keep_everything_else() -> None:
-    reply = "IDEA: smaller lr, bigger batch\n" + block("LR = 3e-3", "LR = 1e-3") + block(
-        "BATCH = 16", "BATCH = 32")
+    reply = (
+        "IDEA: smaller lr, bigger batch\n"
+        + block("LR = 3e-3", "LR = 1e-3")
+        + block("BATCH = 16", "BATCH = 32")
+    )
     source, how = apply_reply(reply, PROGRAM)
     assert how == "diff"
     assert source == PROGRAM.replace("3e-3", "1e-3").replace("16", "32")
@@ -100,12 +103,16 @@ def lr_at(step, total):
 
 def test_collapsed_alignment_spaces_inside_a_line_still_match() -> None:
     """The LLM quoted `LEARNING_RATE = 3e-3 # peak…` for `LEARNING_RATE = 3e-3     # peak…`."""
-    reply = block("LEARNING_RATE = 3e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW",
-                  "LEARNING_RATE = 1e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW")
+    reply = block(
+        "LEARNING_RATE = 3e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW",
+        "LEARNING_RATE = 1e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW",
+    )
     source, how = apply_reply(reply, ALIGNED)
     assert how == "diff"
-    assert source.startswith("LEARNING_RATE = 1e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW\n"
-                             "WARMUP_FRAC   = 0.05\n")
+    assert source.startswith(
+        "LEARNING_RATE = 1e-3 # peak learning rate\nWEIGHT_DECAY = 0.1 # AdamW\n"
+        "WARMUP_FRAC   = 0.05\n"
+    )
     # indentation is still shifted as a whole when the inner spacing differs too
     inner = block("if step  <  WARMUP_FRAC * total:", "if step <= WARMUP_FRAC * total:")
     assert "    if step <= WARMUP_FRAC * total:\n        return" in apply_reply(inner, ALIGNED)[0]
@@ -144,8 +151,11 @@ IDEA: lower the peak learning rate and warm up for longer
 def test_a_unified_diff_is_applied_by_its_context_whatever_its_line_numbers() -> None:
     source, how = apply_reply(UDIFF, ALIGNED)
     assert how == "unified_diff"
-    assert source == (ALIGNED.replace("3e-3 ", "1e-3 ").replace("0.05", "0.1")
-                      .replace("    return LEARNING_RATE\n", "    return 0.5 * LEARNING_RATE\n"))
+    assert source == (
+        ALIGNED.replace("3e-3 ", "1e-3 ")
+        .replace("0.05", "0.1")
+        .replace("    return LEARNING_RATE\n", "    return 0.5 * LEARNING_RATE\n")
+    )
     # bare `@@ @@` headers, no file names, no fence, collapsed spaces: still one place each
     bare = "@@ @@\n-WEIGHT_DECAY = 0.1 # AdamW\n+WEIGHT_DECAY = 0.2 # AdamW\n"
     assert "WEIGHT_DECAY = 0.2 # AdamW\nWARMUP_FRAC" in apply_reply(bare, ALIGNED)[0]

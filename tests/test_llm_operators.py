@@ -65,8 +65,15 @@ def rig(tmp_path: Path, fake: FakeLLM):
         archive = RunArchive.create(tmp_path / f"run{len(made)}", {}, grid=small_grid())
         made.append(archive)
         seed = _history(archive)
-        settings = parse_llm({"models": models or ["fake-1"], "base_url": fake.url, "timeout": 2,
-                              "max_retries": 1, **table})
+        settings = parse_llm(
+            {
+                "models": models or ["fake-1"],
+                "base_url": fake.url,
+                "timeout": 2,
+                "max_retries": 1,
+                **table,
+            }
+        )
         events: list[str] = []
         llm = LLM(settings, stats_path=archive.path / STATS_FILE, on_event=events.append)
         weights = weights or {"llm_mutate": 1}
@@ -82,19 +89,40 @@ def rig(tmp_path: Path, fake: FakeLLM):
 
 def _history(archive: RunArchive) -> str:
     """A seed, one improvement on it, an elite in another cell, a crash, and a training log."""
-    seed = archive.add_evaluation(EvalResult("ok", val_bpb=2.0, params=100_000), SEED,
-                                  generation=0, operator="seed", idea="seed genome")
+    seed = archive.add_evaluation(
+        EvalResult("ok", val_bpb=2.0, params=100_000),
+        SEED,
+        generation=0,
+        operator="seed",
+        idea="seed genome",
+    )
     better = SEED.replace("WEIGHT_DECAY = 0.1", "WEIGHT_DECAY = 0.2")
-    child = archive.add_evaluation(EvalResult("ok", val_bpb=1.9, params=100_000), better,
-                                   generation=1, parents=[seed.genome], operator="hyper_mutate",
-                                   idea="WEIGHT_DECAY 0.1 -> 0.2")
+    child = archive.add_evaluation(
+        EvalResult("ok", val_bpb=1.9, params=100_000),
+        better,
+        generation=1,
+        parents=[seed.genome],
+        operator="hyper_mutate",
+        idea="WEIGHT_DECAY 0.1 -> 0.2",
+    )
     archive.log_path(child.id).write_text("step 10 loss 3.0\nstep 20 loss 2.5 lr 0.003\n")
     wide = SEED.replace("N_EMBD = 32", "N_EMBD = 512")
-    archive.add_evaluation(EvalResult("ok", val_bpb=1.8, params=10_000_000), wide, generation=1,
-                           parents=[seed.genome], operator="llm_mutate", idea="a wide model")
-    archive.add_evaluation(EvalResult("crashed", reason="out of memory at step 3"),
-                           SEED.replace("BATCH_SIZE = 4", "BATCH_SIZE = 4096"), generation=1,
-                           parents=[seed.genome], operator="llm_mutate", idea="a huge batch")
+    archive.add_evaluation(
+        EvalResult("ok", val_bpb=1.8, params=10_000_000),
+        wide,
+        generation=1,
+        parents=[seed.genome],
+        operator="llm_mutate",
+        idea="a wide model",
+    )
+    archive.add_evaluation(
+        EvalResult("crashed", reason="out of memory at step 3"),
+        SEED.replace("BATCH_SIZE = 4", "BATCH_SIZE = 4096"),
+        generation=1,
+        parents=[seed.genome],
+        operator="llm_mutate",
+        idea="a huge batch",
+    )
     return seed.genome
 
 
@@ -150,10 +178,12 @@ def test_full_rewrite_replaces_the_program(rig, fake) -> None:
 def test_prose_syntax_errors_and_broken_contracts_are_resampled_then_given_up(rig, fake) -> None:
     r = rig(resamples=3)
     no_submit = SEED.replace("run.submit(model, seq_len=SEQ_LEN, steps=step)", "pass")
-    fake.add(say("I think a lower learning rate would help."),
-             say(edit("WEIGHT_DECAY = 0.2", "WEIGHT_DECAY = (0.2")),
-             say(f"```python\n{no_submit}```"),
-             say("still no code"))
+    fake.add(
+        say("I think a lower learning rate would help."),
+        say(edit("WEIGHT_DECAY = 0.2", "WEIGHT_DECAY = (0.2")),
+        say(f"```python\n{no_submit}```"),
+        say("still no code"),
+    )
     with pytest.raises(VariationError, match="no usable reply in 4 turn"):
         r.op("llm_mutate").vary([narrow_elite(r)], random.Random(0))
     assert len(fake.requests) == 4  # bounded by resamples + 1
@@ -179,7 +209,9 @@ def test_duplicates_and_no_ops_are_told_to_the_llm(rig, fake) -> None:
 
 def test_rate_limit_server_error_and_dropped_connection_are_retried(rig, fake) -> None:
     r = rig(max_retries=2)
-    fake.add(fail(429), say(GOOD), fail(500), drop(), say(edit("GRAD_CLIP = 1.0", "GRAD_CLIP = 0.5")))
+    fake.add(
+        fail(429), say(GOOD), fail(500), drop(), say(edit("GRAD_CLIP = 1.0", "GRAD_CLIP = 0.5"))
+    )
     op, parent = r.op("llm_mutate"), narrow_elite(r)
     assert "WEIGHT_DECAY = 0.05" in op.vary([parent], random.Random(0)).source
     assert "GRAD_CLIP = 0.5" in op.vary([parent], random.Random(1)).source
@@ -226,8 +258,12 @@ def test_a_reply_slower_than_the_timeout_is_abandoned_in_bounded_time(rig, fake)
 
 
 def test_repeated_failures_pause_the_llm_and_builtin_operators_carry_on(rig, fake) -> None:
-    r = rig(weights={"llm_mutate": 5, "hyper_mutate": 1}, max_retries=0,
-            failures_before_cooldown=2, cooldown=60)
+    r = rig(
+        weights={"llm_mutate": 5, "hyper_mutate": 1},
+        max_retries=0,
+        failures_before_cooldown=2,
+        cooldown=60,
+    )
     fake.add(fail(500), fail(500))
     for _ in range(2):
         with pytest.raises(LLMError):
@@ -250,8 +286,12 @@ def test_with_only_llm_operators_a_pause_is_waited_out_not_failed_fast(rig, fake
 
 
 def test_cost_cap_stops_llm_calls_for_good_and_says_so(rig, fake) -> None:
-    r = rig(weights={"llm_mutate": 5, "hyper_mutate": 1}, max_cost=0.01, max_tokens=500,
-            models=[{"name": "fake-1", "price_in": 1.0, "price_out": 4.0}])
+    r = rig(
+        weights={"llm_mutate": 5, "hyper_mutate": 1},
+        max_cost=0.01,
+        max_tokens=500,
+        models=[{"name": "fake-1", "price_in": 1.0, "price_out": 4.0}],
+    )
     fake.add(say(GOOD, usage=(4000, 500)), say(GOOD))  # the first call costs $0.006
     op = r.op("llm_mutate")
     op.vary([narrow_elite(r)], random.Random(0))
@@ -278,8 +318,12 @@ def test_crossover_shows_both_parents_and_names_both(rig, fake) -> None:
 
 
 def test_ensemble_draws_models_by_weight_with_their_temperatures(rig, fake) -> None:
-    r = rig(models=[{"name": "big", "weight": 1, "temperature": 0.2},
-                    {"name": "small", "weight": 3, "temperature": 1.1}])
+    r = rig(
+        models=[
+            {"name": "big", "weight": 1, "temperature": 0.2},
+            {"name": "small", "weight": 3, "temperature": 1.1},
+        ]
+    )
     op, parent = r.op("llm_mutate"), narrow_elite(r)
     for seed in range(12):
         fake.add(say(edit("WEIGHT_DECAY = 0.2", f"WEIGHT_DECAY = {0.3 + seed / 100:.2f}")))
@@ -294,8 +338,16 @@ def test_calls_in_flight_neither_stop_the_cap_for_good_nor_escape_abandon(tmp_pa
     """Worst cases set aside for calls in flight refuse one more call, not all later ones; a
     run that stops abandons its calls (counted, kept across a resume) and starts none after."""
     model = {"name": "fake-1", "price_in": 1.0, "price_out": 4.0}
-    settings = parse_llm({"models": [model], "base_url": fake.url, "timeout": 10, "max_retries": 0,
-                          "max_cost": 0.05, "max_tokens": 5000})  # worst case $0.02 a call
+    settings = parse_llm(
+        {
+            "models": [model],
+            "base_url": fake.url,
+            "timeout": 10,
+            "max_retries": 0,
+            "max_cost": 0.05,
+            "max_tokens": 5000,
+        }
+    )  # worst case $0.02 a call
     llm = LLM(settings, stats_path=tmp_path / STATS_FILE)
     spec, messages = settings.models[0], [{"role": "user", "content": "x"}]
     fake.add(say("slow", delay=1.5), say("slow", delay=1.5))
@@ -317,8 +369,9 @@ def test_calls_in_flight_neither_stop_the_cap_for_good_nor_escape_abandon(tmp_pa
 
 
 def test_a_failed_variation_is_retried_with_another_operator_and_reported(rig, fake) -> None:
-    r = rig(weights={"llm_mutate": 50, "hyper_mutate": 1}, max_retries=0,
-            failures_before_cooldown=100)
+    r = rig(
+        weights={"llm_mutate": 50, "hyper_mutate": 1}, max_retries=0, failures_before_cooldown=100
+    )
     fake.add(fail(500))
     failures = []
     child = r.proposer.child(random.Random(0), lambda name, exc: failures.append((name, str(exc))))

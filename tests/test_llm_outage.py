@@ -48,8 +48,7 @@ class Outage:
         elif self.phase == "back":
             with engine.lock:
                 records = list(engine.archive.evaluations())
-            if any(r.operator == "llm_mutate" and int(r.id[1:]) >= self.ids[1]
-                   for r in records):
+            if any(r.operator == "llm_mutate" and int(r.id[1:]) >= self.ids[1] for r in records):
                 self.phase = "done"  # an LLM child made after the outage is evaluated
                 engine.stop(hard=False)
 
@@ -57,8 +56,9 @@ class Outage:
     def _children_since(engine, first: int) -> int:
         with engine.lock:
             records = list(engine.archive.evaluations())
-        return sum(1 for r in records if int(r.id[1:]) >= first
-                   and r.operator not in ("reeval", "test"))
+        return sum(
+            1 for r in records if int(r.id[1:]) >= first and r.operator not in ("reeval", "test")
+        )
 
 
 def test_the_llm_goes_down_mid_run_and_comes_back(tmp_path: Path, monkeypatch) -> None:
@@ -69,12 +69,29 @@ def test_the_llm_goes_down_mid_run_and_comes_back(tmp_path: Path, monkeypatch) -
     corpus(tmp_path / "corpus.txt")
     with FakeLLM(responder=tweaker(latency=0.2)) as fake:
         config = RunConfig(
-            name="outage", archive_dir=str(tmp_path / "archive"), seed_genomes=["tiny.py"], pop=2,
-            time_limit=150, budget=1.0, eval_tokens=2048, device="cpu", devices="cpu:2",
-            data="corpus.txt", noise_repeats=1, confirm=1,
+            name="outage",
+            archive_dir=str(tmp_path / "archive"),
+            seed_genomes=["tiny.py"],
+            pop=2,
+            time_limit=150,
+            budget=1.0,
+            eval_tokens=2048,
+            device="cpu",
+            devices="cpu:2",
+            data="corpus.txt",
+            noise_repeats=1,
+            confirm=1,
             operators={"llm_mutate": 3.0, "hyper_mutate": 1.0},
-            llm={"models": ["fake"], "base_url": fake.url, "timeout": 3, "max_retries": 0,
-                 "concurrency": 1, "failures_before_cooldown": 1, "cooldown": 1.0}).validate()
+            llm={
+                "models": ["fake"],
+                "base_url": fake.url,
+                "timeout": 3,
+                "max_retries": 0,
+                "concurrency": 1,
+                "failures_before_cooldown": 1,
+                "cooldown": 1.0,
+            },
+        ).validate()
         outage = Outage(fake)
         prepared = start(config, build_executor, outage)
         state = prepared.run_to_end()
@@ -90,8 +107,11 @@ def test_the_llm_goes_down_mid_run_and_comes_back(tmp_path: Path, monkeypatch) -
     with RunArchive.open(tmp_path / "archive" / "outage") as archive:
         rows = list(archive.logbook())
         records = list(archive.evaluations())
-    during = {r.operator for r in records if first <= int(r.id[1:]) < last
-              and r.operator not in ("reeval", "test")}  # children made while it was down
+    during = {
+        r.operator
+        for r in records
+        if first <= int(r.id[1:]) < last and r.operator not in ("reeval", "test")
+    }  # children made while it was down
     assert during == {"hyper_mutate"}  # built-in only
     llm_children = [int(r.id[1:]) for r in records if r.operator == "llm_mutate"]
     assert min(llm_children) < first and max(llm_children) >= last  # before and after it

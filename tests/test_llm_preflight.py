@@ -61,11 +61,20 @@ def test_without_a_retrieve_route_a_one_token_completion_decides() -> None:
         with pytest.raises(UserError, match="does not know model 'n'"):
             check(handle(fake.url, model="n"))
         # a 400 about the probe's own option is not a verdict on the model; one about it is
-        fake.add(Step(status=400, content="Unsupported parameter: 'max_tokens' is not supported "
-                                          "with this model. Use 'max_completion_tokens'."))
+        fake.add(
+            Step(
+                status=400,
+                content="Unsupported parameter: 'max_tokens' is not supported "
+                "with this model. Use 'max_completion_tokens'.",
+            )
+        )
         assert check(handle(fake.url)) == []
-    with FakeLLM([Step(status=400, content='model "m" not found, try pulling it first')],
-                 retrieve=False) as fake, pytest.raises(UserError, match="does not know model"):
+    with (
+        FakeLLM(
+            [Step(status=400, content='model "m" not found, try pulling it first')], retrieve=False
+        ) as fake,
+        pytest.raises(UserError, match="does not know model"),
+    ):
         check(handle(fake.url))
 
 
@@ -80,8 +89,13 @@ def test_an_endpoint_that_does_not_answer_is_said_at_once_with_what_to_check() -
 
 
 def evolve(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evolve.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "evolve.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -90,33 +104,57 @@ def workspace(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     (tmp_path / "tiny.py").write_text(tiny_genome())
     (tmp_path / "program.md").write_text("Lower val_bpb.\n")
-    (tmp_path / "run.toml").write_text("noise_repeats = 1\nconfirm = 1\n[llm]\nmax_retries = 0\n"
-                                       "cooldown = 2\n")
+    (tmp_path / "run.toml").write_text(
+        "noise_repeats = 1\nconfirm = 1\n[llm]\nmax_retries = 0\ncooldown = 2\n"
+    )
     corpus(tmp_path / "corpus.txt")
     return tmp_path
 
 
-FAST = ["--name", "r", "--seed-genome", "tiny.py", "--config", "run.toml", "--budget", "1",
-        "--eval-tokens", "2048", "--devices", "cpu:2", "--data", "corpus.txt"]
+FAST = [
+    "--name",
+    "r",
+    "--seed-genome",
+    "tiny.py",
+    "--config",
+    "run.toml",
+    "--budget",
+    "1",
+    "--eval-tokens",
+    "2048",
+    "--devices",
+    "cpu:2",
+    "--data",
+    "corpus.txt",
+]
 
 
-@pytest.mark.parametrize("server, args, expected", [
-    ({"api_key": "sk-right"}, ["--llm-model", "m"], "refused the key in OPENAI_API_KEY"),
-    ({"models": ["m"]}, ["--llm-model", "mm"], "does not know model 'mm'; it offers: m"),
-    ({"started": False}, ["--llm-model", "m"], "does not answer for m"),
-    ({}, ["--llm-model", "m", "--selection", "foo"], "unknown selection method 'foo'"),
-    ({}, ["--llm-model", "m", "--config", "ops.toml"], "unknown operator 'llm_mutat'"),
-    ({"started": False}, ["--llm-model", "m", "--config", "llm_only.toml", "--llm-fallback"],
-     "only LLM operators have a weight"),
-])
-def test_bad_settings_exit_2_and_leave_no_run_folder(workspace: Path, server, args, expected,
-                                                      monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "server, args, expected",
+    [
+        ({"api_key": "sk-right"}, ["--llm-model", "m"], "refused the key in OPENAI_API_KEY"),
+        ({"models": ["m"]}, ["--llm-model", "mm"], "does not know model 'mm'; it offers: m"),
+        ({"started": False}, ["--llm-model", "m"], "does not answer for m"),
+        ({}, ["--llm-model", "m", "--selection", "foo"], "unknown selection method 'foo'"),
+        ({}, ["--llm-model", "m", "--config", "ops.toml"], "unknown operator 'llm_mutat'"),
+        (
+            {"started": False},
+            ["--llm-model", "m", "--config", "llm_only.toml", "--llm-fallback"],
+            "only LLM operators have a weight",
+        ),
+    ],
+)
+def test_bad_settings_exit_2_and_leave_no_run_folder(
+    workspace: Path, server, args, expected, monkeypatch
+) -> None:
     monkeypatch.chdir(workspace)
     (workspace / "ops.toml").write_text("[operators]\nllm_mutat = 1\nhyper_mutate = 1\n")
     (workspace / "llm_only.toml").write_text("[operators]\nllm_mutate = 1\n")
     with FakeLLM(**server) as fake:
-        result = CliRunner().invoke(cli, ["start", "--pop", "2", "--generations", "1", *FAST, *args,
-                                          "--llm-base-url", fake.url])
+        result = CliRunner().invoke(
+            cli,
+            ["start", "--pop", "2", "--generations", "1", *FAST, *args, "--llm-base-url", fake.url],
+        )
     assert result.exit_code == 2, result.output[-2000:]
     assert expected in result.output and "Traceback" not in result.output
     assert not (workspace / "archive" / "r").exists()
@@ -125,19 +163,39 @@ def test_bad_settings_exit_2_and_leave_no_run_folder(workspace: Path, server, ar
 
 
 def test_down_at_start_with_fallback_runs_on_builtins_and_says_when_the_llm_is_back(
-        workspace: Path) -> None:
+    workspace: Path,
+) -> None:
     """The run starts with the LLM marked down (a line says so), the built-in operators make
     the children, the server comes up mid-run, a line says so, and LLM children follow."""
     (workspace / "run.toml").write_text(
         "noise_repeats = 1\nconfirm = 1\n[operators]\nllm_mutate = 4\nhyper_mutate = 1\n"
-        "[llm]\nmax_retries = 0\ncooldown = 1\nconcurrency = 1\ntimeout = 5\n")
+        "[llm]\nmax_retries = 0\ncooldown = 1\nconcurrency = 1\ntimeout = 5\n"
+    )
     from evolve.testkit.llm_server import tweaker
 
     fake = FakeLLM(responder=tweaker(latency=0.0), started=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evolve.cli", "start", "--pop", "2", "--generations", "4", *FAST,
-         "--llm-model", "m", "--llm-base-url", fake.url, "--llm-fallback"],
-        cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "evolve.cli",
+            "start",
+            "--pop",
+            "2",
+            "--generations",
+            "4",
+            *FAST,
+            "--llm-model",
+            "m",
+            "--llm-base-url",
+            fake.url,
+            "--llm-fallback",
+        ],
+        cwd=workspace,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         shard = workspace / "archive" / "r" / "evals"
         deadline = time.monotonic() + 120
@@ -153,8 +211,10 @@ def test_down_at_start_with_fallback_runs_on_builtins_and_says_when_the_llm_is_b
     assert "LLM: " in out and "down 1 time(s)" in out and "spent $" in out
     run = workspace / "archive" / "r"
     stats = json.loads((run / "llm.json").read_text())
-    assert stats["outages"] == 1 and [e["what"][:8] for e in stats["events"]] == ["LLM down",
-                                                                                  "LLM answ"]
+    assert stats["outages"] == 1 and [e["what"][:8] for e in stats["events"]] == [
+        "LLM down",
+        "LLM answ",
+    ]
     with RunArchive.open(run) as archive:
         operators = [r.operator for r in archive.evaluations()]
         rows = list(archive.logbook())
@@ -163,12 +223,24 @@ def test_down_at_start_with_fallback_runs_on_builtins_and_says_when_the_llm_is_b
     assert all(row["children"] == 2 for row in rows)  # pop evaluated children, whatever failed
 
 
-def test_a_resume_with_the_llm_down_stops_unless_told_to_go_on(workspace: Path,
-                                                               monkeypatch) -> None:
+def test_a_resume_with_the_llm_down_stops_unless_told_to_go_on(
+    workspace: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(workspace)
     with FakeLLM() as fake:
-        first = evolve("start", "--pop", "1", "--generations", "1", *FAST, "--llm-model", "m",
-                       "--llm-base-url", fake.url, cwd=workspace)
+        first = evolve(
+            "start",
+            "--pop",
+            "1",
+            "--generations",
+            "1",
+            *FAST,
+            "--llm-model",
+            "m",
+            "--llm-base-url",
+            fake.url,
+            cwd=workspace,
+        )
     assert first.returncode == 0, first.stderr[-2000:]
     config = (workspace / "archive" / "r" / "config.json").read_text()
     refused = CliRunner().invoke(cli, ["resume", "r"])  # the server is down now

@@ -38,14 +38,18 @@ C = edit("GRAD_CLIP = 1.0", "GRAD_CLIP = 0.5", "clip gradients harder")
 
 # Proposals run one at a time (concurrency 1), so the script is consumed in this order.
 SCRIPT = [
-    fail(500), fail(500),  # child 1, try 1: a 5xx that outlasts the retry -> counted failure
-    fail(429), say(A),  # child 1, try 2: rate limited, then a good diff
+    fail(500),
+    fail(500),  # child 1, try 1: a 5xx that outlasts the retry -> counted failure
+    fail(429),
+    say(A),  # child 1, try 2: rate limited, then a good diff
     say("I would lower the weight decay; that usually helps."),  # child 2: prose, no code
     say(edit("DROPOUT = 0.1", "DROPOUT = 0.0", "no dropout")),  # SEARCH does not match
     say(edit("GRAD_CLIP = 1.0", "GRAD_CLIP = (1.0", "broken")),  # syntax error
     say(f"IDEA: again\n```python\n{A_SOURCE}```\n"),  # a duplicate of child 1
-    drop(), say(B),  # child 2, try 2: dropped connection, then a full rewrite
-    say(C, delay=6), say(C),  # child 3: slower than the 3 s timeout, then a good diff
+    drop(),
+    say(B),  # child 2, try 2: dropped connection, then a full rewrite
+    say(C, delay=6),
+    say(C),  # child 3: slower than the 3 s timeout, then a good diff
 ]
 CONFIG = """
 noise_repeats = 1
@@ -64,8 +68,10 @@ price_out = 4.0
 
 
 def corpus(path: Path) -> None:
-    text = "".join(p.read_text(errors="replace") for p in
-                   sorted(Path(sysconfig.get_paths()["stdlib"]).glob("a*.py"))[:6])
+    text = "".join(
+        p.read_text(errors="replace")
+        for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("a*.py"))[:6]
+    )
     path.write_text(text[:300_000])
 
 
@@ -77,11 +83,39 @@ def test_a_run_keeps_going_through_every_kind_of_llm_trouble(tmp_path: Path, mon
     corpus(tmp_path / "corpus.txt")
     with FakeLLM(SCRIPT) as fake:
         proc = subprocess.run(
-            [sys.executable, "-m", "evolve.cli", "start", "--pop", "2", "--generations", "2",
-             "--name", "r", "--seed-genome", "tiny.py", "--config", "run.toml", "--budget", "2",
-             "--eval-tokens", "4096", "--devices", "cpu:2", "--data", "corpus.txt",
-             "--llm-model", "fake-coder", "--llm-base-url", fake.url],
-            cwd=tmp_path, capture_output=True, text=True, timeout=240)
+            [
+                sys.executable,
+                "-m",
+                "evolve.cli",
+                "start",
+                "--pop",
+                "2",
+                "--generations",
+                "2",
+                "--name",
+                "r",
+                "--seed-genome",
+                "tiny.py",
+                "--config",
+                "run.toml",
+                "--budget",
+                "2",
+                "--eval-tokens",
+                "4096",
+                "--devices",
+                "cpu:2",
+                "--data",
+                "corpus.txt",
+                "--llm-model",
+                "fake-coder",
+                "--llm-base-url",
+                fake.url,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert not fake.script, "the run stopped before the LLM script was used up"
         assert len(fake.requests) == len(SCRIPT)
@@ -106,8 +140,11 @@ def test_a_run_keeps_going_through_every_kind_of_llm_trouble(tmp_path: Path, mon
         assert len(records) == 4 and not {r.status for r in records} & {"lost", "interrupted"}
         sources = {archive.genome_source(r.genome) for r in children}
         assert {A_SOURCE, B_SOURCE} <= sources and any("GRAD_CLIP = 0.5" in s for s in sources)
-        assert {r.idea for r in children} == {"halve the weight decay",
-                                                 "warm up twice as long", "clip gradients harder"}
+        assert {r.idea for r in children} == {
+            "halve the weight decay",
+            "warm up twice as long",
+            "clip gradients harder",
+        }
         for record in children:
             prompt = archive.text(record.prompt_sha256)
             response = archive.text(record.response_sha256)
@@ -125,10 +162,21 @@ def test_auto_concurrency_keeps_enough_llm_calls_in_flight(tmp_path: Path, monke
     corpus(tmp_path / "corpus.txt")
     with FakeLLM(responder=tweaker(latency=6.0)) as fake:
         config = RunConfig(
-            name="auto", archive_dir=str(tmp_path / "archive"), seed_genomes=["tiny.py"], pop=4,
-            time_limit=20, budget=1.0, eval_tokens=2048, device="cpu", devices="cpu:2",
-            data="corpus.txt", noise_repeats=1, confirm=1, operators={"llm_mutate": 1.0},
-            llm={"models": [{"name": "fake"}], "base_url": fake.url, "timeout": 30}).validate()
+            name="auto",
+            archive_dir=str(tmp_path / "archive"),
+            seed_genomes=["tiny.py"],
+            pop=4,
+            time_limit=20,
+            budget=1.0,
+            eval_tokens=2048,
+            device="cpu",
+            devices="cpu:2",
+            data="corpus.txt",
+            noise_repeats=1,
+            confirm=1,
+            operators={"llm_mutate": 1.0},
+            llm={"models": [{"name": "fake"}], "base_url": fake.url, "timeout": 30},
+        ).validate()
         prepared = start(config, build_executor)
         prepared.run_to_end()
         workers = prepared.engine.proposal_workers()
@@ -143,15 +191,41 @@ def test_ctrl_c_does_not_wait_for_slow_llm_calls(tmp_path: Path, monkeypatch) ->
     monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "tiny.py").write_text(SEED)
     (tmp_path / "program.md").write_text("Lower val_bpb.\n")
-    (tmp_path / "run.toml").write_text("noise_repeats = 1\nconfirm = 1\n[operators]\nllm_mutate = 1\n"
-                                       '[[llm.models]]\nname = "fake"\nprice_in = 1.0\nprice_out = 4.0\n')
+    (tmp_path / "run.toml").write_text(
+        "noise_repeats = 1\nconfirm = 1\n[operators]\nllm_mutate = 1\n"
+        '[[llm.models]]\nname = "fake"\nprice_in = 1.0\nprice_out = 4.0\n'
+    )
     corpus(tmp_path / "corpus.txt")
     with FakeLLM(responder=tweaker(latency=120.0)) as fake:
-        args = ["--pop", "2", "--generations", "2", "--name", "r", "--seed-genome", "tiny.py",
-                "--budget", "1", "--eval-tokens", "2048", "--devices", "cpu:1", "--data", "corpus.txt",
-                "--config", "run.toml", "--llm-base-url", fake.url]
-        proc = subprocess.Popen([sys.executable, "-m", "evolve.cli", "start", *args], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        args = [
+            "--pop",
+            "2",
+            "--generations",
+            "2",
+            "--name",
+            "r",
+            "--seed-genome",
+            "tiny.py",
+            "--budget",
+            "1",
+            "--eval-tokens",
+            "2048",
+            "--devices",
+            "cpu:1",
+            "--data",
+            "corpus.txt",
+            "--config",
+            "run.toml",
+            "--llm-base-url",
+            fake.url,
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "evolve.cli", "start", *args],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while not fake.requests and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)

@@ -21,7 +21,9 @@ def config_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_flags_override_the_file_and_keep_its_per_model_settings(tmp_path: Path) -> None:
-    path = config_file(tmp_path, """
+    path = config_file(
+        tmp_path,
+        """
 [llm]
 base_url = "http://file/v1"
 timeout = 30
@@ -33,9 +35,17 @@ price_in = 1.0
 price_out = 2.0
 [[llm.models]]
 name = "b"
-""")
-    config = build_config(path, {"llm_models": ("a", "gpt-4o-mini"), "llm_base_url": "http://flag/v1",
-                                 "max_llm_cost": 2.5, "llm_concurrency": None})
+""",
+    )
+    config = build_config(
+        path,
+        {
+            "llm_models": ("a", "gpt-4o-mini"),
+            "llm_base_url": "http://flag/v1",
+            "max_llm_cost": 2.5,
+            "llm_concurrency": None,
+        },
+    )
     settings = parse_llm(config.llm)
     assert [m.name for m in settings.models] == ["a", "gpt-4o-mini"]
     assert (settings.models[0].weight, settings.models[0].temperature) == (3.0, 0.5)
@@ -53,7 +63,7 @@ def test_without_an_llm_the_builtin_operators_stay_and_a_note_says_so(tmp_path: 
 
 
 def test_an_explicit_operators_table_is_respected(tmp_path: Path) -> None:
-    path = config_file(tmp_path, '[operators]\nllm_mutate = 1\nhyper_mutate = 2\n')
+    path = config_file(tmp_path, "[operators]\nllm_mutate = 1\nhyper_mutate = 2\n")
     config = build_config(path, {"llm_models": ("m",), "llm_base_url": "http://x/v1"})
     assert config.operators == {"llm_mutate": 1, "hyper_mutate": 2}
     llm, options, notes = build_llm(config.llm, config.operators, {}, tmp_path)
@@ -61,18 +71,21 @@ def test_an_explicit_operators_table_is_respected(tmp_path: Path) -> None:
     assert "m (w=1" in notes[0] and "llm_mutate 1" in notes[0]
 
 
-@pytest.mark.parametrize("table, message", [
-    ({"models": ["m"], "max_cost": -1}, "max_cost is -1"),
-    ({"models": ["m"], "tiemout": 5}, "unknown \\[llm\\] key"),
-    ({"models": [{"name": "m", "temprature": 0.3}]}, "unknown key\\(s\\) temprature"),
-    ({"models": [{"weight": 1}]}, "each model needs a name"),
-    ({"models": ["m", "m"]}, "listed twice"),
-    ({"models": ["m"], "max_cost": 1}, "has no price"),
-    ({"models": ["m"], "api_key": "sk-123"}, "holds an API key"),
-    ({"models": ["m"], "rewrite_share": 1.5}, "rewrite_share"),
-    ({"models": [{"name": "m", "weight": 0}]}, "positive weight"),
-    ({"models": ["m"], "concurrency": 0}, "concurrency"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"models": ["m"], "max_cost": -1}, "max_cost is -1"),
+        ({"models": ["m"], "tiemout": 5}, "unknown \\[llm\\] key"),
+        ({"models": [{"name": "m", "temprature": 0.3}]}, "unknown key\\(s\\) temprature"),
+        ({"models": [{"weight": 1}]}, "each model needs a name"),
+        ({"models": ["m", "m"]}, "listed twice"),
+        ({"models": ["m"], "max_cost": 1}, "has no price"),
+        ({"models": ["m"], "api_key": "sk-123"}, "holds an API key"),
+        ({"models": ["m"], "rewrite_share": 1.5}, "rewrite_share"),
+        ({"models": [{"name": "m", "weight": 0}]}, "positive weight"),
+        ({"models": ["m"], "concurrency": 0}, "concurrency"),
+    ],
+)
 def test_bad_llm_settings_are_user_errors(table: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         parse_llm(table)
@@ -84,8 +97,9 @@ def test_known_models_have_prices_so_a_cap_works_from_the_command_line() -> None
 
 
 def test_the_cli_refuses_a_negative_cost_cap_with_exit_code_2(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["start", "--llm-model", "m", "--max-llm-cost", "-1",
-                                      "--archive-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, ["start", "--llm-model", "m", "--max-llm-cost", "-1", "--archive-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "max_cost is -1.0" in result.output and "Traceback" not in result.output
 

@@ -375,11 +375,13 @@ def test_the_proposer_rejects_builtin_children_that_only_reformat_a_known_genome
             result = EvalResult("ok", val_bpb=2.0, params=10**5)
             seed = archive.add_evaluation(result, seed_source, generation=0, operator="seed")
             for source in known:
-                archive.add_evaluation(result, source, generation=1, operator="hyper_mutate",
-                                       parents=[seed.genome])
+                archive.add_evaluation(
+                    result, source, generation=1, operator="hyper_mutate", parents=[seed.genome]
+                )
             mix = OperatorMix({"hyper_mutate": 1}, cxpb=0.0)
-            proposer = Proposer(archive, mix, "uniform", [seed.genome], threading.RLock(),
-                                CuriosityTracker())
+            proposer = Proposer(
+                archive, mix, "uniform", [seed.genome], threading.RLock(), CuriosityTracker()
+            )
             rng = random.Random(0)
             if not known:
                 child = proposer.child(rng)

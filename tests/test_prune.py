@@ -29,7 +29,7 @@ from evolve.runner.run import _record, _take_messages
 from evolve.testkit.tiny import tiny_genome
 from tests.test_result_channel import SANDBOX, _Data
 
-LOG_LINE = "            run.log(step=step, loss=value, lr=optimizer.param_groups[0][\"lr\"])\n"
+LOG_LINE = '            run.log(step=step, loss=value, lr=optimizer.param_groups[0]["lr"])\n'
 
 
 def _curve(step: int, loss: object) -> bytes:
@@ -44,6 +44,7 @@ def _feed(*lines: bytes) -> Outcome:
 
 # --- the channel ------------------------------------------------------------------------------
 
+
 def test_curve_points_are_stamped_with_the_runners_clock():
     outcome = Outcome()
     start = time.monotonic()
@@ -57,20 +58,33 @@ def test_curve_points_are_stamped_with_the_runners_clock():
     assert outcome.messages == 1 and outcome.curve_messages == 3  # counted apart from the 64
 
 
-@pytest.mark.parametrize("line", ids=["nan", "infinity", "1e999", "huge", "negative", "string",
-                                      "float-step", "no-step", "own-time", "own-seconds"],
-                         argvalues=[
-    b'{"event": "curve", "step": 1, "loss": NaN}\n',
-    b'{"event": "curve", "step": 1, "loss": Infinity}\n',
-    b'{"event": "curve", "step": 1, "loss": 1e999}\n',
-    b'{"event": "curve", "step": 1, "loss": 1e7}\n',
-    b'{"event": "curve", "step": 1, "loss": -0.5}\n',
-    b'{"event": "curve", "step": 1, "loss": "2.0"}\n',
-    b'{"event": "curve", "step": 1.5, "loss": 2.0}\n',
-    b'{"event": "curve", "loss": 2.0}\n',
-    b'{"event": "curve", "step": 1, "loss": 2.0, "t": -100}\n',  # time travel: the genome's clock
-    b'{"event": "curve", "step": 1, "loss": 2.0, "seconds": 0.0}\n',
-])
+@pytest.mark.parametrize(
+    "line",
+    ids=[
+        "nan",
+        "infinity",
+        "1e999",
+        "huge",
+        "negative",
+        "string",
+        "float-step",
+        "no-step",
+        "own-time",
+        "own-seconds",
+    ],
+    argvalues=[
+        b'{"event": "curve", "step": 1, "loss": NaN}\n',
+        b'{"event": "curve", "step": 1, "loss": Infinity}\n',
+        b'{"event": "curve", "step": 1, "loss": 1e999}\n',
+        b'{"event": "curve", "step": 1, "loss": 1e7}\n',
+        b'{"event": "curve", "step": 1, "loss": -0.5}\n',
+        b'{"event": "curve", "step": 1, "loss": "2.0"}\n',
+        b'{"event": "curve", "step": 1.5, "loss": 2.0}\n',
+        b'{"event": "curve", "loss": 2.0}\n',
+        b'{"event": "curve", "step": 1, "loss": 2.0, "t": -100}\n',  # time travel: the genome's clock
+        b'{"event": "curve", "step": 1, "loss": 2.0, "seconds": 0.0}\n',
+    ],
+)
 def test_hostile_curve_points_make_the_evaluation_invalid(line):
     outcome = _feed(_curve(1, 3.0), line)
     assert outcome.protocol_error  # the runner kills it: `invalid`, "tampered with"
@@ -110,9 +124,19 @@ def _settings():
 
 # --- the verdict --------------------------------------------------------------------------------
 
+
 def _plan(**kw) -> PrunePlan:
-    return PrunePlan(**{"mode": "on", "checkpoints": [1.0, 2.0], "reference": [4.0, 3.0],
-                        "margin": [0.2, 0.2], "window": 0.5, "source": "test", **kw})
+    return PrunePlan(
+        **{
+            "mode": "on",
+            "checkpoints": [1.0, 2.0],
+            "reference": [4.0, 3.0],
+            "margin": [0.2, 0.2],
+            "window": 0.5,
+            "source": "test",
+            **kw,
+        }
+    )
 
 
 def test_only_a_child_clearly_behind_is_judged_behind():
@@ -149,21 +173,30 @@ class _Records:
 
 def _stored(genome: str, bpb: float, losses: list[float]) -> Evaluation:
     curve = [[0.5 * (i + 1), i, v] for i, v in enumerate(losses)]  # a 5 s budget
-    return Evaluation.from_dict({"genome": genome, "status": "ok", "result": {
-        "val_bpb": bpb, "curve": curve, "split": "val", "hardware": {}}})
+    return Evaluation.from_dict(
+        {
+            "genome": genome,
+            "status": "ok",
+            "result": {"val_bpb": bpb, "curve": curve, "split": "val", "hardware": {}},
+        }
+    )
 
 
 def test_a_parent_whose_curve_claims_more_than_its_score_is_no_reference():
     """A genome that under-reports its loss would make every honest child of it look behind:
     its curve must agree, relative to the seed's, with what the evaluator measured."""
     seed = [5.0, 4.0, 3.5, 3.2, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5]
-    records = [_stored("seed", 3.6, seed), _stored("seed", 3.7, [v + 0.1 for v in seed]),
-               _stored("honest", 3.45, [0.95 * v for v in seed]),
-               _stored("liar", 3.7, [0.01] * 10), _stored("silent", 3.5, [])]
+    records = [
+        _stored("seed", 3.6, seed),
+        _stored("seed", 3.7, [v + 0.1 for v in seed]),
+        _stored("honest", 3.45, [0.95 * v for v in seed]),
+        _stored("liar", 3.7, [0.01] * 10),
+        _stored("silent", 3.5, []),
+    ]
     pruning = Pruning(RunConfig(budget=5.0, prune="on"), _Records(records), ["seed"])
     honest = pruning.plan(["honest"])
     assert honest is not None and honest.reference[0] == pytest.approx(0.95 * 4.5)
-    assert honest.margin[0] == pytest.approx(3.0 * 0.1 / 2 ** 0.5)  # z x the seeds' spread
+    assert honest.margin[0] == pytest.approx(3.0 * 0.1 / 2**0.5)  # z x the seeds' spread
     assert pruning.plan(["liar"]) is None and pruning.plan(["silent"]) is None
     assert pruning.plan(["honest", "liar"]) is None
     assert Pruning(RunConfig(budget=5.0), _Records(records), ["seed"]).plan(["honest"]) is None
@@ -175,8 +208,12 @@ def test_a_child_that_changes_the_models_shape_is_never_pruned():
     seed = [5.0, 4.0, 3.5, 3.2, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5]
     records = [_stored("seed", 3.6, seed), _stored("seed", 3.7, [v + 0.1 for v in seed])]
     parent = "N_EMBD = 64\nN_LAYER = 2\nLEARNING_RATE = 3e-3\n"
-    sources = {"seed": parent, "faster": parent.replace("3e-3", "6e-3"),
-               "wider": parent.replace("64", "128"), "broken": "N_EMBD = (\n"}
+    sources = {
+        "seed": parent,
+        "faster": parent.replace("3e-3", "6e-3"),
+        "wider": parent.replace("64", "128"),
+        "broken": "N_EMBD = (\n",
+    }
     pruning = Pruning(RunConfig(budget=5.0, prune="on"), _Records(records, sources), ["seed"])
     assert pruning.plan(["seed"], "faster") is not None
     assert pruning.plan(["seed"], "wider") is None and pruning.plan(["seed"], "broken") is None
@@ -195,28 +232,39 @@ def reference(dataset, tmp_path_factory):
     from evolve.runner import RunSettings, run_genome
 
     base = tmp_path_factory.mktemp("ref")
-    settings = RunSettings(budget=BUDGET, grace=10.0, threads=1, eval_tokens=2048,
-                           mem_limit_bytes=2 << 30, max_procs=64)
+    settings = RunSettings(
+        budget=BUDGET,
+        grace=10.0,
+        threads=1,
+        eval_tokens=2048,
+        mem_limit_bytes=2 << 30,
+        max_procs=64,
+    )
     result = run_genome(tiny_genome(LOG_EVERY=2), dataset, settings, base / "w", base / "l.log")
     assert result.status == "ok" and len(result.curve) > 10, result.reason
     points = [(p[0], p[2]) for p in result.curve]
     checkpoints = [0.3 * BUDGET, 0.5 * BUDGET]
     values = [loss_at(points, c, 0.1 * BUDGET) for c in checkpoints]
-    return result, PrunePlan(mode="on", checkpoints=checkpoints, reference=values,
-                             margin=[0.15 * v for v in values], window=0.1 * BUDGET,
-                             source="the seed")
+    return result, PrunePlan(
+        mode="on",
+        checkpoints=checkpoints,
+        reference=values,
+        margin=[0.15 * v for v in values],
+        window=0.1 * BUDGET,
+        source="the seed",
+    )
 
 
 def test_a_child_that_trains_badly_is_pruned_and_a_good_one_is_not(evaluate, reference):
     parent, plan = reference
-    bad = evaluate(tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6), budget=BUDGET,
-                   grace=10.0, prune=plan)
+    bad = evaluate(
+        tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6), budget=BUDGET, grace=10.0, prune=plan
+    )
     assert bad.result.status == "pruned", (bad.result.reason, bad.log[-1500:])
     assert bad.result.reason.startswith("pruned at ") and "the seed" in bad.result.reason
     assert bad.result.val_bpb is None and bad.result.training_seconds < 0.8 * BUDGET
     assert bad.result.prune["mode"] == "on" and bad.result.curve
-    good = evaluate(tiny_genome(LOG_EVERY=2), budget=BUDGET,
-                   grace=10.0, prune=plan)
+    good = evaluate(tiny_genome(LOG_EVERY=2), budget=BUDGET, grace=10.0, prune=plan)
     assert good.result.status == "ok" and good.result.prune is None, good.result.prune
     assert not Status("pruned").infrastructure  # never retried
 
@@ -225,9 +273,12 @@ def test_a_lying_genome_is_not_pruned_and_is_scored_honestly(evaluate, reference
     parent, plan = reference
     source = tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6)
     assert LOG_LINE in source
-    liar = evaluate(source.replace(LOG_LINE, LOG_LINE.replace("loss=value", "loss=0.01")),
-                    budget=BUDGET,
-                   grace=10.0, prune=plan)
+    liar = evaluate(
+        source.replace(LOG_LINE, LOG_LINE.replace("loss=value", "loss=0.01")),
+        budget=BUDGET,
+        grace=10.0,
+        prune=plan,
+    )
     assert liar.result.status == "ok", (liar.result.reason, liar.log[-1500:])
     assert liar.result.prune is None and all(p[2] == 0.01 for p in liar.result.curve)
     assert liar.result.val_bpb > parent.val_bpb + 0.3  # the evaluator's score, not the curve's
@@ -236,13 +287,15 @@ def test_a_lying_genome_is_not_pruned_and_is_scored_honestly(evaluate, reference
 def test_shadow_mode_records_the_verdict_and_stops_nothing(evaluate, reference):
     _, plan = reference
     plan = PrunePlan(**{**plan.__dict__, "mode": "shadow", "decided": set()})
-    run = evaluate(tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6), budget=BUDGET,
-                   grace=10.0, prune=plan)
+    run = evaluate(
+        tiny_genome(LOG_EVERY=2, LEARNING_RATE=1e-6), budget=BUDGET, grace=10.0, prune=plan
+    )
     assert run.result.status == "ok" and run.result.val_bpb is not None
     assert run.result.prune["mode"] == "shadow" and run.result.prune["stopped"] < BUDGET
 
 
 # --- the engine: pruned children are failed children ----------------------------------------------
+
 
 def _honest_only_as_seed() -> str:
     """The tiny seed, reporting its real loss only while its constants are the seed's own; any
@@ -258,14 +311,44 @@ def _honest_only_as_seed() -> str:
 def test_pruned_children_stay_out_of_the_map_and_are_not_retried(tmp_path, monkeypatch):
     monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "seed.py").write_text(_honest_only_as_seed())
-    (tmp_path / "run.toml").write_text("noise_repeats = 2\nconfirm = 1\nprune_checkpoints = [0.3]\n"
-                                       "prune_shape = []\n[operators]\nhyper_mutate = 1.0\n")
+    (tmp_path / "run.toml").write_text(
+        "noise_repeats = 2\nconfirm = 1\nprune_checkpoints = [0.3]\n"
+        "prune_shape = []\n[operators]\nhyper_mutate = 1.0\n"
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "evolve.cli", "start", "--pop", "2", "--generations", "2",
-         "--budget", "2", "--eval-tokens", "2048", "--devices", "cpu:1", "--threads", "1",
-         "--prune", "on", "--seed-genome", "seed.py", "--config", "run.toml", "--name", "p",
-         "--archive-dir", str(tmp_path / "runs")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "evolve.cli",
+            "start",
+            "--pop",
+            "2",
+            "--generations",
+            "2",
+            "--budget",
+            "2",
+            "--eval-tokens",
+            "2048",
+            "--devices",
+            "cpu:1",
+            "--threads",
+            "1",
+            "--prune",
+            "on",
+            "--seed-genome",
+            "seed.py",
+            "--config",
+            "run.toml",
+            "--name",
+            "p",
+            "--archive-dir",
+            str(tmp_path / "runs"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
     with RunArchive.open(tmp_path / "runs" / "p") as archive:
         records = list(archive.evaluations())
@@ -274,8 +357,9 @@ def test_pruned_children_stay_out_of_the_map_and_are_not_retried(tmp_path, monke
     seeds = [r for r in records if r.operator == "seed"]
     children = [r for r in records if r.operator not in ("seed", "reeval", "test")]
     assert all(r.status == "ok" and r.result.curve for r in seeds)
-    assert len(children) == 2 and all(r.status == "pruned" for r in children), \
-        [(r.status, r.result.reason) for r in children]
+    assert len(children) == 2 and all(r.status == "pruned" for r in children), [
+        (r.status, r.result.reason) for r in children
+    ]
     for child in children:
         assert child.decision is None and "pruned at 0.6 s" in child.result.reason
         assert child.result.training_seconds < 1.5
@@ -285,8 +369,9 @@ def test_pruned_children_stay_out_of_the_map_and_are_not_retried(tmp_path, monke
     where = ["--archive-dir", str(tmp_path / "runs")]
     shown = subprocess.run([*cli, "show", "p", *where], capture_output=True, text=True, timeout=60)
     assert "pruning: 2 child(ren) pruned" in shown.stdout and "training curve" in shown.stdout
-    log = subprocess.run([*cli, "log", "p", children[0].id, *where], capture_output=True,
-                         text=True, timeout=60)
+    log = subprocess.run(
+        [*cli, "log", "p", children[0].id, *where], capture_output=True, text=True, timeout=60
+    )
     assert log.returncode == 0 and "training curve (reported by the genome" in log.stdout
     with RunArchive.open(tmp_path / "runs" / "p") as archive:  # the LLM sees the parent's curve
         brief = parent_curve(_Reader(archive), seeds[0].genome)
@@ -295,20 +380,24 @@ def test_pruned_children_stay_out_of_the_map_and_are_not_retried(tmp_path, monke
 
 # --- settings ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("data, word", [
-    ({"prune": "maybe"}, "prune mode"),
-    ({"prune_checkpoints": [0.5, 0.2]}, "prune_checkpoints"),
-    ({"prune_checkpoints": [0.0, 0.5]}, "prune_checkpoints"),
-    ({"prune_checkpoints": [1.0]}, "prune_checkpoints"),
-    ({"prune_checkpoints": []}, "prune_checkpoints"),
-    ({"prune_checkpoints": [0.1] * 9}, "prune_checkpoints"),
-    ({"prune_checkpoints": "0.2"}, "prune_checkpoints"),
-    ({"prune_z": -1.0}, "prune_z"),
-    ({"prune_min_margin": float("nan")}, "prune_min_margin"),
-    ({"prune_default_margin": True}, "prune_default_margin"),
-    ({"prune_shape": "N_EMBD"}, "prune_shape"),
-    ({"prune_shape": ["N EMBD"]}, "prune_shape"),
-])
+
+@pytest.mark.parametrize(
+    "data, word",
+    [
+        ({"prune": "maybe"}, "prune mode"),
+        ({"prune_checkpoints": [0.5, 0.2]}, "prune_checkpoints"),
+        ({"prune_checkpoints": [0.0, 0.5]}, "prune_checkpoints"),
+        ({"prune_checkpoints": [1.0]}, "prune_checkpoints"),
+        ({"prune_checkpoints": []}, "prune_checkpoints"),
+        ({"prune_checkpoints": [0.1] * 9}, "prune_checkpoints"),
+        ({"prune_checkpoints": "0.2"}, "prune_checkpoints"),
+        ({"prune_z": -1.0}, "prune_z"),
+        ({"prune_min_margin": float("nan")}, "prune_min_margin"),
+        ({"prune_default_margin": True}, "prune_default_margin"),
+        ({"prune_shape": "N_EMBD"}, "prune_shape"),
+        ({"prune_shape": ["N EMBD"]}, "prune_shape"),
+    ],
+)
 def test_bad_prune_settings_are_clear_errors(data, word):
     with pytest.raises(UserError) as caught:
         RunConfig.from_dict(data).validate()
@@ -322,6 +411,11 @@ def test_prune_defaults_off_and_the_flag_sets_it(tmp_path):
     config.write_text('prune = "on"\nprune_checkpoints = [0.1, 0.25]\n')
     built = build_config(config, {})
     assert built.prune == "on" and built.prune_checkpoints == [0.1, 0.25]
-    done = subprocess.run([sys.executable, "-m", "evolve.cli", "start", "--prune", "maybe"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "evolve.cli", "start", "--prune", "maybe"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "maybe" in done.stderr

@@ -49,18 +49,26 @@ class Cluster:
         """A live worker node (a test may have killed the last one)."""
         if not self.workers:
             work = Path(tempfile.mkdtemp(dir=self.work))  # its own, to clean up after killing it
-            self.workers.append(_ray_start(["--address", self.address, "--num-cpus=1",
-                                            "--node-ip-address=127.0.0.1"],
-                                           {**self.env, "TMPDIR": str(work)}))
+            self.workers.append(
+                _ray_start(
+                    ["--address", self.address, "--num-cpus=1", "--node-ip-address=127.0.0.1"],
+                    {**self.env, "TMPDIR": str(work)},
+                )
+            )
             self.work_of[self.workers[0]] = work
         return self.workers[0]
 
 
 def _ray_start(args: list[str], env: dict[str, str]) -> int:
     """Start a node in a session of its own; the session id names all its processes."""
-    proc = subprocess.Popen(["ray", "start", *args, "--disable-usage-stats"], env=env,
-                            start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["ray", "start", *args, "--disable-usage-stats"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, out
     return proc.pid
@@ -97,11 +105,24 @@ def _free_port() -> int:
 def cluster() -> Iterator[Cluster]:
     base = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit
     (base / "work").mkdir()
-    env = {**os.environ, "EVOLVE_CACHE_DIR": str(base / "cache"), "TMPDIR": str(base / "work"),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "EVOLVE_CACHE_DIR": str(base / "cache"),
+        "TMPDIR": str(base / "work"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     port = _free_port()
-    head = _ray_start([f"--port={port}", "--head", "--num-cpus=1", "--include-dashboard=false",
-                       f"--temp-dir={base / 'ray'}", "--node-ip-address=127.0.0.1"], env)
+    head = _ray_start(
+        [
+            f"--port={port}",
+            "--head",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            f"--temp-dir={base / 'ray'}",
+            "--node-ip-address=127.0.0.1",
+        ],
+        env,
+    )
     found = Cluster(f"127.0.0.1:{port}", env, base / "work", head, [])
     try:
         found.ensure_worker()
@@ -131,12 +152,16 @@ def wait_busy(executor: RayExecutor, count: int, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def test_evaluations_run_as_tasks_on_every_node(cluster: Cluster, dataset: Dataset, tmp_path: Path) -> None:
+def test_evaluations_run_as_tasks_on_every_node(
+    cluster: Cluster, dataset: Dataset, tmp_path: Path
+) -> None:
     cluster.ensure_worker()
     executor = RayExecutor(dataset, SETTINGS, cluster.address)
     try:
         assert len(executor.slots) == 2 and not executor.notes  # 1 CPU per node, 1 thread per task
-        assert executor.hardware_class.startswith("cpu:") and executor.hardware_class.endswith("x1 threads")
+        assert executor.hardware_class.startswith("cpu:") and executor.hardware_class.endswith(
+            "x1 threads"
+        )
         good = executor.submit(request("good", tiny_genome(), tmp_path))
         bad = executor.submit(request("bad", "raise SystemExit(3)\n", tmp_path))
         good, bad = good.result(timeout=120), bad.result(timeout=120)
@@ -151,7 +176,10 @@ def test_evaluations_run_as_tasks_on_every_node(cluster: Cluster, dataset: Datas
         assert result.dataset == dataset.fingerprint and result.budget == SETTINGS.budget
         assert result.hardware["class"] == result.hardware["run_class"] == executor.hardware_class
         assert result.hardware["threads"] == 1 and result.hardware["torch_version"]
-        assert Path(result.log_path) == tmp_path / "logs" / f"{'good' if result is good else 'bad'}.log"
+        assert (
+            Path(result.log_path)
+            == tmp_path / "logs" / f"{'good' if result is good else 'bad'}.log"
+        )
     assert "step" in (tmp_path / "logs" / "good.log").read_text()  # the log came back
 
 
@@ -163,7 +191,9 @@ def test_an_unreachable_cluster_is_a_user_error(dataset: Dataset) -> None:
     assert not ray.is_initialized()
 
 
-def test_a_node_with_other_data_cannot_take_part(cluster: Cluster, dataset: Dataset, tmp_path: Path) -> None:
+def test_a_node_with_other_data_cannot_take_part(
+    cluster: Cluster, dataset: Dataset, tmp_path: Path
+) -> None:
     other = dataclasses.replace(dataset, fingerprint="0" * 16)
     with pytest.raises(UserError, match="no Ray node can run") as error:
         RayExecutor(other, SETTINGS, cluster.address)
@@ -173,15 +203,21 @@ def test_a_node_with_other_data_cannot_take_part(cluster: Cluster, dataset: Data
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         expect = ray_worker.Expect("builtin", "byte", other.fingerprint, sandbox.harness_hashes())
-        record, log = ray.get(ray.remote(ray_worker.evaluate).options(num_cpus=1).remote(
-            tiny_genome(), SETTINGS, "x", expect), timeout=60)
+        record, log = ray.get(
+            ray.remote(ray_worker.evaluate)
+            .options(num_cpus=1)
+            .remote(tiny_genome(), SETTINGS, "x", expect),
+            timeout=60,
+        )
     finally:
         ray.shutdown()
     result = EvalResult.from_dict(record)
     assert result.status == "lost" and "fingerprint" in result.reason and log == ""
 
 
-def test_shutdown_cancels_a_running_task(cluster: Cluster, dataset: Dataset, tmp_path: Path) -> None:
+def test_shutdown_cancels_a_running_task(
+    cluster: Cluster, dataset: Dataset, tmp_path: Path
+) -> None:
     """What Ctrl-C does: the task stops its genome and the record says interrupted (retried later)."""
     executor = RayExecutor(dataset, dataclasses.replace(SETTINGS, budget=60.0), cluster.address)
     future = executor.submit(request("long", tiny_genome(), tmp_path))
@@ -199,16 +235,44 @@ def test_cli_runs_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
     (tmp_path / "tiny.py").write_text(tiny_genome())
     (tmp_path / "run.toml").write_text("noise_repeats = 1\nconfirm = 1\n")
     done = subprocess.run(
-        [sys.executable, "-m", "evolve.cli", "start", "--executor", "ray", "--ray-address",
-         cluster.address, "--seed-genome", "tiny.py", "--config", "run.toml", "--pop", "2",
-         "--generations", "1", "--budget", "3", "--eval-tokens", "4096", "--name", "r"],
-        cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "evolve.cli",
+            "start",
+            "--executor",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            "--seed-genome",
+            "tiny.py",
+            "--config",
+            "run.toml",
+            "--pop",
+            "2",
+            "--generations",
+            "1",
+            "--budget",
+            "3",
+            "--eval-tokens",
+            "4096",
+            "--name",
+            "r",
+        ],
+        cwd=tmp_path,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     logs = list((tmp_path / "archive" / "r" / "logs").glob("*.log"))
     assert len(logs) >= 2 and all(log.read_text() for log in logs)  # logs came back to the archive
 
 
-def test_a_worker_node_dies_mid_evaluation(cluster: Cluster, dataset: Dataset, tmp_path: Path) -> None:
+def test_a_worker_node_dies_mid_evaluation(
+    cluster: Cluster, dataset: Dataset, tmp_path: Path
+) -> None:
     """Last in this file: it kills the worker node the others share."""
     doomed = cluster.ensure_worker()
     executor = RayExecutor(dataset, SETTINGS, cluster.address)
@@ -233,7 +297,9 @@ def test_a_worker_node_dies_mid_evaluation(cluster: Cluster, dataset: Dataset, t
             time.sleep(0.5)
         assert any("left out" in note for note in executor.notes)
         # The run goes on: the engine's retry lands on the live node.
-        retry = executor.submit(request("retry", "raise SystemExit(3)\n", tmp_path)).result(timeout=120)
+        retry = executor.submit(request("retry", "raise SystemExit(3)\n", tmp_path)).result(
+            timeout=120
+        )
         assert retry.status == "crashed" and retry.slot == other.slot
     finally:
         executor.shutdown()

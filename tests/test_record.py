@@ -36,20 +36,45 @@ def test_an_unknown_status_is_a_clear_error() -> None:
 
 def test_what_add_evaluation_stores_is_to_dict_and_reads_back_the_same(tmp_path: Path) -> None:
     with RunArchive.create(tmp_path / "r", {}, grid=small_grid()) as archive:
-        seed = archive.add_evaluation(EvalResult("ok", val_bpb=2.0, params=10**6), SOURCE,
-                                      generation=0, operator="seed")
+        seed = archive.add_evaluation(
+            EvalResult("ok", val_bpb=2.0, params=10**6), SOURCE, generation=0, operator="seed"
+        )
         child = archive.add_evaluation(
-            EvalResult("ok", val_bpb=1.9, params=10**6, curve=[[1.0, 10, 3.5]],
-                       hardware={"kind": "cpu"}), SOURCE + "y = 2\n", generation=1,
-            parents=[seed.genome], operator="llm_mutate", idea="a\n  wider   MLP",
-            prompt="P", response="R", origin={"run": "old", "id": "e000009"},
-            target={"cell": [4, 0], "held_by": None})
+            EvalResult(
+                "ok", val_bpb=1.9, params=10**6, curve=[[1.0, 10, 3.5]], hardware={"kind": "cpu"}
+            ),
+            SOURCE + "y = 2\n",
+            generation=1,
+            parents=[seed.genome],
+            operator="llm_mutate",
+            idea="a\n  wider   MLP",
+            prompt="P",
+            response="R",
+            origin={"run": "old", "id": "e000009"},
+            target={"cell": [4, 0], "held_by": None},
+        )
     stored = json.loads((tmp_path / "r" / "evals" / "shard-000000.json").read_text())
     raw = stored["evaluations"]["2"]
     assert raw == child.to_dict() and list(raw) == list(child.to_dict())  # same keys, same order
-    assert list(raw) == ["id", "generation", "genome", "parents", "operator", "idea", "status",
-                         "result", "descriptors", "cell", "created", "prompt_sha256",
-                         "response_sha256", "origin", "target", "seq", "decision"]
+    assert list(raw) == [
+        "id",
+        "generation",
+        "genome",
+        "parents",
+        "operator",
+        "idea",
+        "status",
+        "result",
+        "descriptors",
+        "cell",
+        "created",
+        "prompt_sha256",
+        "response_sha256",
+        "origin",
+        "target",
+        "seq",
+        "decision",
+    ]
     assert Evaluation.from_dict(raw).to_dict() == raw
     assert "prompt_sha256" not in stored["evaluations"]["1"]  # optional keys: only when set
     with RunArchive.open(tmp_path / "r") as reader:
@@ -61,13 +86,26 @@ def test_what_add_evaluation_stores_is_to_dict_and_reads_back_the_same(tmp_path:
 def test_an_older_record_with_missing_and_unknown_keys_loads(tmp_path: Path) -> None:
     """What an earlier version wrote: no seq, decision, descriptors, split or curve, a null
     hardware, and a key this version does not know (kept, and written back unchanged)."""
-    old = {"id": "e000001", "generation": 0, "genome": "a" * 64, "parents": [],
-           "operator": "seed", "idea": "", "status": "ok", "cell": [1, 0], "created": 1.0,
-           "note": "from 2025", "result": {"status": "ok", "val_bpb": 1.25, "hardware": None,
-                                         "retired_field": 3}}
+    old = {
+        "id": "e000001",
+        "generation": 0,
+        "genome": "a" * 64,
+        "parents": [],
+        "operator": "seed",
+        "idea": "",
+        "status": "ok",
+        "cell": [1, 0],
+        "created": 1.0,
+        "note": "from 2025",
+        "result": {"status": "ok", "val_bpb": 1.25, "hardware": None, "retired_field": 3},
+    }
     record = Evaluation.from_dict(old)
     assert (record.seq, record.decision, record.descriptors, record.prompt_sha256) == (
-        0, None, {}, None)
+        0,
+        None,
+        {},
+        None,
+    )
     assert record.val_bpb == 1.25 and not record.sealed and record.comparable
     assert record.extra == {"note": "from 2025"} and record.to_dict()["note"] == "from 2025"
     # on disk: a run whose shard holds it opens, for reading and for writing (elites rebuilt)
@@ -82,8 +120,13 @@ def test_an_older_record_with_missing_and_unknown_keys_loads(tmp_path: Path) -> 
 
 
 def _record(number: int, operator: str, bpb: float, split: str = "val") -> Evaluation:
-    return Evaluation(f"e{number:06d}", "g" * 64, EvalResult("ok", val_bpb=bpb, split=split),
-                      operator=operator, parents=["p" * 64])
+    return Evaluation(
+        f"e{number:06d}",
+        "g" * 64,
+        EvalResult("ok", val_bpb=bpb, split=split),
+        operator=operator,
+        parents=["p" * 64],
+    )
 
 
 def test_repeats_are_one_definition_and_a_sealed_score_never_counts() -> None:

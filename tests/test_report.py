@@ -35,7 +35,11 @@ def test_report_writes_the_page_pictures_sources_and_diffs(report: Path) -> None
     diff = (report / "diffs" / "e000007.diff.txt").read_text()
     assert "+WEIGHT_DECAY = 0.05" in diff
     page = (report / "index.html").read_text()
-    assert re.findall(r'<tr class="elite" data-id="(e\d+)"', page) == ["e000010", "e000007", "e000004"]
+    assert re.findall(r'<tr class="elite" data-id="(e\d+)"', page) == [
+        "e000010",
+        "e000007",
+        "e000004",
+    ]
     for link in re.findall(r'(?:href|src)="([^"]+)"', page):  # every link resolves next to the page
         assert (report / link).is_file(), link
     assert "http" not in page  # nothing to fetch: it opens from disk
@@ -43,15 +47,25 @@ def test_report_writes_the_page_pictures_sources_and_diffs(report: Path) -> None
 
 
 def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}"]
-    return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True,
-                          timeout=120)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+    return subprocess.run(
+        [str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+)
 
 
 @needs_chromium
@@ -61,12 +75,17 @@ def test_report_renders_in_a_headless_browser(report: Path, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
     assert 'data-images="loaded"' in dom  # set by the page once every image decoded
-    assert re.findall(r'<tr class="elite" data-id="(e\d+)"', dom) == ["e000010", "e000007", "e000004"]
+    assert re.findall(r'<tr class="elite" data-id="(e\d+)"', dom) == [
+        "e000010",
+        "e000007",
+        "e000004",
+    ]
     assert "less weight decay" in dom and 'id="stats"' in dom
 
     shot = tmp_path / "shot.png"
-    done = chromium(f"--screenshot={shot}", "--window-size=1200,2000", url,
-                    profile=tmp_path / "profile")
+    done = chromium(
+        f"--screenshot={shot}", "--window-size=1200,2000", url, profile=tmp_path / "profile"
+    )
     assert done.returncode == 0 and shot.read_bytes().startswith(PNG)
 
 
@@ -76,8 +95,12 @@ def test_a_broken_picture_is_detected(report: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(report, copy)
     (copy / "grid.png").unlink()
-    done = chromium("--virtual-time-budget=10000", "--dump-dom", (copy / "index.html").as_uri(),
-                    profile=tmp_path / "profile")
+    done = chromium(
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        (copy / "index.html").as_uri(),
+        profile=tmp_path / "profile",
+    )
     assert 'data-images="broken"' in done.stdout
 
 
@@ -93,7 +116,9 @@ def test_the_progress_line_follows_the_best_as_show_picks_it(tmp_path: Path) -> 
     def ok(bpb: float, params: int) -> EvalResult:
         return EvalResult("ok", val_bpb=bpb, params=params, tokens=10**7, training_seconds=10.0)
 
-    with RunArchive.create(tmp_path / "r1", {}, rule=EliteRule(confirm_n=2), grid=small_grid()) as archive:
+    with RunArchive.create(
+        tmp_path / "r1", {}, rule=EliteRule(confirm_n=2), grid=small_grid()
+    ) as archive:
         archive.add_evaluation(ok(2.0, 10**5), steady, generation=0)
         archive.add_evaluation(ok(1.5, 10**8), lucky, generation=1)  # another cell, once
         archive.add_evaluation(ok(2.0, 10**5), steady, generation=1)  # steady is confirmed

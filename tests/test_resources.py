@@ -64,16 +64,23 @@ def test_measured_fallback_sees_memfd(tmp_path):
     assert after - before >= 8 << 20
 
 
-@pytest.mark.parametrize("files,file_bytes,pause,limits,what", [
-    (64, 8 << 20, 0.05, {"max_disk_bytes": 64 << 20}, "GiB"),  # 512 MiB in files of 8 MiB
-    (20000, 0, 0.0005, {"max_files": 500}, "500 files"),     # many empty files
-], ids=["bytes", "files"])
+@pytest.mark.parametrize(
+    "files,file_bytes,pause,limits,what",
+    [
+        (64, 8 << 20, 0.05, {"max_disk_bytes": 64 << 20}, "GiB"),  # 512 MiB in files of 8 MiB
+        (20000, 0, 0.0005, {"max_files": 500}, "500 files"),  # many empty files
+    ],
+    ids=["bytes", "files"],
+)
 def test_disk_use_is_capped(evaluate, files, file_bytes, pause, limits, what):
     """The runner polls the folder: a genome is stopped within one poll of passing the cap
     (here it writes 160 MB/s, so the test never writes much past the cap; a faster writer
     gets as far as its write rate times the poll interval, 0.25 s or more)."""
-    run = evaluate(genome("disk_hog.py", FILES=files, FILE_BYTES=file_bytes, PAUSE=pause),
-                   budget=30.0, **limits)
+    run = evaluate(
+        genome("disk_hog.py", FILES=files, FILE_BYTES=file_bytes, PAUSE=pause),
+        budget=30.0,
+        **limits,
+    )
     assert "WROTE" not in run.log, run.log[-2000:]
     assert run.result.status == "crashed", (run.result.reason, run.log[-2000:])
     assert "disk use" in run.result.reason and what in run.result.reason
@@ -83,11 +90,15 @@ def test_disk_use_is_capped(evaluate, files, file_bytes, pause, limits, what):
 def test_per_file_limit_follows_the_disk_limit(evaluate):
     """RLIMIT_FSIZE is never above the disk cap: one file cannot outgrow the whole folder's
     allowance between two polls."""
-    run = evaluate(genome("disk_hog.py", FILES=1, FILE_BYTES=48 << 20), budget=30.0,
-                   max_disk_bytes=16 << 20)
+    run = evaluate(
+        genome("disk_hog.py", FILES=1, FILE_BYTES=48 << 20), budget=30.0, max_disk_bytes=16 << 20
+    )
     assert run.result.status == "crashed" and "WROTE" not in run.log
-    assert "File too large" in run.result.reason or "disk use" in run.result.reason \
-        or "SIGXFSZ" in run.result.reason, run.result.reason
+    assert (
+        "File too large" in run.result.reason
+        or "disk use" in run.result.reason
+        or "SIGXFSZ" in run.result.reason
+    ), run.result.reason
 
 
 def test_log_is_capped_with_a_marker_and_keeps_the_tail(evaluate):
@@ -151,17 +162,19 @@ def test_deny_sockets_in_a_fresh_process(tmp_path):
     """The function the evaluator calls too: True, and every socket family refused after it."""
     import subprocess
 
-    code = ("import socket, sys\n"
-            "from evolve.harness.syscalls import deny_sockets\n"
-            "assert deny_sockets() is True\n"
-            "socket.socketpair()\n"
-            "for family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX, socket.AF_NETLINK):\n"
-            "    try:\n"
-            "        socket.socket(family, socket.SOCK_DGRAM)\n"
-            "        sys.exit('opened')\n"
-            "    except PermissionError:\n"
-            "        pass\n"
-            "print('all refused')\n")
+    code = (
+        "import socket, sys\n"
+        "from evolve.harness.syscalls import deny_sockets\n"
+        "assert deny_sockets() is True\n"
+        "socket.socketpair()\n"
+        "for family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX, socket.AF_NETLINK):\n"
+        "    try:\n"
+        "        socket.socket(family, socket.SOCK_DGRAM)\n"
+        "        sys.exit('opened')\n"
+        "    except PermissionError:\n"
+        "        pass\n"
+        "print('all refused')\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "all refused" in done.stdout, done.stderr
 

@@ -20,11 +20,15 @@ from evolve.runner.outcome import Outcome, failure_reason
 from evolve.runner.run import _record, _take_messages
 from tests.conftest import genome
 
-SANDBOX = b'{"event": "sandbox", "landlock": 0, "cgroups": 0, "rlimits": [], ' \
-          b'"caps_dropped": false, "seccomp": false}\n'
-HONEST = [SANDBOX, b'{"event": "training_done", "steps": 10, "tokens": 2560, '
-          b'"cuda_peak_bytes": null}\n', b'{"event": "submitted", "path": "model.pt2", '
-          b'"seq_len": 32}\n']
+SANDBOX = (
+    b'{"event": "sandbox", "landlock": 0, "cgroups": 0, "rlimits": [], '
+    b'"caps_dropped": false, "seccomp": false}\n'
+)
+HONEST = [
+    SANDBOX,
+    b'{"event": "training_done", "steps": 10, "tokens": 2560, "cuda_peak_bytes": null}\n',
+    b'{"event": "submitted", "path": "model.pt2", "seq_len": 32}\n',
+]
 
 
 def _adversarial() -> list[bytes]:
@@ -56,11 +60,18 @@ def _adversarial() -> list[bytes]:
         b'{"event": null}',
         b'{"event": "score", "val_bpb": 0.0}',
         b'{"steps": 1}',
-        b'"training_done"', b"[]", b"null", b"1", b"",
+        b'"training_done"',
+        b"[]",
+        b"null",
+        b"1",
+        b"",
         b'{"event": "training_done"' + b" " * 5000 + b"}",
-        b"\xff\xfe{\x00}\x00", b"\xef\xbb\xbf{}", b'{"event": "\xed\xa0\x80"}',
+        b"\xff\xfe{\x00}\x00",
+        b"\xef\xbb\xbf{}",
+        b'{"event": "\xed\xa0\x80"}',
         b'{"event": "training_done", "steps": 1, "steps": "x"}',
-        b'{"event": "training\\u0000_done"}', b"\x00" * 100,
+        b'{"event": "training\\u0000_done"}',
+        b"\x00" * 100,
         b'{"__proto__": {"event": "submitted"}}',
     ]
 
@@ -70,7 +81,9 @@ def _random_value(rng: random.Random, depth: int = 0) -> object:
     if kind == 0:
         return rng.choice([None, True, False])
     if kind == 1:
-        return rng.choice([0, -1, 1, 2**63, -2**63, 10**18, 10**18 + 1, rng.randrange(-10**9, 10**9)])
+        return rng.choice(
+            [0, -1, 1, 2**63, -(2**63), 10**18, 10**18 + 1, rng.randrange(-(10**9), 10**9)]
+        )
     if kind == 2:
         return rng.choice([0.5, -0.0, 1e308, float("inf"), float("nan"), rng.random() * 1e6])
     if kind == 3:
@@ -81,8 +94,21 @@ def _random_value(rng: random.Random, depth: int = 0) -> object:
         return rng.randrange(1, 1 << 20)
     if kind in (6, 7):
         return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = ["event", "steps", "tokens", "cuda_peak_bytes", "seq_len", "path", "landlock",
-            "cgroups", "rlimits", "caps_dropped", "seccomp", "val_bpb", "t"]
+    keys = [
+        "event",
+        "steps",
+        "tokens",
+        "cuda_peak_bytes",
+        "seq_len",
+        "path",
+        "landlock",
+        "cgroups",
+        "rlimits",
+        "caps_dropped",
+        "seccomp",
+        "val_bpb",
+        "t",
+    ]
     return {rng.choice(keys): _random_value(rng, depth + 1) for _ in range(rng.randrange(5))}
 
 
@@ -96,8 +122,10 @@ def _random_message(rng: random.Random) -> bytes:
         return bytes(line)
     message = _random_value(rng)
     if rng.random() < 0.6:
-        message = {"event": rng.choice(list(channel.SCHEMAS)),
-                   **(message if isinstance(message, dict) else {"steps": message})}
+        message = {
+            "event": rng.choice(list(channel.SCHEMAS)),
+            **(message if isinstance(message, dict) else {"steps": message}),
+        }
     return json.dumps(message, allow_nan=True).encode()
 
 
@@ -168,15 +196,18 @@ def test_honest_messages_pass_and_the_last_training_report_counts():
     assert outcome.events["submitted"]["seq_len"] == 32
 
 
-@pytest.mark.parametrize("payload", ids=["nesting", "infinity", "digits", "type", "no-newline",
-                                          "flood"], argvalues=[
-    b"[" * 200_000 + b"\n",
-    b'{"event": "training_done", "steps": Infinity}\n',
-    b'{"event": "training_done", "steps": ' + b"9" * 4000 + b"}\n",
-    b'{"event": "submitted", "seq_len": "32"}\n',
-    b"x" * 200_000,  # no newline at all
-    b'{"event": "training_done", "steps": 1}\n' * 100,
-])
+@pytest.mark.parametrize(
+    "payload",
+    ids=["nesting", "infinity", "digits", "type", "no-newline", "flood"],
+    argvalues=[
+        b"[" * 200_000 + b"\n",
+        b'{"event": "training_done", "steps": Infinity}\n',
+        b'{"event": "training_done", "steps": ' + b"9" * 4000 + b"}\n",
+        b'{"event": "submitted", "seq_len": "32"}\n',
+        b"x" * 200_000,  # no newline at all
+        b'{"event": "training_done", "steps": 1}\n' * 100,
+    ],
+)
 def test_garbage_from_a_genome_is_invalid(evaluate, payload):
     """A real genome writes garbage and sleeps: killed at once and `invalid` (before, one
     such line raised out of run_genome and crashed `evolve start` and every resume)."""
@@ -201,8 +232,10 @@ def test_report_on_time_then_train_on_is_over_budget(evaluate, seed_source):
     then hand in (which reports again). The last report counts, so this is over budget;
     under a first-report rule the hand-in at ~4 s would pass (bound: 1 + 1 + 8 / 2 = 6 s)."""
     source = seed_source.replace(
-        "    use_bf16 =", "    run._send(event='training_done', steps=1, tokens=0, cuda_peak_bytes=None)\n"
-                         "    use_bf16 =")
+        "    use_bf16 =",
+        "    run._send(event='training_done', steps=1, tokens=0, cuda_peak_bytes=None)\n"
+        "    use_bf16 =",
+    )
     source = source.replace("while run.time_left() > 0:", "while run.time_left() > -3.0:")
     run = evaluate(source, budget=1.0, grace=8.0)
     assert run.result.status == "over_budget", (run.result.reason, run.log[-2000:])
@@ -214,6 +247,11 @@ def test_a_runner_fault_is_a_lost_record_not_an_exception(dataset, tmp_path, see
     """An infrastructure fault (here: the log path is a folder) ends as `lost`, which the
     engine retries, instead of an exception out of run_genome."""
     (tmp_path / "log").mkdir()
-    result = run_genome(seed_source, dataset, RunSettings(budget=1.0, threads=1),
-                        tmp_path / "work", tmp_path / "log")
+    result = run_genome(
+        seed_source,
+        dataset,
+        RunSettings(budget=1.0, threads=1),
+        tmp_path / "work",
+        tmp_path / "log",
+    )
     assert result.status == "lost" and "runner failed" in result.reason, result.reason

@@ -52,11 +52,19 @@ def seed_run(dataset, seed_source, tmp_path_factory):
         "        except OSError:\n"
         "            return False\n"
         "    print('flags', sys.flags.isolated, sys.flags.ignore_environment, 'ppid', os.getppid(),"
-        " 'sockets', sum(map(is_socket, range(1024))), 'fd3', os.readlink('/proc/self/fd/3'))\n")
+        " 'sockets', sum(map(is_socket, range(1024))), 'fd3', os.readlink('/proc/self/fd/3'))\n",
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPENAI_API_KEY", SECRET)
-        settings = RunSettings(budget=BUDGET, grace=6.0, threads=1, eval_tokens=2048,
-                               mem_limit_bytes=4 << 30, max_procs=64, slot="seed")
+        settings = RunSettings(
+            budget=BUDGET,
+            grace=6.0,
+            threads=1,
+            eval_tokens=2048,
+            mem_limit_bytes=4 << 30,
+            max_procs=64,
+            slot="seed",
+        )
         result = run_genome(source, dataset, settings, base / "work", base / "seed.log")
     assert sandbox.harness_hashes() == hashes
     return result, (base / "seed.log").read_text(), settings
@@ -134,11 +142,13 @@ def test_cancel_stops_a_running_genome(evaluate):
 def test_nothing_survives_a_killed_runner(dataset, tmp_path):
     """A search killed with SIGKILL (no cleanup runs) leaves no genome or evaluator behind."""
     (tmp_path / "dataset.pkl").write_bytes(pickle.dumps(dataset))
-    script = (f"import pickle, pathlib\n"
-              f"from evolve.runner import RunSettings, run_genome\n"
-              f"base = pathlib.Path({str(tmp_path)!r})\n"
-              f"run_genome((base / 'hang.py').read_text(), pickle.loads((base / 'dataset.pkl')"
-              f".read_bytes()), RunSettings(budget=120, threads=1), base / 'work', base / 'log')\n")
+    script = (
+        f"import pickle, pathlib\n"
+        f"from evolve.runner import RunSettings, run_genome\n"
+        f"base = pathlib.Path({str(tmp_path)!r})\n"
+        f"run_genome((base / 'hang.py').read_text(), pickle.loads((base / 'dataset.pkl')"
+        f".read_bytes()), RunSettings(budget=120, threads=1), base / 'work', base / 'log')\n"
+    )
     running = "run = session()\nprint('running', flush=True)\n"
     (tmp_path / "hang.py").write_text(genome("hang.py").replace("run = session()\n", running))
     runner_process = subprocess.Popen([sys.executable, "-c", script])
@@ -176,7 +186,7 @@ def _seed_model(source: str, vocab: int = 256) -> torch.nn.Module:
 
 def _tokens(rows: int = 8, length: int = 32) -> torch.Tensor:
     text = Path(evaluator.__file__).read_bytes()
-    return torch.tensor(list(text[:rows * length])).view(rows, length)
+    return torch.tensor(list(text[: rows * length])).view(rows, length)
 
 
 def _probe_batches(model: torch.nn.Module, x: torch.Tensor, batches: int = 32) -> None:
@@ -213,14 +223,17 @@ class _Peek(torch.nn.Module):
         logits = torch.zeros(*idx.shape, 256)
         nxt = idx.roll(-1, dims=1)
         peek = torch.nn.functional.one_hot(nxt, 256).float() * 20
-        logits[:, self.start:-1] += peek[:, self.start:-1]
+        logits[:, self.start : -1] += peek[:, self.start : -1]
         if self.inflate:  # shift-invariant for the loss, but a huge max(|logit|)
             logits[0, 0] += 1e6
         return logits
 
 
-@pytest.mark.parametrize("model", [_Peek(0), _Peek(16), _Peek(24), _Peek(2, inflate=True)],
-                         ids=["everywhere", "second-half", "last-quarter", "inflated-logits"])
+@pytest.mark.parametrize(
+    "model",
+    [_Peek(0), _Peek(16), _Peek(24), _Peek(2, inflate=True)],
+    ids=["everywhere", "second-half", "last-quarter", "inflated-logits"],
+)
 def test_probe_rejects_peeking(model):
     with pytest.raises(evaluator.Rejected, match="non-causal"):
         _probe_batches(model, _tokens())

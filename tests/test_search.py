@@ -31,22 +31,37 @@ LOG_SIGMA = math.log(0.05)
 def known_surface(noise: float = 0.05, p_fail: float = 0.0) -> Surrogate:
     """bpb = 4 - 0.3 x_emb + 0.5 x_lr^2 (x: log ratio to the seed), noise std `noise`."""
     logit = math.log(p_fail / (1 - p_fail)) if p_fail else -30.0
-    return Surrogate(reference=_values(SEED), names=["LEARNING_RATE", "N_EMBD"], low=[-2, -2],
-                     high=[2, 2], bpb=[4.0, 0.0, -0.3, 0.5, 0.0],
-                     noise=[math.log(noise), 0, 0, 0, 0], fail=[logit, 0, 0, 0, 0],
-                     measures={"params": [math.log(3e4), 0, 2, 0, 0],
-                               "seq_len": [math.log(32), 0, 0, 0, 0]},
-                     statuses={"crashed": 1}, budget=2.0, wall_seconds=3.0)
+    return Surrogate(
+        reference=_values(SEED),
+        names=["LEARNING_RATE", "N_EMBD"],
+        low=[-2, -2],
+        high=[2, 2],
+        bpb=[4.0, 0.0, -0.3, 0.5, 0.0],
+        noise=[math.log(noise), 0, 0, 0, 0],
+        fail=[logit, 0, 0, 0, 0],
+        measures={"params": [math.log(3e4), 0, 2, 0, 0], "seq_len": [math.log(32), 0, 0, 0, 0]},
+        statuses={"crashed": 1},
+        budget=2.0,
+        wall_seconds=3.0,
+    )
 
 
 def run(tmp_path: Path, monkeypatch, surrogate: Surrogate, **settings) -> Path:
     monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "seed.py").write_text(SEED)
     (tmp_path / "data.txt").write_text("the quick brown fox jumps over the lazy dog. " * 4000)
-    config = RunConfig.from_dict({"name": settings.pop("name", "r"), "archive_dir": str(tmp_path),
-                                  "seed_genomes": [str(tmp_path / "seed.py")], "pop": 4,
-                                  "data": str(tmp_path / "data.txt"), "budget": 2.0,
-                                  "max_evals": 40, **settings}).validate()
+    config = RunConfig.from_dict(
+        {
+            "name": settings.pop("name", "r"),
+            "archive_dir": str(tmp_path),
+            "seed_genomes": [str(tmp_path / "seed.py")],
+            "pop": 4,
+            "data": str(tmp_path / "data.txt"),
+            "budget": 2.0,
+            "max_evals": 40,
+            **settings,
+        }
+    ).validate()
 
     def build(cfg, dataset):
         return SurrogateExecutor(surrogate, 2), RunSettings(budget=2.0, device="cpu")
@@ -132,12 +147,28 @@ def best_at_proposal(path: Path, lag: int = 12) -> list[bool]:
 
 def test_exploit_1_breeds_every_child_from_the_best_elite(tmp_path, monkeypatch) -> None:
     surface = known_surface(noise=0.1)
-    inside = run(tmp_path, monkeypatch, surface, name="all", z=0, exploit=1.0, max_evals=60,
-                 selection="uniform")
+    inside = run(
+        tmp_path,
+        monkeypatch,
+        surface,
+        name="all",
+        z=0,
+        exploit=1.0,
+        max_evals=60,
+        selection="uniform",
+    )
     verdicts = best_at_proposal(inside)
     assert len(verdicts) >= 30 and all(verdicts)  # the share overrides the method
-    spread = run(tmp_path, monkeypatch, surface, name="none", z=0, exploit=0.0, max_evals=60,
-                 selection="uniform")
+    spread = run(
+        tmp_path,
+        monkeypatch,
+        surface,
+        name="none",
+        z=0,
+        exploit=0.0,
+        max_evals=60,
+        selection="uniform",
+    )
     verdicts = best_at_proposal(spread)
     assert sum(verdicts) <= 0.8 * len(verdicts)  # without it, uniform: many other parents
 
@@ -192,8 +223,10 @@ def test_search_curve_counts_every_val_evaluation(tmp_path, monkeypatch) -> None
         line = coverage_line(archive)
         assert line.startswith("coverage by generation (cells filled): 0: ")
         last = max(archive.logbook(), key=lambda row: row["gen"])
-        assert line.endswith(f"{last['gen']}: {last['coverage']:.1%} "
-                             f"({round(last['coverage'] * archive.grid.total_cells)})")
+        assert line.endswith(
+            f"{last['gen']}: {last['coverage']:.1%} "
+            f"({round(last['coverage'] * archive.grid.total_cells)})"
+        )
 
 
 # --- the surrogate ------------------------------------------------------------------------
@@ -214,7 +247,9 @@ def test_surrogate_fit_recovers_a_known_surface() -> None:
     model = fit(samples, SEED, lam=0.1)
     for lr, emb in ((3e-3, 32), (1.5e-3, 64), (5e-3, 16)):
         source = tiny_genome(LEARNING_RATE=lr, N_EMBD=emb)
-        assert model.predict(source)["mean"] == pytest.approx(truth.predict(source)["mean"], abs=0.03)
+        assert model.predict(source)["mean"] == pytest.approx(
+            truth.predict(source)["mean"], abs=0.03
+        )
     assert model.predict(SEED)["std"] == pytest.approx(0.02, rel=0.5)
     assert model.predict(tiny_genome(LEARNING_RATE=8e-3))["p_fail"] > 0.5
     assert model.predict(SEED)["p_fail"] < 0.1

@@ -20,7 +20,14 @@ def test_gpu_scale_genome_learns_on_cpu_when_shrunk(evaluate) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_scale_genome_on_cuda(evaluate) -> None:
-    run = evaluate((ROOT / "genomes" / "gpt_muon.py").read_text(), budget=60.0, device="cuda",
-                   threads=4, mem_limit_bytes=None, eval_tokens=65536, grace=60.0)
+    run = evaluate(
+        (ROOT / "genomes" / "gpt_muon.py").read_text(),
+        budget=60.0,
+        device="cuda",
+        threads=4,
+        mem_limit_bytes=None,
+        eval_tokens=65536,
+        grace=60.0,
+    )
     assert run.result.status == "ok", run.log[-2000:]
     assert run.result.val_bpb < 3.0

@@ -34,11 +34,13 @@ from tests.test_browse import ROOT, S0, D, E, build_run, ok, stored_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 MARK = "pwned"
-PAYLOAD = (f'<script>window.__{MARK}=1;fetch("/{MARK}-script")</script>'
-           f'<img src="/{MARK}-img" onerror="window.__{MARK}=2">'
-           f'<a id="jslink" href="javascript:window.__{MARK}=3">x</a>'
-           f'" onmouseover="window.__{MARK}=4" x=\'\' onfocus=\'window.__{MARK}=5\' autofocus '
-           f'<svg onload="window.__{MARK}=6"></svg></pre></textarea><!--')
+PAYLOAD = (
+    f'<script>window.__{MARK}=1;fetch("/{MARK}-script")</script>'
+    f'<img src="/{MARK}-img" onerror="window.__{MARK}=2">'
+    f'<a id="jslink" href="javascript:window.__{MARK}=3">x</a>'
+    f"\" onmouseover=\"window.__{MARK}=4\" x='' onfocus='window.__{MARK}=5' autofocus "
+    f'<svg onload="window.__{MARK}=6"></svg></pre></textarea><!--'
+)
 HOSTILE = S0 + f"\n# {PAYLOAD}\nNOTE = '''{PAYLOAD}'''\n"
 
 
@@ -46,22 +48,44 @@ def build_hostile(archive_dir: Path) -> Path:
     """A run whose child genome carries PAYLOAD everywhere a genome or an LLM writes text."""
     path = archive_dir / "hostile"
     with RunArchive.create(path, stored_config("hostile"), grid=small_grid()) as archive:
-        seed = archive.add_evaluation(ok(2.0, 10**5), S0, generation=0, operator="seed",
-                                      idea="seed genome")
+        seed = archive.add_evaluation(
+            ok(2.0, 10**5), S0, generation=0, operator="seed", idea="seed genome"
+        )
         child = archive.add_evaluation(
-            ok(1.9, 10**5), HOSTILE, generation=1, operator=f"llm_mutate{PAYLOAD}",
-            parents=[seed.genome], idea=f"idea {PAYLOAD}", prompt=f"prompt {PAYLOAD}",
-            response=f"reply {PAYLOAD}")
-        archive.add_evaluation(EvalResult("crashed", reason=f"boom {PAYLOAD}"), HOSTILE,
-                               generation=1, operator="reeval", parents=[child.genome])
+            ok(1.9, 10**5),
+            HOSTILE,
+            generation=1,
+            operator=f"llm_mutate{PAYLOAD}",
+            parents=[seed.genome],
+            idea=f"idea {PAYLOAD}",
+            prompt=f"prompt {PAYLOAD}",
+            response=f"reply {PAYLOAD}",
+        )
+        archive.add_evaluation(
+            EvalResult("crashed", reason=f"boom {PAYLOAD}"),
+            HOSTILE,
+            generation=1,
+            operator="reeval",
+            parents=[child.genome],
+        )
         for record in (seed, child):
             archive.log_path(record.id).write_text(
-                f"{PAYLOAD}\nstep 1 | loss 5.0\nstep 2 | loss 4.0 {PAYLOAD}\nstep 3 | loss 3.5\n")
+                f"{PAYLOAD}\nstep 1 | loss 5.0\nstep 2 | loss 4.0 {PAYLOAD}\nstep 3 | loss 3.5\n"
+            )
         in_flight = archive.new_eval_id()  # an LLM child still training: no record yet
-        PendingTasks(path).put(Task(
-            id=in_flight, gen=2, kind="child", genome=child.genome, seed=1,
-            parents=[seed.genome], operator="llm_mutate", idea=f"pending {PAYLOAD}",
-            meta={"prompt": f"prompt {PAYLOAD}", "response": f"reply {PAYLOAD}"}))
+        PendingTasks(path).put(
+            Task(
+                id=in_flight,
+                gen=2,
+                kind="child",
+                genome=child.genome,
+                seed=1,
+                parents=[seed.genome],
+                operator="llm_mutate",
+                idea=f"pending {PAYLOAD}",
+                meta={"prompt": f"prompt {PAYLOAD}", "response": f"reply {PAYLOAD}"},
+            )
+        )
         archive.log_path(in_flight).write_text(f"step 1 | loss 6.0\n{PAYLOAD}\n")
     return path
 
@@ -79,8 +103,22 @@ def archive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start_server(archive_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "evolve.cli", "serve", "--archive-dir", str(archive_dir),
-         "--port", "0", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "evolve.cli",
+            "serve",
+            "--archive-dir",
+            str(archive_dir),
+            "--port",
+            "0",
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert server.stdout is not None
     line = server.stdout.readline()
     found = re.search(r"http://\S+/", line)
@@ -119,9 +157,16 @@ def test_pages_show_runs_grid_elites_genome_lineage_and_diff(base_url: str) -> N
 
     status, page, _ = get(base_url + "runs/r1")
     assert status == 200
-    assert re.findall(r'<tr class="elite" data-id="(e\d+)"', page) == ["e000010", "e000007", "e000004"]
+    assert re.findall(r'<tr class="elite" data-id="(e\d+)"', page) == [
+        "e000010",
+        "e000007",
+        "e000004",
+    ]
     assert sorted(re.findall(r'<a class="cell" href="/runs/r1/g/(e\d+)"', page)) == [
-        "e000004", "e000007", "e000010"]
+        "e000004",
+        "e000007",
+        "e000010",
+    ]
     assert "ok 9, crashed 1" in page and "3 of 100 cells" in page and "0.001" in page
     _, by_params, _ = get(base_url + "runs/r1?sort=params&order=desc")
     assert re.findall(r'<tr class="elite" data-id="(e\d+)"', by_params)[0] == "e000010"
@@ -144,9 +189,17 @@ def test_pages_show_runs_grid_elites_genome_lineage_and_diff(base_url: str) -> N
 
 
 def test_ids_paths_and_hosts_are_validated(base_url: str) -> None:
-    for path in ("runs/..%2F..%2Fetc", "runs/r1/g/..%2Fconfig.json", "runs/r1/g/e000099",
-                 "runs/r1/raw/..%2F..%2Fconfig.json", "runs/nope", "runs/r1/g/12ab",
-                 "static/..%2F__init__.py", "static/%2e%2e/app.py", "runs/r1/g/%3Cscript%3E"):
+    for path in (
+        "runs/..%2F..%2Fetc",
+        "runs/r1/g/..%2Fconfig.json",
+        "runs/r1/g/e000099",
+        "runs/r1/raw/..%2F..%2Fconfig.json",
+        "runs/nope",
+        "runs/r1/g/12ab",
+        "static/..%2F__init__.py",
+        "static/%2e%2e/app.py",
+        "runs/r1/g/%3Cscript%3E",
+    ):
         status, page, _ = get(base_url + path)
         assert status == 404, path
         assert "<script>" not in page.replace('<script src="/static/app.js" defer></script>', "")
@@ -157,8 +210,14 @@ def test_ids_paths_and_hosts_are_validated(base_url: str) -> None:
 
 
 def test_hostile_text_is_escaped_in_the_html(base_url: str) -> None:
-    for path in ("", "runs/hostile", "runs/hostile/g/e000002", "runs/hostile/g/e000003",
-                 "runs/hostile/g/e000004", "runs/hostile/compare?a=e000001&b=e000002"):
+    for path in (
+        "",
+        "runs/hostile",
+        "runs/hostile/g/e000002",
+        "runs/hostile/g/e000003",
+        "runs/hostile/g/e000004",
+        "runs/hostile/compare?a=e000001&b=e000002",
+    ):
         status, page, _ = get(base_url + path)
         assert status == 200, path
         assert page.count("<script") == 1, path  # ours: <script src="/static/app.js">
@@ -184,9 +243,22 @@ def test_binding_elsewhere_warns(archive_dir: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "evolve.cli", "serve", "--archive-dir",
-                               str(archive_dir), "--port", str(port)], capture_output=True,
-                              text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "evolve.cli",
+                "serve",
+                "--archive-dir",
+                str(archive_dir),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
@@ -201,8 +273,15 @@ def browser() -> Iterator[object]:
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             yield chromium
         finally:
@@ -239,19 +318,28 @@ def test_clicking_a_grid_cell_opens_the_elite_with_source_and_diff(browser, base
     assert not errors
 
 
-def test_the_run_page_updates_while_the_run_writes(browser, base_url: str,
-                                                   archive_dir: Path) -> None:
+def test_the_run_page_updates_while_the_run_writes(
+    browser, base_url: str, archive_dir: Path
+) -> None:
     page = browser.new_page()
     page.goto(base_url + "runs/live")
     wait_until(page, "document.getElementById('live-status').dataset.state === 'on'")
     assert page.locator("#grid-map a.cell").count() == 3
     with RunArchive.open(archive_dir / "live", writer=True) as writer:
         big = set_constants(E, MLP_RATIO=3)
-        writer.add_evaluation(ok(1.5, 10**8), big, generation=3, operator="hyper_mutate",
-                              idea="a much bigger model", parents=[])
+        writer.add_evaluation(
+            ok(1.5, 10**8),
+            big,
+            generation=3,
+            operator="hyper_mutate",
+            idea="a much bigger model",
+            parents=[],
+        )
     wait_until(page, "document.querySelectorAll('#grid-map a.cell').length === 4")
     assert int(page.get_attribute("body", "data-updates") or 0) >= 1
-    assert "ok 10, crashed 1" in page.inner_text("#summary") and "1.5000" in page.inner_text("#elites")
+    assert "ok 10, crashed 1" in page.inner_text("#summary") and "1.5000" in page.inner_text(
+        "#elites"
+    )
     assert page.url.endswith("/runs/live")  # no reload: the same document was updated
     page.close()
 
@@ -262,8 +350,14 @@ def test_hostile_text_never_runs_in_the_browser(browser, base_url: str) -> None:
     console: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.on("console", lambda m: console.append(m.text))
-    for path in ("runs/hostile", "runs/hostile/g/e000002", "runs/hostile/g/e000003",
-                 "runs/hostile/g/e000004", "runs/hostile/compare?a=e000001&b=e000002", ""):
+    for path in (
+        "runs/hostile",
+        "runs/hostile/g/e000002",
+        "runs/hostile/g/e000003",
+        "runs/hostile/g/e000004",
+        "runs/hostile/compare?a=e000001&b=e000002",
+        "",
+    ):
         page.goto(base_url + path)
         page.wait_for_load_state("load")
         page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
@@ -272,7 +366,8 @@ def test_hostile_text_never_runs_in_the_browser(browser, base_url: str) -> None:
                 page.hover(selector)
         assert page.evaluate(f"window.__{MARK}") is None, path
         assert page.evaluate("Array.from(document.scripts).map(s => s.getAttribute('src'))") == [
-            "/static/app.js"], path
+            "/static/app.js"
+        ], path
         handlers = page.evaluate("""Array.from(document.querySelectorAll('*')).flatMap(
             e => Array.from(e.attributes).filter(a => a.name.startsWith('on')
                  || /^\\s*javascript:/i.test(a.value)).map(a => e.tagName + ' ' + a.name))""")

@@ -19,13 +19,23 @@ def test_snapshot_agrees_with_the_archive(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "seed.py").write_text(SEED)
     (tmp_path / "data.txt").write_text("the quick brown fox jumps over the lazy dog. " * 4000)
-    config = RunConfig.from_dict({"name": "r", "archive_dir": str(tmp_path), "pop": 4,
-                                  "seed_genomes": [str(tmp_path / "seed.py")], "generations": 5,
-                                  "data": str(tmp_path / "data.txt"), "budget": 2.0}).validate()
+    config = RunConfig.from_dict(
+        {
+            "name": "r",
+            "archive_dir": str(tmp_path),
+            "pop": 4,
+            "seed_genomes": [str(tmp_path / "seed.py")],
+            "generations": 5,
+            "data": str(tmp_path / "data.txt"),
+            "budget": 2.0,
+        }
+    ).validate()
     seen = []
 
     def build(cfg, dataset):
-        return SurrogateExecutor(known_surface(p_fail=0.2), 2), RunSettings(budget=2.0, device="cpu")
+        return SurrogateExecutor(known_surface(p_fail=0.2), 2), RunSettings(
+            budget=2.0, device="cpu"
+        )
 
     prepared = start(config, build, on_update=lambda engine: seen.append(engine.snapshot()))
     try:

@@ -30,11 +30,15 @@ from tests.test_engine import FAST, evolve, spawn, wait_for_evaluations
 
 def add_test(path: Path, source: str, bpb: float | None) -> dict:
     """Store a test-split evaluation of `source`, as the engine does for a confirmed best."""
-    result = (ok(bpb, 3_162_277, split="test") if bpb is not None
-              else EvalResult("crashed", reason="test split: kaboom", split="test"))
+    result = (
+        ok(bpb, 3_162_277, split="test")
+        if bpb is not None
+        else EvalResult("crashed", reason="test split: kaboom", split="test")
+    )
     with RunArchive.open(path, writer=True) as archive:
-        record = archive.add_evaluation(result, source, generation=2, parents=[sha(source)],
-                                        operator="test", idea=TEST_IDEA)
+        record = archive.add_evaluation(
+            result, source, generation=2, parents=[sha(source)], operator="test", idea=TEST_IDEA
+        )
         archive.log_path(record.id).write_text("test log\n")
     return record
 
@@ -67,8 +71,9 @@ def test_test_records_stay_out_of_the_map_lineage_and_llm_context(tested: Path) 
     assert all(f["idea"] != TEST_IDEA for f in context.failures)
 
 
-def test_show_runs_and_report_give_val_and_test_and_flag_a_large_gap(tested: Path,
-                                                                     tmp_path: Path) -> None:
+def test_show_runs_and_report_give_val_and_test_and_flag_a_large_gap(
+    tested: Path, tmp_path: Path
+) -> None:
     rows = {r["id"]: r for r in as_json(tested, "show", "r1")}
     d = rows["e000007"]
     assert d["best"] and (d["n"], d["mean"]) == (3, pytest.approx(1.71))
@@ -111,8 +116,12 @@ def _report_stats(archive_dir: Path) -> str:
 
 
 def test_seeding_never_carries_test_records(tested: Path) -> None:
-    new = {"budget": 2.0, "eval_tokens": 4096, "dataset_fingerprint": "0123456789abcdef",
-           "device": "cpu"}
+    new = {
+        "budget": 2.0,
+        "eval_tokens": 4096,
+        "dataset_fingerprint": "0123456789abcdef",
+        "device": "cpu",
+    }
     plan = plan_imports(["r1"], None, tested, new)
     imported = {i.genome: i for i, carry in plan.imports if carry}
     assert [r.id for r in imported[sha(D)].records] == ["e000007", "e000008", "e000009"]
@@ -137,8 +146,21 @@ def pending_test(run: Path) -> list:
 
 def test_the_confirmed_best_is_scored_once_on_test_and_resume_keeps_it(workspace: Path) -> None:
     run = workspace / "archive" / "t1"
-    proc = spawn("start", "--pop", "2", "--generations", "1", "--name", "t1",
-                 "--seed-genome", "tiny.py", "--config", "run.toml", *FAST, cwd=workspace)
+    proc = spawn(
+        "start",
+        "--pop",
+        "2",
+        "--generations",
+        "1",
+        "--name",
+        "t1",
+        "--seed-genome",
+        "tiny.py",
+        "--config",
+        "run.toml",
+        *FAST,
+        cwd=workspace,
+    )
     wait_for_evaluations(run, 2, proc)  # the seed, twice: confirmed (confirm = 2)
     deadline = time.monotonic() + 60
     while not pending_test(run) and time.monotonic() < deadline:
@@ -166,7 +188,8 @@ def test_the_confirmed_best_is_scored_once_on_test_and_resume_keeps_it(workspace
 
     bpb = test.result.val_bpb
     assert f"confirmed best: val {elite.mean:.4f} ± {elite.std:.4f} (n=2), test {bpb:.4f}" in (
-        done.stdout)
+        done.stdout
+    )
     row = next(r for r in as_json(workspace / "archive", "runs") if r["name"] == "t1")
     assert row["best"]["test"]["id"] == test.id
     assert row["best"]["test"]["bpb"] == pytest.approx(test.result.val_bpb)

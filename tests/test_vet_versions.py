@@ -25,8 +25,12 @@ SUPPORTED = ["2.11", "2.13", "2.14"]
 LAYOUTS = [DATA / f"export_torch{version}.pt2" for version in SUPPORTED]
 
 
-def _tamper(path: Path, tmp_path: Path, edit: Callable[[str, bytes], bytes | None] | None = None,
-            extra: dict[str, bytes] | None = None) -> str:
+def _tamper(
+    path: Path,
+    tmp_path: Path,
+    edit: Callable[[str, bytes], bytes | None] | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> str:
     """A copy of the archive with `edit(member, data)` applied (None drops it), plus `extra`
     (below the root folder; a name that starts with "/" or ".." is taken as it is)."""
     out = tmp_path / "tampered.pt2"
@@ -75,8 +79,13 @@ def test_pre_2_8_archive_is_refused(tmp_path):
     """torch <= 2.7 wrote a flat zip of serialized_*.pt pickles (built here, as it wrote them)."""
     path = tmp_path / "old.pt2"
     with zipfile.ZipFile(path, "w") as old:
-        for name in ("serialized_exported_program.json", "serialized_state_dict.pt",
-                     "serialized_constants.pt", "serialized_example_inputs.pt", "version"):
+        for name in (
+            "serialized_exported_program.json",
+            "serialized_state_dict.pt",
+            "serialized_constants.pt",
+            "serialized_example_inputs.pt",
+            "version",
+        ):
             old.writestr(name, b"{}")
     with pytest.raises(Rejected, match=SUPPORTED_TEXT):
         vet_archive(str(path))
@@ -105,24 +114,31 @@ def _replace(member: str, old: bytes, new: bytes) -> Callable[[str, bytes], byte
             assert old in data, (name, old)
             return data.replace(old, new)
         return data
+
     return edit
 
 
 WEIGHTS = "data/weights/model_weights_config.json"
 CONSTANTS = "data/constants/model_constants_config.json"
 HOSTILE_EDITS = {
-    "pickled weight": (_replace(WEIGHTS, b'"use_pickle": false', b'"use_pickle": true'),
-                       "pickled"),
-    "pickled constant": (_replace(CONSTANTS, b'"use_pickle": false', b'"use_pickle": true'),
-                         "pickled"),
-    "custom object constant": (_replace(CONSTANTS, b'"tensor_0"', b'"custom_obj_0"'),
-                               "pickled or custom"),
-    "payload outside its folder": (_replace(WEIGHTS, b'"weight_1"', b'"../weight_1"'),
-                                   "not a name"),
+    "pickled weight": (_replace(WEIGHTS, b'"use_pickle": false', b'"use_pickle": true'), "pickled"),
+    "pickled constant": (
+        _replace(CONSTANTS, b'"use_pickle": false', b'"use_pickle": true'),
+        "pickled",
+    ),
+    "custom object constant": (
+        _replace(CONSTANTS, b'"tensor_0"', b'"custom_obj_0"'),
+        "pickled or custom",
+    ),
+    "payload outside its folder": (
+        _replace(WEIGHTS, b'"weight_1"', b'"../weight_1"'),
+        "not a name",
+    ),
     "payload named '..'": (_replace(WEIGHTS, b'"weight_1"', b'".."'), "pickled or custom"),
-    "code in a graph name": (_replace("models/model.json", b'"scale"',
-                                      b'"scale\\")+__import__(\\"os\\").system(\\"id"'),
-                             "not a name"),
+    "code in a graph name": (
+        _replace("models/model.json", b'"scale"', b'"scale\\")+__import__(\\"os\\").system(\\"id"'),
+        "not a name",
+    ),
     "code in a weight name": (_replace(WEIGHTS, b'"scale"', b'"scale;import os"'), "not a name"),
     "not pt2": (_replace("archive_format", b"pt2", b"zip"), "not pt2"),
     "long marker": (_replace("byteorder", b"little", b"little" * 20), "format marker"),
@@ -136,6 +152,7 @@ HOSTILE_EDITS = {
 def test_refuses_a_constant_torch_would_unpickle(path, prefix, tmp_path):
     """torch unpickles constants named custom_obj_N / opaque_obj_N even when use_pickle is
     false: renaming the member and its config entry together must not get a pickle through."""
+
     def edit(name: str, data: bytes) -> bytes:
         if name == CONSTANTS:
             return data.replace(b'"tensor_0"', f'"{prefix}0"'.encode())

@@ -12,7 +12,9 @@ from pathlib import Path
 from evolve.runner import sandbox, zygotes
 from tests.conftest import genome, leftovers
 
-HANG = genome("hang.py").replace("run = session()\n", "run = session()\nprint('running', flush=True)\n")
+HANG = genome("hang.py").replace(
+    "run = session()\n", "run = session()\nprint('running', flush=True)\n"
+)
 
 
 def _zygote(threads: int = 1) -> zygotes.Zygote:
@@ -22,7 +24,9 @@ def _zygote(threads: int = 1) -> zygotes.Zygote:
 def _hang_in_background(evaluate, log: Path, **settings) -> tuple[threading.Thread, dict]:
     """A genome that spins forever, evaluated in a thread; returns once it is training."""
     box: dict = {}
-    thread = threading.Thread(target=lambda: box.update(run=evaluate(HANG, budget=60.0, **settings)))
+    thread = threading.Thread(
+        target=lambda: box.update(run=evaluate(HANG, budget=60.0, **settings))
+    )
     thread.start()
     deadline = time.monotonic() + 60
     while not (log.exists() and "running" in log.read_text()) and time.monotonic() < deadline:

@@ -77,8 +77,10 @@ class EliteRule:
         """How much lower the challenger's mean must be, with each genome's own noise."""
         if self.prior_weight <= 0:
             return self.margin(challenger.n, incumbent.n)
-        spread = self.z * math.sqrt(self.genome_variance(challenger) / challenger.n
-                                    + self.genome_variance(incumbent) / incumbent.n)
+        spread = self.z * math.sqrt(
+            self.genome_variance(challenger) / challenger.n
+            + self.genome_variance(incumbent) / incumbent.n
+        )
         return max(self.min_margin, spread)
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,14 +53,18 @@ DESCRIPTORS: dict[str, tuple[str, DescriptorFn]] = {
         "non-blank non-comment lines of the genome (its source)",
         lambda r, s: float(count_code_lines(s)),
     ),
-    "memory": ("log10 peak host memory bytes (the runner)",
-               lambda r, s: _log10(r.peak_memory_bytes)),
+    "memory": (
+        "log10 peak host memory bytes (the runner)",
+        lambda r, s: _log10(r.peak_memory_bytes),
+    ),
     "tokens": ("REPORTED by the genome: log10 tokens trained", lambda r, s: _log10(r.tokens)),
     "steps": ("REPORTED by the genome: log10 optimizer steps", lambda r, s: _log10(r.steps)),
     "throughput": ("REPORTED by the genome: log10 tokens per training second", _throughput),
-    "context": ("log2 context length the exported graph is scored at (the evaluator: the "
-                "graph takes no other shape)",
-                lambda r, s: math.log2(r.seq_len) if r.seq_len and r.seq_len > 0 else None),
+    "context": (
+        "log2 context length the exported graph is scored at (the evaluator: the "
+        "graph takes no other shape)",
+        lambda r, s: math.log2(r.seq_len) if r.seq_len and r.seq_len > 0 else None,
+    ),
 }
 # Derived from the genome's own report (see EvalResult). Nothing outside the genome can
 # bound them: the token count is kept by harness code in the genome's memory, and the

@@ -159,8 +159,11 @@ class RunArchive:
         for r in self.shards:  # streams shard by shard, and primes the shard index
             keep = {k: r.get(k) for k in ("id", "genome", "status", "cell", "descriptors")}
             result = r.get("result") or {}  # what _observe reads, and nothing more
-            keep["result"] = {"val_bpb": result.get("val_bpb"), "hardware": result.get("hardware"),
-                              "split": result.get("split", "val")}
+            keep["result"] = {
+                "val_bpb": result.get("val_bpb"),
+                "hardware": result.get("hardware"),
+                "split": result.get("split", "val"),
+            }
             slim.append((int(r.get("seq") or 0), parse_id(r.get("id", "")) or 0, keep))
         self._seq = max((s for s, _, _ in slim), default=0)
         top = max((n for _, n, _ in slim), default=0)
@@ -261,8 +264,10 @@ class RunArchive:
         if origin is not None:  # imported genome: the run and evaluation it came from
             record.origin = dict(origin)
         if target is not None:  # aimed mutation: the niche it was sent to, and whether it got there
-            record.target = {**target, "landed": cell is not None
-                             and list(cell) == list(target.get("cell") or [])}
+            record.target = {
+                **target,
+                "landed": cell is not None and list(cell) == list(target.get("cell") or []),
+            }
         self.insert_many([record])
         return record
 
@@ -316,8 +321,9 @@ class RunArchive:
             numbers = [n for n, g in members.items() if g == genome]
             if numbers:
                 records = self.shards.read_shard(shard)
-                out.extend(Evaluation.from_dict(records[n]) for n in sorted(numbers)
-                           if n in records)
+                out.extend(
+                    Evaluation.from_dict(records[n]) for n in sorted(numbers) if n in records
+                )
         return out
 
     def count(self) -> int:

@@ -26,8 +26,7 @@ class Point:
     true_best: float | None = None  # the surrogate's noise-free mean of best_genome, if known
 
 
-def search_curve(archive: RunArchive,
-                 truth: Callable[[str], float] | None = None) -> list[Point]:
+def search_curve(archive: RunArchive, truth: Callable[[str], float] | None = None) -> list[Point]:
     """One point per val evaluation; `truth(genome_hash)` adds a noise-free score (surrogate)."""
     rule = archive.rule
     emap = ElitesMap(archive.grid.total_cells, rule)
@@ -49,8 +48,16 @@ def search_curve(archive: RunArchive,
             if best[1] not in known:
                 known[best[1]] = truth(best[1])
             true_best = known[best[1]]
-        points.append(Point(len(points) + 1, best[0] if best else None, best[1] if best else None,
-                            emap.coverage, qd_score(emap.elites(), rule.offset), true_best))
+        points.append(
+            Point(
+                len(points) + 1,
+                best[0] if best else None,
+                best[1] if best else None,
+                emap.coverage,
+                qd_score(emap.elites(), rule.offset),
+                true_best,
+            )
+        )
     return points
 
 
@@ -87,5 +94,7 @@ def coverage_line(archive: RunArchive, most: int = 12) -> str | None:
     step = max(1, -(-len(rows) // most))
     shown = rows[::step] if rows[::step][-1] is rows[-1] else [*rows[::step], rows[-1]]
     cells = archive.grid.total_cells
-    parts = [f"{int(r['gen'])}: {r['coverage']:.1%} ({round(r['coverage'] * cells)})" for r in shown]
+    parts = [
+        f"{int(r['gen'])}: {r['coverage']:.1%} ({round(r['coverage'] * cells)})" for r in shown
+    ]
     return "coverage by generation (cells filled): " + ", ".join(parts)

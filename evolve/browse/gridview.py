@@ -30,8 +30,10 @@ class GridView:
         if not self.hidden:
             return ""
         shown = self.x.name + (f" × {self.y.name}" if self.y else "")
-        return (f"the grid has {2 + len(self.hidden)} descriptors; showing {shown}, "
-                f"each cell the best elite over {', '.join(self.hidden)}")
+        return (
+            f"the grid has {2 + len(self.hidden)} descriptors; showing {shown}, "
+            f"each cell the best elite over {', '.join(self.hidden)}"
+        )
 
 
 def grid_view(grid: Grid, elites: list[Elite]) -> GridView:
@@ -53,9 +55,20 @@ def bin_labels(descriptor: Descriptor) -> list[str]:
 def view_json(grid: Grid, view: GridView, first: dict[str, str]) -> dict[str, Any]:
     """--json of `evolve map`: every descriptor's bins and the cells shown."""
     return {
-        "descriptors": grid.to_list(), "shown": [view.x.name] + ([view.y.name] if view.y else []),
+        "descriptors": grid.to_list(),
+        "shown": [view.x.name] + ([view.y.name] if view.y else []),
         "note": view.note,
-        "cells": [{"x": k[0], "y": k[1], "cell": list(e.cell), "genome": e.genome,
-                   "id": first.get(e.genome, e.eval_ids[0]), "mean": e.mean, "std": e.std, "n": e.n}
-                  for k, e in sorted(view.cells.items())],
+        "cells": [
+            {
+                "x": k[0],
+                "y": k[1],
+                "cell": list(e.cell),
+                "genome": e.genome,
+                "id": first.get(e.genome, e.eval_ids[0]),
+                "mean": e.mean,
+                "std": e.std,
+                "n": e.n,
+            }
+            for k, e in sorted(view.cells.items())
+        ],
     }

@@ -32,10 +32,16 @@ def open_run(run: str, archive_dir: str | Path = "archive") -> RunArchive:
     path = run_path(run, archive_dir)
     if not path.exists():
         names = sorted(q.parent.name for q in Path(archive_dir).glob("*/config.json"))
-        known = f"runs under {archive_dir}: {', '.join(names)}" if names else (
-            f"there are no runs under {archive_dir}")
-        raise UserError(f"no run {run!r}", known,
-                        "give a run name from `evolve runs --archive-dir DIR`, or the path of a run folder")
+        known = (
+            f"runs under {archive_dir}: {', '.join(names)}"
+            if names
+            else (f"there are no runs under {archive_dir}")
+        )
+        raise UserError(
+            f"no run {run!r}",
+            known,
+            "give a run name from `evolve runs --archive-dir DIR`, or the path of a run folder",
+        )
     return RunArchive.open(path)
 
 
@@ -79,23 +85,31 @@ def resolve(archive: RunArchive, ident: str) -> Target:
         task = next((t for t in PendingTasks(archive.path).all() if t.id == ident), None)
         if task is not None:
             return Target(task.genome, None, task)
-        raise UserError(f"no evaluation {ident} in run {archive.name}",
-                        f"the run has {archive.count()} evaluation(s)",
-                        f"`evolve show {archive.name}` lists the elites and their ids")
+        raise UserError(
+            f"no evaluation {ident} in run {archive.name}",
+            f"the run has {archive.count()} evaluation(s)",
+            f"`evolve show {archive.name}` lists the elites and their ids",
+        )
     prefix = ident.lower()
     if not HASH_PREFIX.match(prefix):
-        raise UserError(f"{ident!r} is not an evaluation id or a genome hash",
-                        "ids look like e000012; genome hashes are 6 to 64 hex characters",
-                        f"`evolve show {archive.name}` lists the elites and their ids")
+        raise UserError(
+            f"{ident!r} is not an evaluation id or a genome hash",
+            "ids look like e000012; genome hashes are 6 to 64 hex characters",
+            f"`evolve show {archive.name}` lists the elites and their ids",
+        )
     matches = sorted(g for g in known_genomes(archive) if g.startswith(prefix))
     if not matches:
-        raise UserError(f"no genome {prefix} in run {archive.name}",
-                        fix=f"`evolve show {archive.name}` lists the elites and their genomes")
+        raise UserError(
+            f"no genome {prefix} in run {archive.name}",
+            fix=f"`evolve show {archive.name}` lists the elites and their genomes",
+        )
     if len(matches) > 1:
         shown = ", ".join(m[:12] for m in matches[:5]) + (" …" if len(matches) > 5 else "")
-        raise UserError(f"genome prefix {prefix} is ambiguous in run {archive.name}",
-                        f"{len(matches)} genomes start with it: {shown}",
-                        "give more hex characters, or an evaluation id")
+        raise UserError(
+            f"genome prefix {prefix} is ambiguous in run {archive.name}",
+            f"{len(matches)} genomes start with it: {shown}",
+            "give more hex characters, or an evaluation id",
+        )
     return genome_target(archive, matches[0])
 
 

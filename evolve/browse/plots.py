@@ -23,8 +23,12 @@ from evolve.record import Evaluation  # noqa: E402
 TOOK_CELL = ("new_cell", "replaced")
 
 
-def progress_png(records: Sequence[Evaluation], elites: Sequence[Elite],
-                 best_steps: Sequence[tuple[int, float]], path: Path) -> None:
+def progress_png(
+    records: Sequence[Evaluation],
+    elites: Sequence[Elite],
+    best_steps: Sequence[tuple[int, float]],
+    path: Path,
+) -> None:
     """Scatter of val_bpb per evaluation and the best's mean as a step line (`best_steps`:
     (evaluation number, mean) where it changed, from `queries.running_best`), saved to `path`."""
     elite_ids = {i for e in elites for i in e.eval_ids}
@@ -43,16 +47,39 @@ def progress_png(records: Sequence[Evaluation], elites: Sequence[Elite],
     if kept:
         ax.scatter(*zip(*kept, strict=True), s=22, c="#2ca02c", label="took a cell", zorder=3)
     if ringed:
-        ax.scatter(*zip(*ringed, strict=True), s=70, facecolors="none", edgecolors="#1f77b4",
-                   linewidths=1.3, label="current elite", zorder=4)
+        ax.scatter(
+            *zip(*ringed, strict=True),
+            s=70,
+            facecolors="none",
+            edgecolors="#1f77b4",
+            linewidths=1.3,
+            label="current elite",
+            zorder=4,
+        )
     if best_steps:
         xs, ys = zip(*best_steps, strict=True)
-        ax.step([*xs, len(records)], [*ys, ys[-1]], where="post", c="#d62728", lw=1.6,
-                label="best (mean, as evolve show)", zorder=5)
+        ax.step(
+            [*xs, len(records)],
+            [*ys, ys[-1]],
+            where="post",
+            c="#d62728",
+            lw=1.6,
+            label="best (mean, as evolve show)",
+            zorder=5,
+        )
     if failed:
         top = ax.get_ylim()[1] if (grey or kept) else 1.0
-        ax.scatter(failed, [top] * len(failed), marker="x", s=14, c="#d62728", alpha=0.6,
-                   label=f"failed ({len(failed)})", zorder=2, clip_on=False)
+        ax.scatter(
+            failed,
+            [top] * len(failed),
+            marker="x",
+            s=14,
+            c="#d62728",
+            alpha=0.6,
+            label=f"failed ({len(failed)})",
+            zorder=2,
+            clip_on=False,
+        )
     ax.set_xlabel("evaluation")
     ax.set_ylabel("val_bpb (lower is better)")
     ax.set_title(f"{len(records)} evaluations, {len(elites)} elites")

@@ -32,20 +32,28 @@ def elite_rows(archive: RunArchive) -> list[dict[str, Any]]:
     for elite in elites:
         record = archive.get(elite.eval_ids[0])
         parents = [p for p in record.parents if p != elite.genome] if record else []
-        rows.append({
-            "id": elite.eval_ids[0], "genome": elite.genome, "cell": list(elite.cell),
-            "mean": elite.mean, "std": elite.std, "n": elite.n, "eval_ids": list(elite.eval_ids),
-            "params": record.result.params if record else None,
-            "code_size": count_code_lines(archive.genome_source(elite.genome)),
-            "generation": record.generation if record else None,
-            "operator": record.operator if record else "",
-            "parent": (firsts.get(parents[0]) or parents[0][:12]) if parents else None,
-            "parent_genome": parents[0] if parents else None,
-            "idea": record.idea if record else "", "origin": record.origin if record else None,
-            "descriptors": elite.descriptors,
-            "best": confirmed and elite.genome == confirmed_best.genome,
-            "test": test_view(tests.get(elite.genome), elite, archive.rule),
-        })
+        rows.append(
+            {
+                "id": elite.eval_ids[0],
+                "genome": elite.genome,
+                "cell": list(elite.cell),
+                "mean": elite.mean,
+                "std": elite.std,
+                "n": elite.n,
+                "eval_ids": list(elite.eval_ids),
+                "params": record.result.params if record else None,
+                "code_size": count_code_lines(archive.genome_source(elite.genome)),
+                "generation": record.generation if record else None,
+                "operator": record.operator if record else "",
+                "parent": (firsts.get(parents[0]) or parents[0][:12]) if parents else None,
+                "parent_genome": parents[0] if parents else None,
+                "idea": record.idea if record else "",
+                "origin": record.origin if record else None,
+                "descriptors": elite.descriptors,
+                "best": confirmed and elite.genome == confirmed_best.genome,
+                "test": test_view(tests.get(elite.genome), elite, archive.rule),
+            }
+        )
     return rows
 
 
@@ -77,10 +85,18 @@ def lineage(archive: RunArchive, target: Target) -> list[dict[str, Any]]:
             if len(steps) >= MAX_LINEAGE:
                 break
             seen.add((archive.name, current.genome))
-            steps.append({"run": archive.name, "id": current.id, "genome": current.genome,
-                          "generation": current.field("generation"),
-                          "operator": current.field("operator", ""), "idea": current.field("idea", ""),
-                          "origin": current.field("origin"), **genome_stats(archive, current.genome)})
+            steps.append(
+                {
+                    "run": archive.name,
+                    "id": current.id,
+                    "genome": current.genome,
+                    "generation": current.field("generation"),
+                    "operator": current.field("operator", ""),
+                    "idea": current.field("idea", ""),
+                    "origin": current.field("origin"),
+                    **genome_stats(archive, current.genome),
+                }
+            )
             current, archive = _parent_of(archive, current, stack)
     steps.reverse()
     for before, step in zip([None, *steps], steps, strict=False):
@@ -89,8 +105,9 @@ def lineage(archive: RunArchive, target: Target) -> list[dict[str, Any]]:
     return steps
 
 
-def _parent_of(archive: RunArchive, target: Target,
-               stack: ExitStack) -> tuple[Target | None, RunArchive]:
+def _parent_of(
+    archive: RunArchive, target: Target, stack: ExitStack
+) -> tuple[Target | None, RunArchive]:
     parents = target.parents
     if parents and parents[0] in set(known_genomes(archive)):
         return genome_target(archive, parents[0]), archive
@@ -115,18 +132,27 @@ def diff_text(archive: RunArchive, a: Target, b: Target | None = None) -> str:
         parents = introduction(archive, a).parents
         if not parents:
             origin = a.field("origin")
-            where = (f" (imported from {origin.get('run')}:{origin.get('id')}; diff it there)"
-                     if isinstance(origin, dict) else "")
-            raise UserError(f"{a.id} has no parent in run {archive.name}{where}",
-                            "it is a seed or imported genome",
-                            "give a second id to compare it with")
+            where = (
+                f" (imported from {origin.get('run')}:{origin.get('id')}; diff it there)"
+                if isinstance(origin, dict)
+                else ""
+            )
+            raise UserError(
+                f"{a.id} has no parent in run {archive.name}{where}",
+                "it is a seed or imported genome",
+                "give a second id to compare it with",
+            )
         old, new = genome_target(archive, parents[0]), a
     else:
         old, new = a, b
-    return "".join(difflib.unified_diff(
-        archive.genome_source(old.genome).splitlines(keepends=True),
-        archive.genome_source(new.genome).splitlines(keepends=True),
-        fromfile=f"{old.id} ({old.genome[:12]})", tofile=f"{new.id} ({new.genome[:12]})"))
+    return "".join(
+        difflib.unified_diff(
+            archive.genome_source(old.genome).splitlines(keepends=True),
+            archive.genome_source(new.genome).splitlines(keepends=True),
+            fromfile=f"{old.id} ({old.genome[:12]})",
+            tofile=f"{new.id} ({new.genome[:12]})",
+        )
+    )
 
 
 def best(archive: RunArchive) -> tuple[Elite | None, bool]:
@@ -164,24 +190,33 @@ def export_target(archive: RunArchive, ident: str | None) -> tuple[Target, str, 
         return target, "", genome_stats(archive, target.genome)["n"] >= archive.rule.confirm_n
     elite, confirmed = best(archive)
     if elite is None:
-        raise UserError(f"run {archive.name} has no elite yet",
-                        "no evaluation has scored yet", "wait for a scored evaluation, or give an id")
+        raise UserError(
+            f"run {archive.name} has no elite yet",
+            "no evaluation has scored yet",
+            "wait for a scored evaluation, or give an id",
+        )
     target = genome_target(archive, elite.genome)
-    note = (f"the best, {target.id}: val_bpb {elite.mean:.4f} ± {elite.std:.4f} (n={elite.n})"
-            if confirmed else
-            f"unconfirmed: {target.id} has {elite.n} evaluation(s), fewer than the "
-            f"{archive.rule.confirm_n} that confirm a best; val_bpb {elite.mean:.4f} "
-            f"± {elite.std:.4f}")
+    note = (
+        f"the best, {target.id}: val_bpb {elite.mean:.4f} ± {elite.std:.4f} (n={elite.n})"
+        if confirmed
+        else f"unconfirmed: {target.id} has {elite.n} evaluation(s), fewer than the "
+        f"{archive.rule.confirm_n} that confirm a best; val_bpb {elite.mean:.4f} "
+        f"± {elite.std:.4f}"
+    )
     return target, note, confirmed
 
 
 def log_file(archive: RunArchive, target: Target, ident: str) -> Path:
     """The training log of an evaluation, or a UserError saying why there is none."""
     if target.record is None and target.task is None:
-        raise UserError(f"genome {ident} has not been evaluated in run {archive.name}",
-                        fix="give the id of one of its evaluations")
+        raise UserError(
+            f"genome {ident} has not been evaluated in run {archive.name}",
+            fix="give the id of one of its evaluations",
+        )
     path = archive.log_path(target.id)
     if not path.is_file():
-        raise UserError(f"no log for {target.id} in run {archive.name}",
-                        "its evaluation has not started yet, or the log was removed")
+        raise UserError(
+            f"no log for {target.id} in run {archive.name}",
+            "its evaluation has not started yet, or the log was removed",
+        )
     return path

@@ -90,8 +90,11 @@ def _stats(archive: RunArchive, records: list[Evaluation]) -> list[tuple[str, st
     settings = stored_settings(config)
     summary = archive.summary()
     elite, confirmed = best(archive)
-    test = None if elite is None else test_view(
-        test_records(archive, [elite.genome]).get(elite.genome), elite, archive.rule)
+    test = (
+        None
+        if elite is None
+        else test_view(test_records(archive, [elite.genome]).get(elite.genome), elite, archive.rule)
+    )
     statuses = Counter(r.status.value for r in records)
     operators = Counter(r.operator or "-" for r in records)
     gens = [int(g["gen"]) for g in archive.logbook()]
@@ -99,23 +102,46 @@ def _stats(archive: RunArchive, records: list[Evaluation]) -> list[tuple[str, st
     return [
         ("run", f"{archive.name} ({run_status(archive)})"),
         ("started", time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "-"),
-        ("evaluations", f"{len(records)}: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common())),
-        ("generations", f"{max(gens) + 1 if gens else 0}" + (
-            f" of {run['generations']}" if run.get("generations") else "")),
-        ("elites", f"{len(archive.elites())} of {archive.grid.total_cells} cells "
-                   f"({summary['coverage']:.1%}); QD score {summary['qd_score']:.3f}"),
+        (
+            "evaluations",
+            f"{len(records)}: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common()),
+        ),
+        (
+            "generations",
+            f"{max(gens) + 1 if gens else 0}"
+            + (f" of {run['generations']}" if run.get("generations") else ""),
+        ),
+        (
+            "elites",
+            f"{len(archive.elites())} of {archive.grid.total_cells} cells "
+            f"({summary['coverage']:.1%}); QD score {summary['qd_score']:.3f}",
+        ),
         ("coverage over time", coverage_line(archive) or "-"),
         ("strategy", f"{run.get('strategy', 'map-elites')}, selection {run.get('selection', '-')}"),
-        ("best val_bpb", "-" if elite is None else
-         f"{elite.mean:.4f} ± {elite.std:.4f} (n={elite.n}{'' if confirmed else ', unconfirmed'})"),
+        (
+            "best val_bpb",
+            "-"
+            if elite is None
+            else f"{elite.mean:.4f} ± {elite.std:.4f} (n={elite.n}{'' if confirmed else ', unconfirmed'})",
+        ),
         ("best on the sealed test split", _test_stat(test, archive.rule.z)),
-        ("noise std", f"{archive.rule.noise_std:.4g} bpb (replacement margin z={archive.rule.z:g})"),
+        (
+            "noise std",
+            f"{archive.rule.noise_std:.4g} bpb (replacement margin z={archive.rule.z:g})",
+        ),
         ("budget", f"{settings['budget']} s per evaluation, {settings['eval_tokens']} eval tokens"),
-        ("device", f"{settings['device']} ({fingerprint.get('host', '?')}, torch "
-                   f"{fingerprint.get('torch', '?')})"),
+        (
+            "device",
+            f"{settings['device']} ({fingerprint.get('host', '?')}, torch "
+            f"{fingerprint.get('torch', '?')})",
+        ),
         ("dataset", f"{fingerprint.get('dataset', '?')} ({settings['dataset_fingerprint']})"),
-        ("descriptors", ", ".join(f"{d.name} [{d.low:g}, {d.high:g}) × {d.bins}"
-                                  for d in archive.grid.descriptors)),
+        (
+            "descriptors",
+            ", ".join(
+                f"{d.name} [{d.low:g}, {d.high:g}) × {d.bins}" for d in archive.grid.descriptors
+            ),
+        ),
         ("operators", ", ".join(f"{k} {v}" for k, v in operators.most_common())),
         ("pruning", f"{run.get('prune', 'off')}; " + (pruning_summary(records) or "none stopped")),
     ]
@@ -124,9 +150,11 @@ def _stats(archive: RunArchive, records: list[Evaluation]) -> list[tuple[str, st
 def _curves_html(drawn: bool) -> str:
     if not drawn:
         return ""
-    return ('<h2>Training curves</h2>\n<img id="curves" src="curves.png" alt="reported training '
-            'loss of the best elite and its parent">\n<p>As the genomes reported them: they may '
-            'stop a child early (pruning), never score it.</p>')
+    return (
+        '<h2>Training curves</h2>\n<img id="curves" src="curves.png" alt="reported training '
+        'loss of the best elite and its parent">\n<p>As the genomes reported them: they may '
+        "stop a child early (pruning), never score it.</p>"
+    )
 
 
 def _test_stat(test: dict[str, Any] | None, z: float) -> str:
@@ -134,9 +162,12 @@ def _test_stat(test: dict[str, Any] | None, z: float) -> str:
         return "not scored yet (the confirmed best is scored once on the test split)"
     if test["bpb"] is None:
         return f"{test['status']}: {test['reason']} ({test['id']})"
-    verdict = (f"gap beyond chance (> {test['threshold']:.4f} = z × noise × √(1 + 1/n), "
-               f"z={z:g}): the search may have overfitted the val split" if test["overfit"] else
-               f"gap within chance (≤ {test['threshold']:.4f})")
+    verdict = (
+        f"gap beyond chance (> {test['threshold']:.4f} = z × noise × √(1 + 1/n), "
+        f"z={z:g}): the search may have overfitted the val split"
+        if test["overfit"]
+        else f"gap within chance (≤ {test['threshold']:.4f})"
+    )
     return f"{test['bpb']:.4f}, test − val {test['gap']:+.4f}: {verdict} ({test['id']})"
 
 
@@ -146,10 +177,12 @@ def _fmt(value: Any, spec: str) -> str:
 
 def _row_html(row: dict[str, Any]) -> str:
     ident = escape(row["id"])
-    diff = (f'<a href="diffs/{ident}.diff.txt">diff</a>' if row["parent_genome"] else "-")
+    diff = f'<a href="diffs/{ident}.diff.txt">diff</a>' if row["parent_genome"] else "-"
     origin = row.get("origin")
-    parent = _html(row["parent"] or (f"{origin.get('run')}:{origin.get('id')}"
-                                     if isinstance(origin, dict) else "-"))
+    parent = _html(
+        row["parent"]
+        or (f"{origin.get('run')}:{origin.get('id')}" if isinstance(origin, dict) else "-")
+    )
     cells = [
         f'<td><a href="genomes/{ident}.py.txt">{ident}</a></td>',
         f"<td>{escape(str(tuple(row['cell'])))}</td>",
@@ -172,15 +205,35 @@ def _html(text: str) -> str:
     return escape(printable(str(text)))
 
 
-def _page(archive: RunArchive, rows: list[dict[str, Any]], stats: list[tuple[str, str]],
-          curves: bool = False) -> str:
-    head = ["id", "cell", "val_bpb mean ± std", "n", "test (gap)", "params", "code lines", "gen",
-            "operator", "parent", "diff", "idea"]
+def _page(
+    archive: RunArchive,
+    rows: list[dict[str, Any]],
+    stats: list[tuple[str, str]],
+    curves: bool = False,
+) -> str:
+    head = [
+        "id",
+        "cell",
+        "val_bpb mean ± std",
+        "n",
+        "test (gap)",
+        "params",
+        "code lines",
+        "gen",
+        "operator",
+        "parent",
+        "diff",
+        "idea",
+    ]
     stats_html = "".join(f"<tr><td>{escape(k)}</td><td>{_html(v)}</td></tr>" for k, v in stats)
     table = "".join(_row_html(r) for r in rows) or (
-        f'<tr><td colspan="{len(head)}">no elites yet</td></tr>')
-    note = (f'<p id="overfit">{escape(OVERFIT_NOTE)}</p>'
-            if any((r.get("test") or {}).get("overfit") for r in rows) else "")
+        f'<tr><td colspan="{len(head)}">no elites yet</td></tr>'
+    )
+    note = (
+        f'<p id="overfit">{escape(OVERFIT_NOTE)}</p>'
+        if any((r.get("test") or {}).get("overfit") for r in rows)
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>evolve report: {escape(archive.name)}</title>

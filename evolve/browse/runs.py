@@ -60,9 +60,12 @@ def stored_settings(config: dict[str, Any]) -> dict[str, Any]:
     """What makes scores comparable between runs: budget, data, device, eval tokens."""
     run = config.get("config") or {}
     fingerprint = config.get("fingerprint") or {}
-    return {"budget": run.get("budget"), "eval_tokens": run.get("eval_tokens"),
-            "dataset_fingerprint": fingerprint.get("dataset_fingerprint"),
-            "device": fingerprint.get("device")}
+    return {
+        "budget": run.get("budget"),
+        "eval_tokens": run.get("eval_tokens"),
+        "dataset_fingerprint": fingerprint.get("dataset_fingerprint"),
+        "device": fingerprint.get("device"),
+    }
 
 
 def _last_record(archive: RunArchive) -> Evaluation | None:
@@ -80,8 +83,12 @@ def run_status(archive: RunArchive) -> str:
     last = _last_record(archive)
     pending = PendingTasks(archive.path).all()
     if pending:
-        interrupted = [a.get("at", 0.0) for t in pending for a in t.attempts
-                       if a.get("status") == "interrupted"]
+        interrupted = [
+            a.get("at", 0.0)
+            for t in pending
+            for a in t.attempts
+            if a.get("status") == "interrupted"
+        ]
         last_write = last.created if last else 0.0
         return "stopped" if interrupted and max(interrupted) >= last_write - SLACK else "crashed"
     gens = [int(row["gen"]) for row in archive.logbook()]
@@ -90,8 +97,12 @@ def run_status(archive: RunArchive) -> str:
     if run.get("generations") and gens and max(gens) >= int(run["generations"]) - 1:
         return "finished"
     started = started_at(archive)
-    if run.get("time_limit") and last and started and (
-            last.created - started >= float(run["time_limit"])):
+    if (
+        run.get("time_limit")
+        and last
+        and started
+        and (last.created - started >= float(run["time_limit"]))
+    ):
         return "finished"
     return "stopped"
 
@@ -117,15 +128,28 @@ def run_row(archive: RunArchive) -> dict[str, Any]:
     if best is not None:
         test = test_view(test_records(archive, [best.genome]).get(best.genome), best, archive.rule)
     return {
-        "name": archive.name, "path": str(archive.path), "status": run_status(archive),
-        "generations": (max(gens) + 1) if gens else 0, "planned_generations": run.get("generations"),
+        "name": archive.name,
+        "path": str(archive.path),
+        "status": run_status(archive),
+        "generations": (max(gens) + 1) if gens else 0,
+        "planned_generations": run.get("generations"),
         "evaluations": archive.count(),
-        "best": None if best is None else {"mean": best.mean, "std": best.std, "n": best.n,
-                                           "confirmed": best.n >= archive.rule.confirm_n,
-                                           "test": test},
-        "coverage": len(elites) / archive.grid.total_cells, "elites": len(elites),
-        "started": started_at(archive), "budget": settings["budget"], "device": settings["device"],
-        "llm": llm_row(archive.path), "error": None,
+        "best": None
+        if best is None
+        else {
+            "mean": best.mean,
+            "std": best.std,
+            "n": best.n,
+            "confirmed": best.n >= archive.rule.confirm_n,
+            "test": test,
+        },
+        "coverage": len(elites) / archive.grid.total_cells,
+        "elites": len(elites),
+        "started": started_at(archive),
+        "budget": settings["budget"],
+        "device": settings["device"],
+        "llm": llm_row(archive.path),
+        "error": None,
     }
 
 
@@ -134,8 +158,18 @@ def llm_row(run_dir: Path) -> dict[str, Any] | None:
     stats = read_stats(run_dir)
     if stats is None:
         return None
-    keys = ("calls", "failures", "errors", "rejected", "cost", "max_cost", "tokens", "abandoned",
-            "outages", "stopped")
+    keys = (
+        "calls",
+        "failures",
+        "errors",
+        "rejected",
+        "cost",
+        "max_cost",
+        "tokens",
+        "abandoned",
+        "outages",
+        "stopped",
+    )
     return {key: stats.get(key) for key in keys}
 
 
@@ -144,13 +178,25 @@ def run_rows(archive_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     for info in list_runs(archive_dir):
         if info.config is None:
-            rows.append({"name": info.name, "path": str(info.path), "status": "unreadable",
-                         "error": info.error})
+            rows.append(
+                {
+                    "name": info.name,
+                    "path": str(info.path),
+                    "status": "unreadable",
+                    "error": info.error,
+                }
+            )
             continue
         try:
             with RunArchive.open(info.path) as archive:
                 rows.append(run_row(archive))
         except UserError as exc:  # one broken run must not hide the others
-            rows.append({"name": info.name, "path": str(info.path), "status": "unreadable",
-                         "error": exc.message()})
+            rows.append(
+                {
+                    "name": info.name,
+                    "path": str(info.path),
+                    "status": "unreadable",
+                    "error": exc.message(),
+                }
+            )
     return rows

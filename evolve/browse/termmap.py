@@ -27,11 +27,15 @@ def map_table(view: GridView, total_cells: int, filled: int) -> Table:
     means = [e.mean for e in view.cells.values()]
     low, high = (min(means), max(means)) if means else (0.0, 0.0)
     y_name = view.y.name if view.y is not None else ""
-    table = Table(title=f"{y_name + ' (rows) × ' if y_name else ''}{view.x.name} (columns)",
-                  caption=_caption(low, high, filled, total_cells, view.note),
-                  show_lines=False, pad_edge=False)
-    table.add_column(f"{y_name} ↓ / {view.x.name} →" if y_name else view.x.name,
-                     justify="right", style="bold")
+    table = Table(
+        title=f"{y_name + ' (rows) × ' if y_name else ''}{view.x.name} (columns)",
+        caption=_caption(low, high, filled, total_cells, view.note),
+        show_lines=False,
+        pad_edge=False,
+    )
+    table.add_column(
+        f"{y_name} ↓ / {view.x.name} →" if y_name else view.x.name, justify="right", style="bold"
+    )
     for label in bin_labels(view.x):
         table.add_column(label, justify="center")
     y_labels = bin_labels(view.y) if view.y is not None else [""]

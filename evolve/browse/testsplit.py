@@ -50,9 +50,15 @@ def test_view(record: Evaluation | None, elite: Elite, rule: EliteRule) -> dict[
     bpb = record.val_bpb  # of the test split here
     gap = None if bpb is None else bpb - elite.mean
     threshold = gap_threshold(rule, elite.n)
-    return {"id": record.id, "status": record.status.value, "bpb": bpb, "gap": gap,
-            "threshold": threshold, "overfit": gap is not None and gap > threshold,
-            "reason": record.result.reason}
+    return {
+        "id": record.id,
+        "status": record.status.value,
+        "bpb": bpb,
+        "gap": gap,
+        "threshold": threshold,
+        "overfit": gap is not None and gap > threshold,
+        "reason": record.result.reason,
+    }
 
 
 def test_text(test: dict[str, Any] | None) -> str:
@@ -79,5 +85,6 @@ def best_test_line(archive: RunArchive) -> str | None:
     return f"confirmed best: val {val}, test {test_text(test)}{flag}"
 
 
-OVERFIT_NOTE = ("! test − val gap beyond z × noise × √(1 + 1/n): the search may have "
-                "overfitted the val split")
+OVERFIT_NOTE = (
+    "! test − val gap beyond z × noise × √(1 + 1/n): the search may have overfitted the val split"
+)

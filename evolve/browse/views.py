@@ -43,32 +43,72 @@ def _when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "-"
 
 
-STATUS_STYLE = {"running": "bold green", "finished": "blue", "stopped": "yellow",
-                "crashed": "bold red", "unreadable": "red"}
+STATUS_STYLE = {
+    "running": "bold green",
+    "finished": "blue",
+    "stopped": "yellow",
+    "crashed": "bold red",
+    "unreadable": "red",
+}
 
 
 def runs_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="runs")
-    for name, justify in (("run", "left"), ("status", "left"), ("gens", "right"),
-                          ("evals", "right"), ("best val_bpb", "right"), ("test", "right"),
-                          ("coverage", "right"), ("started", "left"), ("budget", "right"),
-                          ("device", "left"), ("LLM", "left")):
+    for name, justify in (
+        ("run", "left"),
+        ("status", "left"),
+        ("gens", "right"),
+        ("evals", "right"),
+        ("best val_bpb", "right"),
+        ("test", "right"),
+        ("coverage", "right"),
+        ("started", "left"),
+        ("budget", "right"),
+        ("device", "left"),
+        ("LLM", "left"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         status = cell(r["status"], style=STATUS_STYLE.get(r["status"], ""))
         if r.get("error"):
-            table.add_row(cell(r["name"]), status, "", "", cell(r["error"].splitlines()[0]),
-                          "", "", "", "", "", "")
+            table.add_row(
+                cell(r["name"]),
+                status,
+                "",
+                "",
+                cell(r["error"].splitlines()[0]),
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
             continue
         best = r["best"]
-        best_text = "-" if best is None else (
-            f"{_bpb(best['mean'], best['std'])} (n={best['n']})" + ("" if best["confirmed"] else " *"))
+        best_text = (
+            "-"
+            if best is None
+            else (
+                f"{_bpb(best['mean'], best['std'])} (n={best['n']})"
+                + ("" if best["confirmed"] else " *")
+            )
+        )
         planned = f"/{r['planned_generations']}" if r.get("planned_generations") else ""
         budget = "-" if r["budget"] is None else f"{r['budget']:g} s"
-        table.add_row(cell(r["name"]), status, f"{r['generations']}{planned}", str(r["evaluations"]),
-                      best_text, cell(test_text((best or {}).get("test"))), f"{r['coverage']:.1%}",
-                      _when(r["started"]), budget, cell(r["device"] or "-"),
-                      cell(short(r["llm"])) if r.get("llm") else "-")
+        table.add_row(
+            cell(r["name"]),
+            status,
+            f"{r['generations']}{planned}",
+            str(r["evaluations"]),
+            best_text,
+            cell(test_text((best or {}).get("test"))),
+            f"{r['coverage']:.1%}",
+            _when(r["started"]),
+            budget,
+            cell(r["device"] or "-"),
+            cell(short(r["llm"])) if r.get("llm") else "-",
+        )
     notes = []
     if any(r.get("best") and not r["best"]["confirmed"] for r in rows):
         notes.append("* unconfirmed: the best has fewer evaluations than the run's confirm count")
@@ -81,21 +121,38 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
 def elites_table(name: str, rows: list[dict[str, Any]], caption: str | None = None) -> Table:
     """`caption`: a line under the table (the run's LLM account)."""
     table = Table(title=cell(f"elites of {name}, best first"))
-    for col, justify in (("id", "left"), ("cell", "left"), ("val_bpb", "right"), ("n", "right"),
-                         ("test", "right"), ("params", "right"), ("lines", "right"),
-                         ("gen", "right"), ("operator", "left"), ("parent", "left"),
-                         ("idea", "left")):
+    for col, justify in (
+        ("id", "left"),
+        ("cell", "left"),
+        ("val_bpb", "right"),
+        ("n", "right"),
+        ("test", "right"),
+        ("params", "right"),
+        ("lines", "right"),
+        ("gen", "right"),
+        ("operator", "left"),
+        ("parent", "left"),
+        ("idea", "left"),
+    ):
         table.add_column(col, justify=justify, overflow="fold" if col == "idea" else "ellipsis")  # type: ignore[arg-type]
     for r in rows:
         origin = r.get("origin")
-        parent = r["parent"] or (f"{origin.get('run')}:{origin.get('id')}"
-                                 if isinstance(origin, dict) else "-")
-        table.add_row(cell(r["id"] + (" (best)" if r.get("best") else "")),
-                      ",".join(map(str, r["cell"])), _bpb(r["mean"], r["std"]), str(r["n"]),
-                      cell(test_text(r.get("test"))),
-                      "-" if r["params"] is None else f"{r['params']:,}", str(r["code_size"]),
-                      "-" if r["generation"] is None else str(r["generation"]),
-                      cell(r["operator"] or "-"), cell(parent), cell(r["idea"] or ""))
+        parent = r["parent"] or (
+            f"{origin.get('run')}:{origin.get('id')}" if isinstance(origin, dict) else "-"
+        )
+        table.add_row(
+            cell(r["id"] + (" (best)" if r.get("best") else "")),
+            ",".join(map(str, r["cell"])),
+            _bpb(r["mean"], r["std"]),
+            str(r["n"]),
+            cell(test_text(r.get("test"))),
+            "-" if r["params"] is None else f"{r['params']:,}",
+            str(r["code_size"]),
+            "-" if r["generation"] is None else str(r["generation"]),
+            cell(r["operator"] or "-"),
+            cell(parent),
+            cell(r["idea"] or ""),
+        )
     notes = [caption] if caption else []
     if any((r.get("test") or {}).get("overfit") for r in rows):
         notes.append(OVERFIT_NOTE)
@@ -105,19 +162,35 @@ def elites_table(name: str, rows: list[dict[str, Any]], caption: str | None = No
 
 def lineage_table(steps: list[dict[str, Any]]) -> Table:
     table = Table(title="lineage, oldest first")
-    for col, justify in (("run", "left"), ("id", "left"), ("gen", "right"), ("val_bpb", "right"),
-                         ("n", "right"), ("Δ val_bpb", "right"), ("operator", "left"),
-                         ("change", "left")):
+    for col, justify in (
+        ("run", "left"),
+        ("id", "left"),
+        ("gen", "right"),
+        ("val_bpb", "right"),
+        ("n", "right"),
+        ("Δ val_bpb", "right"),
+        ("operator", "left"),
+        ("change", "left"),
+    ):
         table.add_column(col, justify=justify, overflow="fold" if col == "change" else "ellipsis")  # type: ignore[arg-type]
     for s in steps:
         delta = s.get("delta")
-        delta_text = Text("-") if delta is None else Text(
-            f"{delta:+.4f}", style="green" if delta < 0 else ("red" if delta > 0 else ""))
+        delta_text = (
+            Text("-")
+            if delta is None
+            else Text(f"{delta:+.4f}", style="green" if delta < 0 else ("red" if delta > 0 else ""))
+        )
         change = s["idea"] or ""
         if isinstance(s.get("origin"), dict):
             change = f"[imported from {s['origin'].get('run')}:{s['origin'].get('id')}] {change}"
-        table.add_row(cell(s["run"]), cell(s["id"]),
-                      "-" if s["generation"] is None else str(s["generation"]),
-                      _bpb(s["mean"], s["std"]), str(s["n"]), delta_text, cell(s["operator"] or "-"),
-                      cell(change))
+        table.add_row(
+            cell(s["run"]),
+            cell(s["id"]),
+            "-" if s["generation"] is None else str(s["generation"]),
+            _bpb(s["mean"], s["std"]),
+            str(s["n"]),
+            delta_text,
+            cell(s["operator"] or "-"),
+            cell(change),
+        )
     return table

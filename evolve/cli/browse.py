@@ -13,8 +13,9 @@ import click
 from evolve.cli.group import cli, echo_json, echo_untrusted, raw_option
 from evolve.config import RunConfig
 
-archive_option = click.option("--archive-dir", default=RunConfig.archive_dir, show_default=True,
-                              help="Where runs live.")
+archive_option = click.option(
+    "--archive-dir", default=RunConfig.archive_dir, show_default=True, help="Where runs live."
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
 
@@ -169,8 +170,13 @@ def log(run: str, ident: str, archive_dir: str, raw: bool) -> None:
 @cli.command()
 @click.argument("run")
 @click.argument("ident", metavar="[ID]", required=False)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
-              help="File to write the genome to.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="File to write the genome to.",
+)
 @archive_option
 @json_option
 def export(run: str, ident: str | None, output: str, archive_dir: str, as_json: bool) -> None:
@@ -184,16 +190,22 @@ def export(run: str, ident: str | None, output: str, archive_dir: str, as_json: 
     if note:
         click.echo(note, err=True)
     if as_json:
-        echo_json({"path": output, "id": target.id, "genome": target.genome,
-                   "confirmed": confirmed})
+        echo_json(
+            {"path": output, "id": target.id, "genome": target.genome, "confirmed": confirmed}
+        )
     else:
         click.echo(f"wrote {output} ({target.id}, genome {target.genome[:12]})")
 
 
 @cli.command()
 @click.argument("run")
-@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
-              help="Folder for the page, pictures and sources [default: report-RUN].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the page, pictures and sources [default: report-RUN].",
+)
 @archive_option
 def report(run: str, output: str | None, archive_dir: str) -> None:
     """An HTML report of RUN (progress plot, grid, elites with sources and diffs) that opens from disk."""

@@ -36,8 +36,9 @@ def echo_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-raw_option = click.option("--raw", is_flag=True,
-                          help="Print the bytes as stored (escape sequences included), for piping.")
+raw_option = click.option(
+    "--raw", is_flag=True, help="Print the bytes as stored (escape sequences included), for piping."
+)
 
 
 def echo_untrusted(data: str | bytes, raw: bool = False) -> None:

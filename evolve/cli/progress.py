@@ -20,16 +20,22 @@ def _fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def headline(s: Snapshot) -> str:
     best = s.best
     best_text = "-" if best is None else f"{best.mean:.4f} ± {best.std:.4f} (n={best.n})"
     planned = s.planned if s.planned is not None else "∞"
-    line = (f"gen {s.gen} | evals {s.evals}/{planned} | best {best_text} | "
-            f"coverage {s.coverage:.1%} | QD {s.qd_score:.2f} | "
-            f"elapsed {_fmt_time(s.elapsed)} | ETA {_fmt_time(s.eta)}")
+    line = (
+        f"gen {s.gen} | evals {s.evals}/{planned} | best {best_text} | "
+        f"coverage {s.coverage:.1%} | QD {s.qd_score:.2f} | "
+        f"elapsed {_fmt_time(s.elapsed)} | ETA {_fmt_time(s.eta)}"
+    )
     if s.llm:
         llm = s.llm
         line += f" | LLM {llm['calls']} calls, {llm['failures']} failed, ${llm['cost']:.3f}"

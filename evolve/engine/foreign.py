@@ -31,9 +31,11 @@ def check_harness(path: str, source: str) -> None:
             f"seed genome {path} is an autoresearch-style train.py and cannot run under the harness",
             "it imports its data loader, time budget and evaluate_bpb from prepare.py; under evolve "
             "the harness serves the batches, keeps the clock and scores the model itself",
-            f"edit it: {steps}. train.py in the evolve repository is a complete example")
+            f"edit it: {steps}. train.py in the evolve repository is a complete example",
+        )
     raise UserError(
         f"seed genome {path} does not use the evolve harness",
         "a genome gets its data and hands in its model through evolve.harness.session()",
         "start from train.py: `run = session()`, train on `run.batches(B, T)` while "
-        "`run.time_left() > 0`, end with `run.submit(model, seq_len=T)`")
+        "`run.time_left() > 0`, end with `run.submit(model, seq_len=T)`",
+    )

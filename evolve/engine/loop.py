@@ -77,9 +77,17 @@ class RunState:
 
 
 class Engine:
-    def __init__(self, config: RunConfig, archive: RunArchive, executor: Executor,
-                 proposer: Proposer, seeds: list[str], lock: threading.RLock,
-                 on_update: Any = None, proposal_workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        archive: RunArchive,
+        executor: Executor,
+        proposer: Proposer,
+        seeds: list[str],
+        lock: threading.RLock,
+        on_update: Any = None,
+        proposal_workers: int | None = 1,
+    ) -> None:
         """`proposal_workers` None: as many proposals in flight as keep the slots busy."""
         self.config, self.archive, self.executor = config, archive, executor
         self.proposer, self.seeds, self.lock = proposer, seeds, lock
@@ -96,7 +104,9 @@ class Engine:
         self._proposals = DaemonPool(self._max_workers, "propose")  # Ctrl-C never waits for an LLM
         self._propose_seconds, self._eval_seconds = _Mean(), _Mean()
         self._per_gen: Counter = Counter()  # evaluations stored per generation
-        self._filled: Counter = Counter()  # seeds and children stored per generation (pop closes it)
+        self._filled: Counter = (
+            Counter()
+        )  # seeds and children stored per generation (pop closes it)
         self._failed_ops: dict[int, Counter] = {}  # generation -> operator -> failed variations
         self._retry: deque[int] = deque()  # indices whose proposal failed: proposed again
         self._attempts: Counter = Counter()  # index -> proposals of it that failed
@@ -170,8 +180,9 @@ class Engine:
                     # every slot is gone (e.g. all Ray nodes died): wait for one to come back
                     self.state.last_events.append("waiting for an evaluation slot")
                     time.sleep(1.0)
-                finished, _ = wait([*self._running, *self._proposing], timeout=0.5,
-                                   return_when=FIRST_COMPLETED)
+                finished, _ = wait(
+                    [*self._running, *self._proposing], timeout=0.5, return_when=FIRST_COMPLETED
+                )
                 for future in finished:
                     if future in self._proposing:
                         self._take_proposal(future)
@@ -211,8 +222,9 @@ class Engine:
                 self._tested.add(task.genome)
         self._plan_refill(present)
         if records or self._ready:
-            self.state.gen = max([int(r.generation) for r in records]
-                                 + [t.gen for t in self._ready])
+            self.state.gen = max(
+                [int(r.generation) for r in records] + [t.gen for t in self._ready]
+            )
         self._update_noise()
 
     def _plan_refill(self, present: Counter) -> None:
@@ -259,9 +271,14 @@ class Engine:
         if task.kind == "child" and task.split == "val" and self.config.prune != "off":
             with self.lock:  # only children are ever pruned: never seeds, re-evaluations, tests
                 prune = self.pruning.plan(task.parents, task.genome)
-        request = EvalRequest(eval_id=task.id, source=self.archive.genome_source(task.genome),
-                              seed=task.seed, log_path=self.archive.log_path(task.id),
-                              split=task.split, prune=prune)
+        request = EvalRequest(
+            eval_id=task.id,
+            source=self.archive.genome_source(task.genome),
+            seed=task.seed,
+            log_path=self.archive.log_path(task.id),
+            split=task.split,
+            prune=prune,
+        )
         self._running[self.executor.submit(request)] = (task, request)
 
     # --- proposals ---------------------------------------------------------------------
@@ -277,10 +294,19 @@ class Engine:
             task = self._task(gen, "seed", source, operator="seed", idea="seed genome")
         else:
             began = time.monotonic()
-            child = self.proposer.child(rng, lambda name, exc: self._variation_failed(gen, name, exc))
+            child = self.proposer.child(
+                rng, lambda name, exc: self._variation_failed(gen, name, exc)
+            )
             self._propose_seconds.add(time.monotonic() - began)
-            task = self._task(gen, "child", child.source, operator=child.operator,
-                              parents=list(child.parent_ids), idea=child.idea, meta=child.meta)
+            task = self._task(
+                gen,
+                "child",
+                child.source,
+                operator=child.operator,
+                parents=list(child.parent_ids),
+                idea=child.idea,
+                meta=child.meta,
+            )
         return task
 
     def _task(self, gen: int, kind: str, source: str, **fields: Any) -> Task:
@@ -297,8 +323,9 @@ class Engine:
         with self.lock:
             self._failed_ops.setdefault(gen, Counter())[operator] += 1
             self.state.failed_proposals += 1
-        self.state.last_events.append(f"{operator} failed ({' '.join(str(exc).split())[:120]}); "
-                                      "trying another operator")
+        self.state.last_events.append(
+            f"{operator} failed ({' '.join(str(exc).split())[:120]}); trying another operator"
+        )
 
     def _take_proposal(self, future: Future) -> None:
         index = self._proposing.pop(future)
@@ -323,8 +350,14 @@ class Engine:
         if result.wall_seconds:
             self._eval_seconds.add(result.wall_seconds)
         if result.status.infrastructure:
-            task.attempts.append({"status": result.status, "reason": result.reason,
-                                  "slot": result.slot, "at": time.time()})
+            task.attempts.append(
+                {
+                    "status": result.status,
+                    "reason": result.reason,
+                    "slot": result.slot,
+                    "at": time.time(),
+                }
+            )
             self.pending.put(task)
             lost_often = sum(a["status"] == "lost" for a in task.attempts) >= MAX_LOST
             if result.status == "interrupted" or self._hard_stop.is_set():
@@ -339,10 +372,18 @@ class Engine:
             result.split = task.split
         with self.lock:
             record = self.archive.add_evaluation(
-                result, source, generation=task.gen, parents=task.parents, operator=task.operator,
-                idea=task.idea, eval_id=task.id, prompt=task.meta.get("prompt"),
-                response=task.meta.get("response"), origin=task.meta.get("origin"),
-                target=task.meta.get("target"))
+                result,
+                source,
+                generation=task.gen,
+                parents=task.parents,
+                operator=task.operator,
+                idea=task.idea,
+                eval_id=task.id,
+                prompt=task.meta.get("prompt"),
+                response=task.meta.get("response"),
+                origin=task.meta.get("origin"),
+                target=task.meta.get("target"),
+            )
         self.pending.done(task.id)
         self.strategy.observe(record)
         inserted = record.decision in (Decision.NEW_CELL.value, Decision.REPLACED.value)
@@ -355,7 +396,9 @@ class Engine:
         state.statuses[result.status] += 1
         state.gen = max(state.gen, task.gen)
         score = f"{result.val_bpb:.4f}" if result.val_bpb is not None else result.reason[:80]
-        state.last_events.append(f"{task.id} {task.kind:<6} {result.status:<8} {score}  {task.idea[:60]}")
+        state.last_events.append(
+            f"{task.id} {task.kind:<6} {result.status:<8} {score}  {task.idea[:60]}"
+        )
         if result.split != "val":
             return  # reported only: no generation count, no noise, no new best
         self._per_gen[task.gen] += 1
@@ -376,12 +419,23 @@ class Engine:
             if not self.strategy.close_call(genome):
                 return
             done = self.strategy.evaluations(genome)
-        queued = sum(1 for t in (*self._ready, *(t for t, _ in self._running.values()))
-                     if t.kind == "reeval" and genome in t.parents)
+        queued = sum(
+            1
+            for t in (*self._ready, *(t for t, _ in self._running.values()))
+            if t.kind == "reeval" and genome in t.parents
+        )
         if done + queued >= self.config.race:
             return
-        self._ready.append(self._task(self.state.gen, "reeval", self.archive.genome_source(genome),
-                                      operator="race", parents=[genome], idea=RACE_IDEA))
+        self._ready.append(
+            self._task(
+                self.state.gen,
+                "reeval",
+                self.archive.genome_source(genome),
+                operator="race",
+                parents=[genome],
+                idea=RACE_IDEA,
+            )
+        )
 
     def _update_noise(self) -> None:
         """Once the seed's repeats are in, adopt their spread as the run's noise level."""
@@ -390,7 +444,7 @@ class Engine:
                 noise = self.config.noise_std
             else:  # pooled variance of the seeds' in-class scores, kept by the elite map
                 stats = [self.archive.elite_map.genomes.get(genome) for genome in self.seeds]
-                variances = [s.std ** 2 for s in stats if s is not None and s.n >= 2]
+                variances = [s.std**2 for s in stats if s is not None and s.n >= 2]
                 if not variances:
                     return
                 noise = max(self.config.min_noise_std, math.sqrt(sum(variances) / len(variances)))
@@ -404,8 +458,11 @@ class Engine:
             best = self.strategy.best()  # the lowest mean, confirmed or not: it needs confirming
         if best is None:
             return False
-        queued = [t for t in (*self._ready, *(t for t, _ in self._running.values()))
-                  if t.kind == "reeval" and best.genome in t.parents]
+        queued = [
+            t
+            for t in (*self._ready, *(t for t, _ in self._running.values()))
+            if t.kind == "reeval" and best.genome in t.parents
+        ]
         missing = self.config.confirm - best.n - len(queued)
         # a genome whose re-evaluations keep failing is not retried forever
         if missing <= 0 or self._reevals[best.genome] >= 2 * self.config.confirm:
@@ -413,8 +470,16 @@ class Engine:
         self._reevals[best.genome] += missing
         source = self.archive.genome_source(best.genome)
         for _ in range(missing):
-            self._ready.append(self._task(self.state.gen, "reeval", source, operator="reeval",
-                                          parents=[best.genome], idea="re-evaluation of the best"))
+            self._ready.append(
+                self._task(
+                    self.state.gen,
+                    "reeval",
+                    source,
+                    operator="reeval",
+                    parents=[best.genome],
+                    idea="re-evaluation of the best",
+                )
+            )
         return True
 
     def _test_best(self) -> bool:
@@ -427,8 +492,15 @@ class Engine:
         if best is None or best.genome in self._tested:
             return False
         self._tested.add(best.genome)
-        task = self._task(self.state.gen, "test", self.archive.genome_source(best.genome),
-                          operator="test", parents=[best.genome], idea=TEST_IDEA, split="test")
+        task = self._task(
+            self.state.gen,
+            "test",
+            self.archive.genome_source(best.genome),
+            operator="test",
+            parents=[best.genome],
+            idea=TEST_IDEA,
+            split="test",
+        )
         self._ready.append(task)
         return True
 
@@ -443,9 +515,13 @@ class Engine:
                 continue
             with self.lock:
                 failed = self._failed_ops.pop(gen, Counter())
-                self.archive.record_generation(gen, self._per_gen[gen], children=self._filled[gen],
-                                               failed_proposals=sum(failed.values()),
-                                               failed_by_operator=dict(failed))
+                self.archive.record_generation(
+                    gen,
+                    self._per_gen[gen],
+                    children=self._filled[gen],
+                    failed_proposals=sum(failed.values()),
+                    failed_by_operator=dict(failed),
+                )
             self._closed.add(gen)
             if not self._stop.is_set():
                 self._confirm_best()  # keep the reported best confirmed during long runs

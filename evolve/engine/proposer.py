@@ -35,8 +35,15 @@ REDRAWS = 20  # draws that look for an available operator before using an unavai
 class Proposer:
     """Makes tasks; safe to call from several threads (archive reads hold `lock`)."""
 
-    def __init__(self, archive: RunArchive, mix: OperatorMix, selection: str,
-                 seeds: list[str], lock: threading.RLock, curiosity: CuriosityTracker) -> None:
+    def __init__(
+        self,
+        archive: RunArchive,
+        mix: OperatorMix,
+        selection: str,
+        seeds: list[str],
+        lock: threading.RLock,
+        curiosity: CuriosityTracker,
+    ) -> None:
         self.archive = archive
         check_method(selection)
         self.mix = mix
@@ -62,8 +69,9 @@ class Proposer:
     def _parent(self, elite: Elite) -> Parent:
         return elite_parent(self.archive, elite)  # the same parent `evolve prompt` shows
 
-    def child(self, rng: random.Random,
-              on_failure: Callable[[str, VariationError], None] | None = None) -> Child:
+    def child(
+        self, rng: random.Random, on_failure: Callable[[str, VariationError], None] | None = None
+    ) -> Child:
         """Select parents, vary them, and return a child that was never tried before.
 
         An operator that fails is reported to `on_failure(name, error)` and passed over
@@ -74,8 +82,14 @@ class Proposer:
             pool = self.parents()
             operator = self._choose(len(pool), rng, avoid=failed)
             exploit = getattr(self.strategy, "exploit", 0.0)  # share of children of the best
-            chosen = select(pool, operator.arity, rng, method=self.selection,
-                            curiosity=self.curiosity, exploit=exploit)
+            chosen = select(
+                pool,
+                operator.arity,
+                rng,
+                method=self.selection,
+                curiosity=self.curiosity,
+                exploit=exploit,
+            )
             try:
                 child = operator.vary(chosen, rng)
                 digest = normalized_hash(child.source)
@@ -87,14 +101,17 @@ class Proposer:
                 continue
             with self.lock:
                 if digest in self.seen:
-                    error = VariationError(f"{operator.name} produced a duplicate of a known genome")
+                    error = VariationError(
+                        f"{operator.name} produced a duplicate of a known genome"
+                    )
                     continue
                 self.seen.add(digest)
             return child
         raise VariationError(f"no new valid child after {MAX_TRIES} tries: {error}")
 
-    def _choose(self, n_available: int, rng: random.Random,
-                avoid: set[str] | frozenset[str] = frozenset()) -> Operator:
+    def _choose(
+        self, n_available: int, rng: random.Random, avoid: set[str] | frozenset[str] = frozenset()
+    ) -> Operator:
         """Draw by weight among the operators available now, preferring those not in `avoid`."""
         drawn = []
         for _ in range(REDRAWS):

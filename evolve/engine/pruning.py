@@ -64,11 +64,18 @@ class Pruning:
             if std is None:
                 margin.append(self.config.prune_default_margin * abs(ref))
             else:
-                margin.append(max(self.config.prune_z * std,
-                                  self.config.prune_min_margin * abs(ref)))
+                margin.append(
+                    max(self.config.prune_z * std, self.config.prune_min_margin * abs(ref))
+                )
         source = "parent " + parents[0][:8] if len(parents) == 1 else "the worse parent"
-        return PrunePlan(mode=self.config.prune, checkpoints=list(self.checkpoints),
-                         reference=reference, margin=margin, window=self.window, source=source)
+        return PrunePlan(
+            mode=self.config.prune,
+            checkpoints=list(self.checkpoints),
+            reference=reference,
+            margin=margin,
+            window=self.window,
+            source=source,
+        )
 
     def reshaped(self, child: str, parent: str) -> bool:
         """Whether `child` sets any `prune_shape` constant otherwise than `parent` (a source
@@ -80,8 +87,10 @@ class Pruning:
             ours, theirs = (find_constants(self.archive.genome_source(g)) for g in (child, parent))
         except VariationError:
             return True
-        return any(getattr(ours.get(n), "value", None) != getattr(theirs.get(n), "value", None)
-                   for n in names)
+        return any(
+            getattr(ours.get(n), "value", None) != getattr(theirs.get(n), "value", None)
+            for n in names
+        )
 
     def plausible(self, genome: str) -> bool:
         """Whether a genome's reported curve agrees, relative to the seeds', with its score."""
@@ -114,8 +123,9 @@ class Pruning:
         return statistics.median(losses), sum(scores) / len(scores)
 
     def _scored(self, genome: str) -> list[Evaluation]:
-        return [r for r in self.archive.evaluations_of(genome)
-                if r.ok and not r.sealed and r.comparable]
+        return [
+            r for r in self.archive.evaluations_of(genome) if r.ok and not r.sealed and r.comparable
+        ]
 
     def _curves(self, genome: str) -> list[list[tuple[float, float]]]:
         """The curves of a genome's in-class, val-split, scored evaluations."""

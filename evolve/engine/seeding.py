@@ -38,8 +38,12 @@ from evolve.record import Evaluation
 
 _ID = r"(?:e\d{6,}|[0-9a-f]{6,64})"
 SPEC = re.compile(rf"^(?P<run>.+):(?P<ids>{_ID}(?:,{_ID})*)$")
-COMPARED = (("budget", "training budget"), ("dataset_fingerprint", "dataset"),
-            ("eval_tokens", "held-out tokens"), ("device", "device"))
+COMPARED = (
+    ("budget", "training budget"),
+    ("dataset_fingerprint", "dataset"),
+    ("eval_tokens", "held-out tokens"),
+    ("device", "device"),
+)
 
 
 @dataclass
@@ -55,8 +59,12 @@ class Import:
     records: list[Evaluation]  # its val-split evaluations in the source run, in id order
 
     def origin(self, eval_id: str | None = None) -> dict[str, str]:
-        return {"run": self.run, "path": self.path, "id": eval_id or self.origin_id,
-                "genome": self.genome}
+        return {
+            "run": self.run,
+            "path": self.path,
+            "id": eval_id or self.origin_id,
+            "genome": self.genome,
+        }
 
 
 @dataclass
@@ -79,8 +87,10 @@ class ImportPlan:
 
     def stored(self) -> list[dict[str, Any]]:
         """What the new run's config.json records about its imports (read again on resume)."""
-        return [{**i.origin(), "mode": "carried" if carry else "reevaluated"}
-                for i, carry in self.imports]
+        return [
+            {**i.origin(), "mode": "carried" if carry else "reevaluated"}
+            for i, carry in self.imports
+        ]
 
 
 def without_default_seed(config_file: str | None, flags: dict[str, Any]) -> dict[str, Any]:
@@ -89,8 +99,11 @@ def without_default_seed(config_file: str | None, flags: dict[str, Any]) -> dict
     (Otherwise the default seed, train.py, would join them.)
     """
     file = load_toml(config_file) if config_file else {}
-    if ((flags.get("seed_from") or file.get("seed_from")) and not flags.get("seed_genomes")
-            and "seed_genomes" not in file):
+    if (
+        (flags.get("seed_from") or file.get("seed_from"))
+        and not flags.get("seed_genomes")
+        and "seed_genomes" not in file
+    ):
         return {**flags, "seed_genomes": []}
     return flags
 
@@ -100,8 +113,12 @@ def plan_for(config: RunConfig, dataset: Dataset) -> ImportPlan:
     from evolve.runner.devices import cpu_name, cuda_names, resolve_device
 
     device = resolve_device(config.device)
-    new = {"budget": config.budget, "eval_tokens": config.eval_tokens,
-           "dataset_fingerprint": dataset.fingerprint, "device": device}
+    new = {
+        "budget": config.budget,
+        "eval_tokens": config.eval_tokens,
+        "dataset_fingerprint": dataset.fingerprint,
+        "device": device,
+    }
 
     def names() -> set[str]:
         return set(cuda_names(None)) if device == "cuda" else {cpu_name()}
@@ -117,8 +134,13 @@ def parse_spec(text: str) -> tuple[str, list[str]]:
     return text.strip(), []
 
 
-def plan_imports(seed_from: list[str], seed_top: int | None, archive_dir: str | Path,
-                 new: dict[str, Any], device_names: Callable[[], set[str]] = set) -> ImportPlan:
+def plan_imports(
+    seed_from: list[str],
+    seed_top: int | None,
+    archive_dir: str | Path,
+    new: dict[str, Any],
+    device_names: Callable[[], set[str]] = set,
+) -> ImportPlan:
     """Read the source runs (read-only) and decide, per source, carry-over or re-evaluation.
 
     new: the new run's budget, dataset_fingerprint, eval_tokens and device (kind).
@@ -126,11 +148,17 @@ def plan_imports(seed_from: list[str], seed_top: int | None, archive_dir: str | 
     seed_top: the K best elites of each source (by mean val_bpb) when no ids are chosen.
     """
     if seed_top is not None and (not isinstance(seed_top, int) or seed_top < 1):
-        raise UserError(f"--seed-top is {seed_top!r}", "it is a number of elites",
-                        "pass --seed-top K with K >= 1")
+        raise UserError(
+            f"--seed-top is {seed_top!r}",
+            "it is a number of elites",
+            "pass --seed-top K with K >= 1",
+        )
     if seed_top is not None and not seed_from:
-        raise UserError("--seed-top without --seed-from", "it picks elites of the source runs",
-                        "add --seed-from RUN")
+        raise UserError(
+            "--seed-top without --seed-from",
+            "it picks elites of the source runs",
+            "add --seed-from RUN",
+        )
     sources: list[SourcePlan] = []
     seen: set[str] = set()
     noise: list[float] = []
@@ -145,30 +173,53 @@ def plan_imports(seed_from: list[str], seed_top: int | None, archive_dir: str | 
     return ImportPlan(sources, max(noise) if noise else None)
 
 
-def _plan_source(archive: RunArchive, ids: list[str], seed_top: int | None, new: dict[str, Any],
-                 device_names: Callable[[], set[str]]) -> SourcePlan:
+def _plan_source(
+    archive: RunArchive,
+    ids: list[str],
+    seed_top: int | None,
+    new: dict[str, Any],
+    device_names: Callable[[], set[str]],
+) -> SourcePlan:
     if ids:
         targets = [resolve(archive, i) for i in ids]
     else:
         elites = sorted(archive.elites(), key=lambda e: e.mean)[:seed_top]
         if not elites:
-            raise UserError(f"run {archive.name} has no elites to seed from",
-                            "none of its evaluations scored yet", "pick another run, or wait")
+            raise UserError(
+                f"run {archive.name} has no elites to seed from",
+                "none of its evaluations scored yet",
+                "pick another run, or wait",
+            )
         targets = [genome_target(archive, e.genome) for e in elites]
-    imports = [Import(archive.name, str(archive.path.resolve()), t.genome,
-                      archive.genome_source(t.genome), t.id, str(t.field("idea", "") or ""),
-                      [r for r in archive.evaluations_of(t.genome) if not r.sealed])
-               for t in targets]
+    imports = [
+        Import(
+            archive.name,
+            str(archive.path.resolve()),
+            t.genome,
+            archive.genome_source(t.genome),
+            t.id,
+            str(t.field("idea", "") or ""),
+            [r for r in archive.evaluations_of(t.genome) if not r.sealed],
+        )
+        for t in targets
+    ]
     differences = differing_settings(archive.config, imports, new, device_names)
     return SourcePlan(archive.name, not differences, differences, imports, archive.grid.to_list())
 
 
-def differing_settings(config: dict[str, Any], imports: list[Import], new: dict[str, Any],
-                       device_names: Callable[[], set[str]] = set) -> list[str]:
+def differing_settings(
+    config: dict[str, Any],
+    imports: list[Import],
+    new: dict[str, Any],
+    device_names: Callable[[], set[str]] = set,
+) -> list[str]:
     """Human sentences for each setting that makes the source's scores incomparable; [] if none."""
     old = stored_settings(config)
-    out = [f"{label} {old[key]} ≠ {new[key]}" for key, label in COMPARED
-           if old.get(key) != new.get(key)]
+    out = [
+        f"{label} {old[key]} ≠ {new[key]}"
+        for key, label in COMPARED
+        if old.get(key) != new.get(key)
+    ]
     if not out:  # the same kind of device: the same model too? (one GPU's score is not another's)
         names = {r.result.device for i in imports for r in i.records if r.ok} - {None, ""}
         mine = device_names() if names else set()
@@ -189,28 +240,45 @@ def apply_imports(archive: RunArchive, plan: ImportPlan, pop: int, rng_seed: int
             carried.extend(_carry(archive, imp, genome, gen))
             continue
         task_id = archive.new_eval_id()
-        pending.put(Task(id=task_id, gen=gen, kind="import", genome=genome,
-                         seed=zlib.crc32(f"{rng_seed}:{task_id}".encode()), operator="import",
-                         idea=_idea(imp), meta={"origin": imp.origin()}))
+        pending.put(
+            Task(
+                id=task_id,
+                gen=gen,
+                kind="import",
+                genome=genome,
+                seed=zlib.crc32(f"{rng_seed}:{task_id}".encode()),
+                operator="import",
+                idea=_idea(imp),
+                meta={"origin": imp.origin()},
+            )
+        )
     archive.insert_many(carried)
     for source in plan.sources:
         if not source.imports:
             continue
         what = f"{len(source.imports)} genome(s) from {source.run}"
         if source.carry:
-            notes.append(f"seeding: {what}: evaluations carried over (same budget, data, device "
-                         "and held-out tokens)")
+            notes.append(
+                f"seeding: {what}: evaluations carried over (same budget, data, device "
+                "and held-out tokens)"
+            )
         else:
-            notes.append(f"seeding: {what} will be re-evaluated here before their scores count: "
-                         + "; ".join(source.differences))
+            notes.append(
+                f"seeding: {what} will be re-evaluated here before their scores count: "
+                + "; ".join(source.differences)
+            )
         if source.grid and Grid.from_list(source.grid) != archive.grid:
-            notes.append(f"seeding: {source.run} used another grid "
-                         f"({_grid_text(source.grid)}); its elites are re-binned into this run's "
-                         f"({_grid_text(archive.grid.to_list())})")
+            notes.append(
+                f"seeding: {source.run} used another grid "
+                f"({_grid_text(source.grid)}); its elites are re-binned into this run's "
+                f"({_grid_text(archive.grid.to_list())})"
+            )
     unplaced = [r.id for r in carried if r.ok and r.cell is None]
     if unplaced:
-        notes.append(f"seeding: {len(unplaced)} carried evaluation(s) lack a descriptor of this "
-                     f"run's grid ({', '.join(archive.grid.names)}) and hold no cell")
+        notes.append(
+            f"seeding: {len(unplaced)} carried evaluation(s) lack a descriptor of this "
+            f"run's grid ({', '.join(archive.grid.names)}) and hold no cell"
+        )
     return notes
 
 
@@ -229,14 +297,21 @@ def _carry(archive: RunArchive, imp: Import, genome: str, gen: int) -> list[Eval
         descriptors = archive.grid.describe(old.result, imp.source)
         cell = archive.grid.cell_if_known(descriptors)
         new_id = archive.new_eval_id()
-        out.append(Evaluation(
-            id=new_id, generation=gen, genome=genome,
-            parents=[] if k == 0 else [genome], operator="import" if k == 0 else "reeval",
-            idea=_idea(imp) if k == 0 else f"re-evaluation, imported from {imp.run}:{old.id}",
-            result=old.result, descriptors=descriptors,
-            cell=None if cell is None else list(cell), created=time.time(),
-            origin=imp.origin(old.id),
-        ))
+        out.append(
+            Evaluation(
+                id=new_id,
+                generation=gen,
+                genome=genome,
+                parents=[] if k == 0 else [genome],
+                operator="import" if k == 0 else "reeval",
+                idea=_idea(imp) if k == 0 else f"re-evaluation, imported from {imp.run}:{old.id}",
+                result=old.result,
+                descriptors=descriptors,
+                cell=None if cell is None else list(cell),
+                created=time.time(),
+                origin=imp.origin(old.id),
+            )
+        )
         _copy_log(Path(imp.path) / "logs" / f"{old.id}.log", archive.log_path(new_id))
     return out
 

@@ -58,7 +58,9 @@ def read_seed(path: str) -> str:
     try:
         check_syntax(source)
     except GenomeSyntaxError as exc:
-        raise UserError(f"seed genome {path} is not valid Python", str(exc), "fix the syntax error") from None
+        raise UserError(
+            f"seed genome {path} is not valid Python", str(exc), "fix the syntax error"
+        ) from None
     check_harness(path, source)  # with what to change for an autoresearch train.py
     return source
 
@@ -93,10 +95,18 @@ def default_name() -> str:
 def _fingerprint(dataset: Dataset, device: str, executor: Executor) -> dict[str, Any]:
     import torch
 
-    return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
-            "tokenizer": dataset.tokenizer, "device": device, "torch": torch.__version__,
-            "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "hardware_class": executor.hardware_class, "slot_classes": executor.slot_classes()}
+    return {
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "tokenizer": dataset.tokenizer,
+        "device": device,
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "hardware_class": executor.hardware_class,
+        "slot_classes": executor.slot_classes(),
+    }
 
 
 def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prepared:
@@ -109,16 +119,23 @@ def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prep
     imports = plan_for(config, dataset) if config.seed_from or config.seed_top else None
     seeds = [hashlib.sha256(s.encode()).hexdigest() for s in sources]
     executor, settings = build_executor(config, dataset)
-    stored = {"config": config.to_dict(), "seeds": seeds,
-              "fingerprint": _fingerprint(dataset, settings.device, executor), "created": time.time()}
+    stored = {
+        "config": config.to_dict(),
+        "seeds": seeds,
+        "fingerprint": _fingerprint(dataset, settings.device, executor),
+        "created": time.time(),
+    }
     if imports is not None:
         stored["imports"] = imports.stored()  # the proposer's first parents, also on resume
     prior = imports.noise_std if imports is not None else None
     noise = config.noise_std or prior or config.min_noise_std  # the floor until seeds measure it
-    rule = EliteRule(noise_std=noise, z=config.z, confirm_n=config.confirm,
-                     prior_weight=config.noise_prior)
+    rule = EliteRule(
+        noise_std=noise, z=config.z, confirm_n=config.confirm, prior_weight=config.noise_prior
+    )
     try:
-        archive = RunArchive.create(Path(config.archive_dir) / config.name, stored, grid=grid, rule=rule)
+        archive = RunArchive.create(
+            Path(config.archive_dir) / config.name, stored, grid=grid, rule=rule
+        )
     except BaseException:
         executor.shutdown()  # e.g. the run exists: release slots (and a Ray connection) first
         raise
@@ -128,8 +145,12 @@ def start(config: RunConfig, build_executor: Any, on_update: Any = None) -> Prep
     return _assemble(config, archive, dataset, executor, seeds, on_update, notes, operators)
 
 
-def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None,
-           llm_fallback: bool | None = None) -> Prepared:
+def resume(
+    run_dir: str | Path,
+    build_executor: Any,
+    on_update: Any = None,
+    llm_fallback: bool | None = None,
+) -> Prepared:
     """Reopen a stopped or killed run with its stored config, as the single writer.
 
     `llm_fallback` overrides the stored [llm] fallback for this resume only."""
@@ -143,51 +164,66 @@ def resume(run_dir: str | Path, build_executor: Any, on_update: Any = None,
         dataset = prepare(config.data, tokenizer=config.tokenizer)
         notes = []
         if dataset.fingerprint != stored["fingerprint"]["dataset_fingerprint"]:
-            raise UserError(f"the dataset of run {archive.name} changed",
-                            f"it was {stored['fingerprint']['dataset_fingerprint']}, now "
-                            f"{dataset.fingerprint}: scores would not be comparable",
-                            "restore the original data, or start a new run seeded from this one")
+            raise UserError(
+                f"the dataset of run {archive.name} changed",
+                f"it was {stored['fingerprint']['dataset_fingerprint']}, now "
+                f"{dataset.fingerprint}: scores would not be comparable",
+                "restore the original data, or start a new run seeded from this one",
+            )
         executor, _ = build_executor(config, dataset)
         _keep_hardware_class(executor, stored["fingerprint"], config.mixed_hardware, archive.name)
-        return _assemble(config, archive, dataset, executor, list(stored["seeds"]), on_update,
-                         notes, operators)
+        return _assemble(
+            config, archive, dataset, executor, list(stored["seeds"]), on_update, notes, operators
+        )
     except BaseException:
         archive.close()
         raise
 
 
-def _keep_hardware_class(executor: Executor, fingerprint: dict[str, Any], mixed: bool,
-                         name: str) -> None:
+def _keep_hardware_class(
+    executor: Executor, fingerprint: dict[str, Any], mixed: bool, name: str
+) -> None:
     """A resumed run compares scores only with those from the hardware it started on."""
     stored = fingerprint.get("hardware_class")
     if stored is None or stored == executor.hardware_class:
         return
     if not mixed:
         executor.shutdown()
-        raise UserError(f"run {name} was measured on {stored}, but the slots here are "
-                        f"{executor.hardware_class}",
-                        "a 5-minute score on one machine is not a score on another",
-                        "resume on the same hardware, pass --mixed-hardware in the run config "
-                        "(results from other hardware are then kept out of comparisons), or "
-                        "start a new run with --seed-from")
+        raise UserError(
+            f"run {name} was measured on {stored}, but the slots here are "
+            f"{executor.hardware_class}",
+            "a 5-minute score on one machine is not a score on another",
+            "resume on the same hardware, pass --mixed-hardware in the run config "
+            "(results from other hardware are then kept out of comparisons), or "
+            "start a new run with --seed-from",
+        )
     executor.hardware_class = stored  # new results are flagged against the original class
 
 
-def _assemble(config: RunConfig, archive: RunArchive, dataset: Dataset, executor: Executor,
-              seeds: list[str], on_update: Any, notes: list[str],
-              operators: Operators) -> Prepared:
+def _assemble(
+    config: RunConfig,
+    archive: RunArchive,
+    dataset: Dataset,
+    executor: Executor,
+    seeds: list[str],
+    on_update: Any,
+    notes: list[str],
+    operators: Operators,
+) -> Prepared:
     lock = threading.RLock()
     llm = operators.llm
     notes.extend(operators.notes)
     if llm is not None and operators.down:  # asked for: go on, and say so on its own line
         notes.append(llm.mark_down("; ".join(d.message() for d in operators.down)))
     imported = [i["genome"] for i in archive.config.get("imports", [])]
-    proposer = Proposer(archive, operators.mix, config.selection, seeds + imported, lock,
-                        CuriosityTracker())
+    proposer = Proposer(
+        archive, operators.mix, config.selection, seeds + imported, lock, CuriosityTracker()
+    )
     # Slow LLM calls run ahead of the slots: a fixed number, or (None) sized from measurements.
     workers = llm.settings.concurrency if llm else 1
-    engine = Engine(config, archive, executor, proposer, seeds, lock, on_update,
-                    proposal_workers=workers)
+    engine = Engine(
+        config, archive, executor, proposer, seeds, lock, on_update, proposal_workers=workers
+    )
     if llm is not None:
         engine.llm = llm
         llm.on_event = engine.notice  # down, back, cost cap: each a line of its own

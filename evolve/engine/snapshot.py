@@ -57,13 +57,20 @@ def take(engine: Any, outstanding: int) -> Snapshot:
         remaining = max(0.0, state.planned - state.issued + outstanding)
         eta = elapsed / state.done * remaining
     return Snapshot(
-        run=archive.name, gen=state.gen, evals=state.total, done_here=state.done,
+        run=archive.name,
+        gen=state.gen,
+        evals=state.total,
+        done_here=state.done,
         planned=None if math.isinf(state.planned) else int(state.planned),
         best=None if best is None else Best(best.mean, best.std, best.n),
-        coverage=summary.get("coverage", 0.0), qd_score=summary.get("qd_score", 0.0),
-        slots=engine.executor.busy(), slot_names=list(engine.executor.slots),
-        failed_proposals=state.failed_proposals, statuses=dict(state.statuses),
-        elapsed=elapsed, eta=eta,
+        coverage=summary.get("coverage", 0.0),
+        qd_score=summary.get("qd_score", 0.0),
+        slots=engine.executor.busy(),
+        slot_names=list(engine.executor.slots),
+        failed_proposals=state.failed_proposals,
+        statuses=dict(state.statuses),
+        elapsed=elapsed,
+        eta=eta,
         events=[printable(e) for e in state.last_events],  # ideas and reasons: untrusted text
         llm=engine.llm_stats(),
     )

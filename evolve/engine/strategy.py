@@ -28,17 +28,21 @@ from evolve.errors import UserError
 from evolve.record import Evaluation
 
 STRATEGIES = ("map-elites", "greedy", "random")
-OBSERVED = {d.value for d in (Decision.NEW_CELL, Decision.REPLACED, Decision.KEPT_INCUMBENT,
-                              Decision.UPDATED)}  # decisions of records the archive's map took in
+OBSERVED = {
+    d.value
+    for d in (Decision.NEW_CELL, Decision.REPLACED, Decision.KEPT_INCUMBENT, Decision.UPDATED)
+}  # decisions of records the archive's map took in
 LINEAGE_CELL = (0,)
 
 
 def check_strategy(name: str) -> None:
     """Raise `UserError` for an unknown strategy (call at config time)."""
     if name not in STRATEGIES:
-        raise UserError(f"unknown search strategy {name!r}",
-                        f"known strategies: {', '.join(STRATEGIES)}",
-                        "pass --strategy map-elites, greedy or random")
+        raise UserError(
+            f"unknown search strategy {name!r}",
+            f"known strategies: {', '.join(STRATEGIES)}",
+            "pass --strategy map-elites, greedy or random",
+        )
 
 
 class Strategy:
@@ -132,8 +136,9 @@ class GreedyStrategy(Strategy):
         return 0 if stats is None else stats.n
 
 
-def make_strategy(name: str, archive: RunArchive, seeds: list[str],
-                  exploit: float = 0.0) -> Strategy:
+def make_strategy(
+    name: str, archive: RunArchive, seeds: list[str], exploit: float = 0.0
+) -> Strategy:
     """`exploit` applies to map-elites only (greedy has one parent, random the seeds)."""
     check_strategy(name)
     if name == "map-elites":

@@ -13,17 +13,25 @@ from evolve.runner.devices import resolve_device
 
 __all__ = ["build_executor", "local_slots", "run_settings"]
 
-RAY_MISSING = UserError("--executor ray needs Ray, which is not installed",
-                        "Ray is an optional extra of evolve",
-                        "install it with pip install 'evolve[ray]' (in a checkout: "
-                        "pip install -e '.[ray]'), on this machine and on every cluster node")
+RAY_MISSING = UserError(
+    "--executor ray needs Ray, which is not installed",
+    "Ray is an optional extra of evolve",
+    "install it with pip install 'evolve[ray]' (in a checkout: "
+    "pip install -e '.[ray]'), on this machine and on every cluster node",
+)
 
 
 def run_settings(config: RunConfig, device: str) -> RunSettings:
-    return RunSettings(budget=config.budget, grace=config.grace, device=device,
-                       eval_tokens=config.eval_tokens, max_log_bytes=config.max_log_bytes,
-                       max_disk_bytes=config.max_disk_bytes, max_files=config.max_files,
-                       max_source_bytes=config.max_source_bytes)
+    return RunSettings(
+        budget=config.budget,
+        grace=config.grace,
+        device=device,
+        eval_tokens=config.eval_tokens,
+        max_log_bytes=config.max_log_bytes,
+        max_disk_bytes=config.max_disk_bytes,
+        max_files=config.max_files,
+        max_source_bytes=config.max_source_bytes,
+    )
 
 
 def build_executor(config: RunConfig, dataset: Dataset) -> tuple[Executor, RunSettings]:
@@ -31,18 +39,26 @@ def build_executor(config: RunConfig, dataset: Dataset) -> tuple[Executor, RunSe
     mixed = config.mixed_hardware
     if config.executor == "ray":
         if config.devices:
-            raise UserError(f"--devices {config.devices} chooses slots on this machine",
-                            "with --executor ray the cluster's CPUs and GPUs are the slots",
-                            "drop --devices; use --threads for the CPU threads of each Ray task")
+            raise UserError(
+                f"--devices {config.devices} chooses slots on this machine",
+                "with --executor ray the cluster's CPUs and GPUs are the slots",
+                "drop --devices; use --threads for the CPU threads of each Ray task",
+            )
         try:
             from evolve.executors.ray import RayExecutor  # the optional extra
         except ImportError as exc:
             if (exc.name or "").partition(".")[0] != "ray":
                 raise
             raise RAY_MISSING from None
-        executor = RayExecutor(dataset, run_settings(config, "cpu"), config.ray_address,
-                               data=config.data, device=config.device, threads=config.threads,
-                               mixed=mixed)
+        executor = RayExecutor(
+            dataset,
+            run_settings(config, "cpu"),
+            config.ray_address,
+            data=config.data,
+            device=config.device,
+            threads=config.threads,
+            mixed=mixed,
+        )
         return executor, executor.settings
     device = resolve_device(config.device)
     settings = run_settings(config, device)

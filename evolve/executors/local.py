@@ -20,8 +20,14 @@ __all__ = ["LocalExecutor", "Slot"]
 class LocalExecutor(SlotExecutor):
     """Slots never share a GPU; CPU slots split the cores and the memory limit between them."""
 
-    def __init__(self, dataset: Dataset, settings: RunSettings, slots: list[Slot],
-                 scratch: Path | None = None, mixed: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        settings: RunSettings,
+        slots: list[Slot],
+        scratch: Path | None = None,
+        mixed: bool = False,
+    ) -> None:
         super().__init__(slots, mixed)
         self.dataset, self.settings = dataset, settings
         self._scratch = Path(scratch or tempfile.mkdtemp(prefix="evolve-work-"))
@@ -30,16 +36,31 @@ class LocalExecutor(SlotExecutor):
     def _evaluate(self, slot: Slot, request: EvalRequest) -> EvalResult:
         workdir = self._scratch / request.eval_id
         settings = dataclasses.replace(
-            self.settings, seed=request.seed, slot=slot.name, device=slot.device,
-            cuda_visible=slot.cuda_visible, threads=slot.threads,
-            mem_limit_bytes=slot.mem_limit_bytes or self._mem_limit, split=request.split,
-            prune=request.prune)
+            self.settings,
+            seed=request.seed,
+            slot=slot.name,
+            device=slot.device,
+            cuda_visible=slot.cuda_visible,
+            threads=slot.threads,
+            mem_limit_bytes=slot.mem_limit_bytes or self._mem_limit,
+            split=request.split,
+            prune=request.prune,
+        )
         if request.cancel.is_set():
-            return EvalResult(status="interrupted", reason="cancelled before it started",
-                              log_path=str(request.log_path))
+            return EvalResult(
+                status="interrupted",
+                reason="cancelled before it started",
+                log_path=str(request.log_path),
+            )
         try:
-            return run_genome(request.source, self.dataset, settings, workdir, request.log_path,
-                              cancel=request.cancel)
+            return run_genome(
+                request.source,
+                self.dataset,
+                settings,
+                workdir,
+                request.log_path,
+                cancel=request.cancel,
+            )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -46,8 +46,9 @@ class SlotExecutor:
 
     def submit(self, request: EvalRequest) -> Future[EvalResult]:
         future: Future[EvalResult] = Future()
-        thread = threading.Thread(target=self._serve, args=(request, future), daemon=True,
-                                  name=f"eval-{request.eval_id}")
+        thread = threading.Thread(
+            target=self._serve, args=(request, future), daemon=True, name=f"eval-{request.eval_id}"
+        )
         with self._cond:
             self._requests.add(request)
             self._threads.add(thread)
@@ -93,8 +94,11 @@ class SlotExecutor:
         try:
             slot = self._acquire(request)
             if slot is None:
-                result = EvalResult(status="interrupted", reason="cancelled before it started",
-                                    log_path=str(request.log_path))
+                result = EvalResult(
+                    status="interrupted",
+                    reason="cancelled before it started",
+                    log_path=str(request.log_path),
+                )
             else:
                 try:
                     result = self._evaluate(slot, request)
@@ -133,8 +137,12 @@ class SlotExecutor:
     def _stamp(self, result: EvalResult, slot: Slot) -> None:
         """Say where the evaluation ran: the slot, its hardware fingerprint and class."""
         result.slot = slot.name
-        result.hardware = {**slot.facts, **result.hardware, "class": slot.hardware_class,
-                           "run_class": self.hardware_class}
+        result.hardware = {
+            **slot.facts,
+            **result.hardware,
+            "class": slot.hardware_class,
+            "run_class": self.hardware_class,
+        }
         if not result.device or result.device in ("cpu", "cuda"):
             result.device = slot.device_name
         result.torch_version = result.torch_version or slot.facts.get("torch_version", "")

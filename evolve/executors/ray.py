@@ -46,15 +46,24 @@ MAX_NODE_LOSSES = 3  # consecutive lost evaluations after which a node is left o
 class RayExecutor(SlotExecutor):
     """Runs each evaluation as a Ray task pinned to one slot of one node."""
 
-    def __init__(self, dataset: Dataset, settings: RunSettings, address: str | None = None, *,
-                 data: str = RunConfig.data, device: str = RunConfig.device,
-                 threads: int | None = None, mixed: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        settings: RunSettings,
+        address: str | None = None,
+        *,
+        data: str = RunConfig.data,
+        device: str = RunConfig.device,
+        threads: int | None = None,
+        mixed: bool = False,
+    ) -> None:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             _connect(address or "auto")
         self.settings = settings
-        self.expect = ray_worker.Expect(_portable(data), dataset.tokenizer, dataset.fingerprint,
-                                        sandbox.harness_hashes())
+        self.expect = ray_worker.Expect(
+            _portable(data), dataset.tokenizer, dataset.fingerprint, sandbox.harness_hashes()
+        )
         self._seen: set[str] = set()
         self._losses: dict[str, int] = {}
         notes: list[str] = []
@@ -64,10 +73,12 @@ class RayExecutor(SlotExecutor):
             self.threads = threads or _default_threads(nodes, self.gpu)
             slots = self._probe(nodes, notes)
             if not slots:
-                raise UserError("no Ray node can run evaluations",
-                                "; ".join(notes) or "the cluster has no node with a free CPU or GPU",
-                                "add nodes to the cluster, check that every node has evolve "
-                                "installed and the data reachable, or lower --threads")
+                raise UserError(
+                    "no Ray node can run evaluations",
+                    "; ".join(notes) or "the cluster has no node with a free CPU or GPU",
+                    "add nodes to the cluster, check that every node has evolve "
+                    "installed and the data reachable, or lower --threads",
+                )
             super().__init__(slots, mixed)
         except BaseException:
             self._disconnect()
@@ -89,9 +100,16 @@ class RayExecutor(SlotExecutor):
             count, threads = self._shape(node)
             if count:
                 remote = ray.remote(ray_worker.probe).options(
-                    num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                    num_cpus=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+                )
                 gpus = int(_gpus(node)) if self.gpu else 0
-                refs[node["NodeID"]] = (node, count, threads, remote.remote(self.expect, gpus, threads))
+                refs[node["NodeID"]] = (
+                    node,
+                    count,
+                    threads,
+                    remote.remote(self.expect, gpus, threads),
+                )
         slots = []
         for node_id, (node, count, threads, ref) in refs.items():
             label = _label(node)
@@ -105,9 +123,19 @@ class RayExecutor(SlotExecutor):
                 continue
             memory = int(node["Resources"].get("memory", 0)) // count or None
             facts = {**answer["facts"], "node": node_id, "node_ip": node.get("NodeManagerAddress")}
-            slots += [Slot(f"ray:{label}:{i}", "cuda" if self.gpu else "cpu", None, threads,
-                           device_name=answer["device_name"], facts=facts, node=node_id,
-                           mem_limit_bytes=memory) for i in range(count)]
+            slots += [
+                Slot(
+                    f"ray:{label}:{i}",
+                    "cuda" if self.gpu else "cpu",
+                    None,
+                    threads,
+                    device_name=answer["device_name"],
+                    facts=facts,
+                    node=node_id,
+                    mem_limit_bytes=memory,
+                )
+                for i in range(count)
+            ]
         return slots
 
     def _shape(self, node: dict[str, Any]) -> tuple[int, int]:
@@ -140,8 +168,12 @@ class RayExecutor(SlotExecutor):
         if self.mixed:
             return slots, []
         keep = [slot for slot in slots if slot.hardware_class == self.hardware_class]
-        off = [f"Ray slot {slot.name} left out: it is {slot.hardware_class}, the run is "
-               f"{self.hardware_class}" for slot in slots if slot not in keep]
+        off = [
+            f"Ray slot {slot.name} left out: it is {slot.hardware_class}, the run is "
+            f"{self.hardware_class}"
+            for slot in slots
+            if slot not in keep
+        ]
         return keep, off
 
     def _slots_now(self) -> list[Slot]:
@@ -157,14 +189,29 @@ class RayExecutor(SlotExecutor):
 
     def _evaluate(self, slot: Slot, request: EvalRequest) -> EvalResult:
         settings = dataclasses.replace(
-            self.settings, seed=request.seed, slot=slot.name, device=slot.device, cuda_visible=None,
-            threads=slot.threads, mem_limit_bytes=slot.mem_limit_bytes or self.settings.mem_limit_bytes,
-            split=request.split, prune=request.prune)
+            self.settings,
+            seed=request.seed,
+            slot=slot.name,
+            device=slot.device,
+            cuda_visible=None,
+            threads=slot.threads,
+            mem_limit_bytes=slot.mem_limit_bytes or self.settings.mem_limit_bytes,
+            split=request.split,
+            prune=request.prune,
+        )
         ref = self._task.options(
-            num_cpus=slot.threads, num_gpus=1 if slot.device == "cuda" else 0, max_retries=0,
+            num_cpus=slot.threads,
+            num_gpus=1 if slot.device == "cuda" else 0,
+            max_retries=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node, soft=False),
         ).remote(request.source, settings, request.eval_id, self.expect)
-        deadline = time.monotonic() + settings.budget + settings.grace + settings.eval_timeout + ANSWER_MARGIN
+        deadline = (
+            time.monotonic()
+            + settings.budget
+            + settings.grace
+            + settings.eval_timeout
+            + ANSWER_MARGIN
+        )
         while not ray.wait([ref], timeout=0.5)[0]:
             if request.cancel.is_set():
                 return self._cancel(ref, slot, request)
@@ -211,7 +258,9 @@ class RayExecutor(SlotExecutor):
         key = slot.node or ""
         self._losses[key] = self._losses.get(key, 0) + 1
         if self._losses[key] >= MAX_NODE_LOSSES:
-            self._retire_node(slot.node, f"{MAX_NODE_LOSSES} evaluations in a row were lost ({why})")
+            self._retire_node(
+                slot.node, f"{MAX_NODE_LOSSES} evaluations in a row were lost ({why})"
+            )
 
     def _close(self) -> None:
         self._stop.set()
@@ -224,8 +273,10 @@ class RayExecutor(SlotExecutor):
 
 
 def _connect(address: str) -> None:
-    fix = ("start one with `ray start --head` (and `ray start --address HEAD:6379` on each "
-           "worker), then pass --ray-address HEAD:6379, or auto on a cluster node")
+    fix = (
+        "start one with `ray start --head` (and `ray start --address HEAD:6379` on each "
+        "worker), then pass --ray-address HEAD:6379, or auto on a cluster node"
+    )
     host, _, port = address.rpartition(":")
     if host and port.isdigit() and "://" not in address:
         try:  # Ray itself retries an unreachable address for minutes
@@ -235,7 +286,9 @@ def _connect(address: str) -> None:
     try:
         ray.init(address=address, log_to_driver=False, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UserError(f"cannot connect to the Ray cluster at {address}", _first_line(exc), fix) from None
+        raise UserError(
+            f"cannot connect to the Ray cluster at {address}", _first_line(exc), fix
+        ) from None
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
@@ -249,8 +302,11 @@ def _gpus(node: dict[str, Any]) -> float:
 def _use_gpus(device: str, nodes: list[dict[str, Any]]) -> bool:
     has = any(_gpus(node) >= 1 for node in nodes)
     if device == "cuda" and not has:
-        raise UserError("--device cuda was asked for, but the Ray cluster has no GPU",
-                        "no node reports a GPU resource", "use --device auto or cpu, or add GPU nodes")
+        raise UserError(
+            "--device cuda was asked for, but the Ray cluster has no GPU",
+            "no node reports a GPU resource",
+            "use --device auto or cpu, or add GPU nodes",
+        )
     return has and device != "cpu"
 
 
@@ -258,8 +314,17 @@ def _default_threads(nodes: list[dict[str, Any]], gpu: bool) -> int:
     """CPU tasks: every core of the smallest node, so all slots are alike. GPU tasks: set per node."""
     if gpu:
         return max((int(node["Resources"].get("CPU", 0)) for node in nodes), default=1) or 1
-    return max(1, min((int(node["Resources"].get("CPU", 0)) for node in nodes
-                       if node["Resources"].get("CPU", 0) >= 1), default=1))
+    return max(
+        1,
+        min(
+            (
+                int(node["Resources"].get("CPU", 0))
+                for node in nodes
+                if node["Resources"].get("CPU", 0) >= 1
+            ),
+            default=1,
+        ),
+    )
 
 
 def _portable(data: str) -> str:

@@ -52,10 +52,15 @@ def mismatch(expect: Expect) -> tuple[Dataset | None, str]:
     except UserError as exc:
         return None, f"node {node} cannot prepare the dataset: {exc.what}"
     if dataset.fingerprint != expect.fingerprint:
-        return None, (f"node {node} prepared dataset {expect.data!r} with fingerprint "
-                      f"{dataset.fingerprint}, the coordinator has {expect.fingerprint}")
-    changed = sorted(name for name, digest in sandbox.harness_hashes().items()
-                     if expect.harness.get(name) != digest)
+        return None, (
+            f"node {node} prepared dataset {expect.data!r} with fingerprint "
+            f"{dataset.fingerprint}, the coordinator has {expect.fingerprint}"
+        )
+    changed = sorted(
+        name
+        for name, digest in sandbox.harness_hashes().items()
+        if expect.harness.get(name) != digest
+    )
     if changed:
         return None, f"node {node} runs a different evolve harness ({', '.join(changed)} differ)"
     return dataset, ""
@@ -77,7 +82,9 @@ def evaluate(source: str, settings: RunSettings, eval_id: str, expect: Expect) -
     if dataset is None:
         return EvalResult(status="lost", reason=problem, slot=settings.slot).to_dict(), ""
     if settings.device == "cuda":  # Ray pinned this task to a GPU through our environment
-        settings = dataclasses.replace(settings, cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+        settings = dataclasses.replace(
+            settings, cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        )
     work = Path(tempfile.mkdtemp(prefix=f"evolve-{eval_id}-"))
     try:
         result = _run_cancellable(source, dataset, settings, work / "run", work / "log.txt")
@@ -86,8 +93,9 @@ def evaluate(source: str, settings: RunSettings, eval_id: str, expect: Expect) -
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_cancellable(source: str, dataset: Dataset, settings: RunSettings, workdir: Path,
-                     log: Path) -> EvalResult:
+def _run_cancellable(
+    source: str, dataset: Dataset, settings: RunSettings, workdir: Path, log: Path
+) -> EvalResult:
     """run_genome in a thread: ray.cancel() raises KeyboardInterrupt here, and we stop it cleanly."""
     cancel = threading.Event()
     box: dict[str, Any] = {}

@@ -57,22 +57,29 @@ def local_slots(device: str, devices: str | None, threads: int | None) -> list[S
         ids = [d.strip() for d in devices.split(",") if d.strip()] if devices else visible_gpu_ids()
         return gpu_slots(ids, threads or max(1, cores // max(1, len(ids))))
     if devices:
-        raise UserError(f"--devices {devices} names GPUs, but the run uses the CPU",
-                        "GPU slots need --device cuda (or auto on a machine with GPUs)",
-                        "use --devices cpu:N for N CPU slots")
+        raise UserError(
+            f"--devices {devices} names GPUs, but the run uses the CPU",
+            "GPU slots need --device cuda (or auto on a machine with GPUs)",
+            "use --devices cpu:N for N CPU slots",
+        )
     return [Slot("cpu0", "cpu", None, threads or cores)]
 
 
 def gpu_slots(ids: list[str], threads: int) -> list[Slot]:
     """A slot per listed GPU id, pinned through CUDA_VISIBLE_DEVICES, named after its GPU."""
     if not ids:
-        raise UserError("no GPU to run on", "no GPU id was given and none is visible",
-                        "pass --devices 0,1 or use --device cpu")
+        raise UserError(
+            "no GPU to run on",
+            "no GPU id was given and none is visible",
+            "pass --devices 0,1 or use --device cpu",
+        )
     names = cuda_names(",".join(dict.fromkeys(ids)))
     if len(names) < len(dict.fromkeys(ids)):
-        raise UserError(f"GPU ids {','.join(ids)} were asked for, but only {len(names)} of them "
-                        "are visible", "an id does not exist on this machine",
-                        "list the GPUs with nvidia-smi and pass existing ids to --devices")
+        raise UserError(
+            f"GPU ids {','.join(ids)} were asked for, but only {len(names)} of them are visible",
+            "an id does not exist on this machine",
+            "list the GPUs with nvidia-smi and pass existing ids to --devices",
+        )
     model = dict(zip(dict.fromkeys(ids), names, strict=False))
     seen: Counter[str] = Counter()
     slots = []
@@ -93,23 +100,33 @@ def _cpu_spec(text: str) -> tuple[int, int | None]:
     except ValueError:
         values = (0, None)
     if not text.startswith("cpu:") or values[0] < 1 or (values[1] is not None and values[1] < 1):
-        raise UserError(f"bad --devices value {text!r}", "expected cpu, cpu:N or cpu:NxT with N, T >= 1",
-                        "for example --devices cpu:2 or --devices cpu:2x1")
+        raise UserError(
+            f"bad --devices value {text!r}",
+            "expected cpu, cpu:N or cpu:NxT with N, T >= 1",
+            "for example --devices cpu:2 or --devices cpu:2x1",
+        )
     return values
 
 
 def run_class(slots: list[Slot], mixed: bool = False) -> str:
     """The hardware class a run's results are compared within; refuse to mix classes silently."""
     if not slots:
-        raise UserError("no evaluation slot", "the executor found nowhere to run evaluations",
-                        "check --devices, or that the Ray cluster has free CPUs or GPUs")
+        raise UserError(
+            "no evaluation slot",
+            "the executor found nowhere to run evaluations",
+            "check --devices, or that the Ray cluster has free CPUs or GPUs",
+        )
     counts = Counter(slot.hardware_class for slot in slots)
     if len(counts) > 1 and not mixed:
-        listing = "; ".join(f"{cls}: {', '.join(s.name for s in slots if s.hardware_class == cls)}"
-                            for cls in counts)
-        raise UserError("the evaluation slots are of different hardware classes",
-                        f"scores after a fixed time budget differ between them ({listing})",
-                        "choose slots of one kind with --devices (or --threads), or pass "
-                        "--mixed-hardware to run anyway; results off the main class are then "
-                        "flagged and kept out of comparisons")
+        listing = "; ".join(
+            f"{cls}: {', '.join(s.name for s in slots if s.hardware_class == cls)}"
+            for cls in counts
+        )
+        raise UserError(
+            "the evaluation slots are of different hardware classes",
+            f"scores after a fixed time budget differ between them ({listing})",
+            "choose slots of one kind with --devices (or --threads), or pass "
+            "--mixed-hardware to run anyway; results off the main class are then "
+            "flagged and kept out of comparisons",
+        )
     return counts.most_common(1)[0][0]

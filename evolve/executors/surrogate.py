@@ -134,9 +134,11 @@ class Surrogate:
     def predict(self, source: str) -> dict[str, Any]:
         """Expected val_bpb, the genome's noise std, its failure probability and measures."""
         a = _design(self._x(source))[0]
-        out = {"mean": float(a @ np.asarray(self.bpb)),
-               "std": max(self.noise_floor, float(math.exp(a @ np.asarray(self.noise)))),
-               "p_fail": float(1 / (1 + math.exp(-float(a @ np.asarray(self.fail)))))}
+        out = {
+            "mean": float(a @ np.asarray(self.bpb)),
+            "std": max(self.noise_floor, float(math.exp(a @ np.asarray(self.noise)))),
+            "p_fail": float(1 / (1 + math.exp(-float(a @ np.asarray(self.fail))))),
+        }
         for name, w in self.measures.items():
             out[name] = float(math.exp(a @ np.asarray(w)))
         return out
@@ -146,8 +148,13 @@ class Surrogate:
         digest = hashlib.sha256(source.encode()).hexdigest()[:16]
         rng = random.Random(f"{digest}:{seed}")
         p = self.predict(source)
-        common = {"budget": self.budget, "seed": seed, "wall_seconds": self.wall_seconds,
-                  "training_seconds": self.budget, "device": "surrogate"}
+        common = {
+            "budget": self.budget,
+            "seed": seed,
+            "wall_seconds": self.wall_seconds,
+            "training_seconds": self.budget,
+            "device": "surrogate",
+        }
         measured = {k: int(round(p[k])) for k in self.measures}
         if rng.random() < p["p_fail"] and self.statuses:
             kinds, counts = zip(*sorted(self.statuses.items()), strict=True)
@@ -179,8 +186,9 @@ def fit(samples: list[tuple[str, dict[str, Any]]], reference: str, lam: float = 
     x = np.asarray([r[0][index] for r in rows]).reshape(len(rows), len(moved))
     low, high = x.min(axis=0) if len(x) else [], x.max(axis=0) if len(x) else []
     a = _design(x)
-    ok = np.asarray([res.get("status") == "ok" and res.get("val_bpb") is not None
-                     for _, res in rows])
+    ok = np.asarray(
+        [res.get("status") == "ok" and res.get("val_bpb") is not None for _, res in rows]
+    )
     failed = np.asarray([res.get("status") in FAILURES for _, res in rows])
     if ok.sum() < 3:
         raise ValueError("a surrogate needs at least 3 ok evaluations")
@@ -202,12 +210,20 @@ def fit(samples: list[tuple[str, dict[str, Any]]], reference: str, lam: float = 
     statuses = Counter(res["status"] for _, res in rows if res.get("status") in FAILURES)
     budgets = [res.get("budget") or 0.0 for _, res in rows]
     walls = sorted(res.get("wall_seconds") or 0.0 for _, res in rows)
-    return Surrogate(reference=ref, names=moved, low=list(map(float, low)),
-                     high=list(map(float, high)), bpb=bpb.tolist(), noise=noise.tolist(),
-                     fail=fail.tolist(), measures=measures, statuses=dict(statuses),
-                     budget=float(max(budgets, default=0.0)),
-                     wall_seconds=float(walls[len(walls) // 2]) if walls else 0.0,
-                     records=len(rows))
+    return Surrogate(
+        reference=ref,
+        names=moved,
+        low=list(map(float, low)),
+        high=list(map(float, high)),
+        bpb=bpb.tolist(),
+        noise=noise.tolist(),
+        fail=fail.tolist(),
+        measures=measures,
+        statuses=dict(statuses),
+        budget=float(max(budgets, default=0.0)),
+        wall_seconds=float(walls[len(walls) // 2]) if walls else 0.0,
+        records=len(rows),
+    )
 
 
 def _replicate_shift(rows: list, ok: np.ndarray, a: np.ndarray, noise: np.ndarray) -> float:

@@ -42,8 +42,13 @@ def _prologue(settings: GenomeSettings) -> dict:
     abi = landlock.restrict(read, [os.getcwd()], landlock.device_paths(), settings.sealed)
     seccomp = syscalls.deny_sockets()
     dropped = limits.drop_capabilities()
-    return {"landlock": abi, "cgroups": joined, "rlimits": rlimits, "caps_dropped": dropped,
-            "seccomp": seccomp}
+    return {
+        "landlock": abi,
+        "cgroups": joined,
+        "rlimits": rlimits,
+        "caps_dropped": dropped,
+        "seccomp": seccomp,
+    }
 
 
 def describe(exc: BaseException, genome: str) -> str:
@@ -81,8 +86,12 @@ def main() -> None:
         traceback.print_exc()
         print(f"evolve: {describe(exc, genome)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_CRASHED)
-    print("evolve: the genome finished without handing in a model (call run.submit(model, "
-          "seq_len) at the end of training)", file=sys.stderr, flush=True)
+    print(
+        "evolve: the genome finished without handing in a model (call run.submit(model, "
+        "seq_len) at the end of training)",
+        file=sys.stderr,
+        flush=True,
+    )
     sys.exit(EXIT_NO_SUBMIT)
 
 

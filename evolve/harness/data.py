@@ -165,8 +165,12 @@ def _resolve(spec: str, cache: Path) -> _Source:
             "only .txt files and .parquet files with a 'text' column are understood",
             "convert the corpus to plain text (.txt) or to parquet with a 'text' column",
         )
-    return _Source(path.name, _files_identity("file", path, [path]), lambda: _split(_read(path)),
-                   sealed=(str(path.resolve()),))
+    return _Source(
+        path.name,
+        _files_identity("file", path, [path]),
+        lambda: _split(_read(path)),
+        sealed=(str(path.resolve()),),
+    )
 
 
 def _files_identity(kind: str, root: Path, files: list[Path]) -> dict[str, Any]:
@@ -194,8 +198,12 @@ def _folder_source(folder: Path) -> _Source:
     def load() -> tuple[bytes, bytes]:
         return _split(_concat(_read(f) for f in files))
 
-    return _Source(f"{folder.name}/", _files_identity("folder", folder, files), load,
-                   sealed=(str(folder.resolve()),))
+    return _Source(
+        f"{folder.name}/",
+        _files_identity("folder", folder, files),
+        load,
+        sealed=(str(folder.resolve()),),
+    )
 
 
 def _is_corpus_file(path: Path, root: Path) -> bool:
@@ -449,8 +457,13 @@ def _meta(
     }
 
 
-def _store(folder: Path, encoded: tokenizing.Encoded, meta: dict[str, Any], val: np.ndarray,
-           test: np.ndarray) -> None:
+def _store(
+    folder: Path,
+    encoded: tokenizing.Encoded,
+    meta: dict[str, Any],
+    val: np.ndarray,
+    test: np.ndarray,
+) -> None:
     """Write the arrays, then meta.json (listing their sizes) as the completion mark."""
     arrays = {"train.npy": encoded.train, "val.npy": val, "test.npy": test}
     if encoded.token_bytes is not None:

@@ -103,9 +103,19 @@ def _trusted_program(device: str) -> io.BytesIO:
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
             with torch.autocast(idx.device.type, dtype=torch.bfloat16):
                 x = self.norm(self.embed(idx))
-                q, k, v = self.qkv(F.rms_norm(x, (8,))).view(*idx.shape, 3, 2, 4).transpose(1, 3).unbind(2)
-                q = torch.cat([q[..., :2] * self.angle.cos() - q[..., 2:] * self.angle.sin(),
-                               q[..., 2:] * self.angle.cos() + q[..., :2] * self.angle.sin()], -1)
+                q, k, v = (
+                    self.qkv(F.rms_norm(x, (8,)))
+                    .view(*idx.shape, 3, 2, 4)
+                    .transpose(1, 3)
+                    .unbind(2)
+                )
+                q = torch.cat(
+                    [
+                        q[..., :2] * self.angle.cos() - q[..., 2:] * self.angle.sin(),
+                        q[..., 2:] * self.angle.cos() + q[..., :2] * self.angle.sin(),
+                    ],
+                    -1,
+                )
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
                 x = x + F.gelu(y.transpose(1, 2).reshape(*idx.shape, 8))
                 x = x + self.conv(F.pad(x.transpose(1, 2), (1, 0))).transpose(1, 2)
@@ -155,10 +165,15 @@ def seal(device: str, sealed: list[str] | tuple[str, ...] = ()) -> int:
 def score(prepared: Prepared, config: EvaluatorSettings) -> dict[str, Any]:
     """Load the handed-in graph from memory and return val_bpb and the parameter count."""
     program = load_model(prepared.archive)
-    nats, n_bytes = score_batches(program.module(), prepared.batches, config.vocab_size,
-                                  prepared.token_bytes)
-    return {"val_bpb": nats / math.log(2) / n_bytes, "params": count_params(program),
-            "eval_tokens": config.eval_tokens, **graph_shape(program)}
+    nats, n_bytes = score_batches(
+        program.module(), prepared.batches, config.vocab_size, prepared.token_bytes
+    )
+    return {
+        "val_bpb": nats / math.log(2) / n_bytes,
+        "params": count_params(program),
+        "eval_tokens": config.eval_tokens,
+        **graph_shape(program),
+    }
 
 
 def device_facts(device: str) -> dict[str, Any]:
@@ -195,7 +210,10 @@ def _invalid(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, Rejected):
         return {"status": "invalid", "reason": str(exc)}
     # a model that breaks evaluation is the genome's fault
-    return {"status": "invalid", "reason": f"evaluation failed: {type(exc).__name__}: {str(exc)[:300]}"}
+    return {
+        "status": "invalid",
+        "reason": f"evaluation failed: {type(exc).__name__}: {str(exc)[:300]}",
+    }
 
 
 def main() -> None:

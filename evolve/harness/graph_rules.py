@@ -25,8 +25,9 @@ def load_model(archive: str | io.BytesIO) -> Any:
     try:
         program = torch.export.load(archive)
     except Exception as exc:
-        raise Rejected(f"the handed-in model could not be loaded: {type(exc).__name__}: "
-                       f"{str(exc)[:300]}") from exc
+        raise Rejected(
+            f"the handed-in model could not be loaded: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
     check_graph(program)
     return program
 
@@ -57,13 +58,21 @@ def check_graph(program: Any) -> None:
                 if node.args[0] in lasting:
                     lasting[node] = lasting[node.args[0]]
                 continue
-            if node.op == "call_function" and isinstance(target, torch._ops.HigherOrderOperator) \
-                    and target.name() in ALLOWED_WRAPPERS:
+            if (
+                node.op == "call_function"
+                and isinstance(target, torch._ops.HigherOrderOperator)
+                and target.name() in ALLOWED_WRAPPERS
+            ):
                 continue
-            if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) \
-                    or target.namespace != "aten":
-                raise Rejected(f"the exported graph calls {target!r} ({node.op}), which is not an "
-                               "ATen operator; refused")
+            if (
+                node.op != "call_function"
+                or not isinstance(target, torch._ops.OpOverload)
+                or target.namespace != "aten"
+            ):
+                raise Rejected(
+                    f"the exported graph calls {target!r} ({node.op}), which is not an "
+                    "ATen operator; refused"
+                )
             _check_operator(node, target, lasting)
 
 
@@ -81,19 +90,25 @@ def _check_operator(node: Any, target: Any, lasting: dict[Any, str]) -> None:
         if spec.alias_info is not None and roots:
             (written if spec.alias_info.is_write else viewed).extend(roots)
     if written:
-        raise Rejected(f"the exported graph calls aten.{packet}.{overload}, which writes into "
-                       f"{', '.join(written)}: it keeps state between calls or changes its input; "
-                       "refused")
+        raise Rejected(
+            f"the exported graph calls aten.{packet}.{overload}, which writes into "
+            f"{', '.join(written)}: it keeps state between calls or changes its input; "
+            "refused"
+        )
     base = packet[:-1] if schema.is_mutable and packet.endswith("_") else packet
     if base not in ALLOWED_ATEN:
-        raise Rejected(f"the exported graph calls aten.{packet}, which {refusal(base)}: "
-                       "only pure tensor operators run in the evaluator; refused")
+        raise Rejected(
+            f"the exported graph calls aten.{packet}, which {refusal(base)}: "
+            "only pure tensor operators run in the evaluator; refused"
+        )
     if base in ONLY_WHEN:
         name, required = ONLY_WHEN[base]
         value = _argument(node, target, name)
         if value != required:
-            raise Rejected(f"the exported graph calls aten.{packet} with {name}={value!r}, which "
-                           "draws random numbers (export the model in eval mode); refused")
+            raise Rejected(
+                f"the exported graph calls aten.{packet} with {name}={value!r}, which "
+                "draws random numbers (export the model in eval mode); refused"
+            )
     if viewed and any(ret.alias_info is not None for ret in schema.returns):
         lasting[node] = viewed[0]  # a view of something that outlives the call
 
@@ -122,15 +137,22 @@ def check_state(program: Any) -> None:
     for spec in signature.output_specs:
         if spec.kind != OutputKind.USER_OUTPUT:
             what = spec.kind.name.lower().replace("_", " ")
-            raise Rejected(f"the exported graph keeps state between calls ({what} of "
-                           f"{spec.target or 'an input'}): nothing may persist from one call to "
-                           "the next; refused")
+            raise Rejected(
+                f"the exported graph keeps state between calls ({what} of "
+                f"{spec.target or 'an input'}): nothing may persist from one call to "
+                "the next; refused"
+            )
     for spec in signature.input_specs:
         if spec.kind in (InputKind.TOKEN, InputKind.CUSTOM_OBJ):
-            raise Rejected(f"the exported graph takes a {spec.kind.name.lower()} input "
-                           "(side effects or script objects); refused")
+            raise Rejected(
+                f"the exported graph takes a {spec.kind.name.lower()} input "
+                "(side effects or script objects); refused"
+            )
 
 
 def count_params(program: Any) -> int:
-    return sum(int(program.state_dict[name].numel())
-               for name in program.graph_signature.parameters if name in program.state_dict)
+    return sum(
+        int(program.state_dict[name].numel())
+        for name in program.graph_signature.parameters
+        if name in program.state_dict
+    )

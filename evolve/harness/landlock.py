@@ -60,8 +60,12 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def restrict(read: Iterable[str], write: Iterable[str], devices: Iterable[str] = (),
-             sealed: Iterable[str] = ()) -> int:
+def restrict(
+    read: Iterable[str],
+    write: Iterable[str],
+    devices: Iterable[str] = (),
+    sealed: Iterable[str] = (),
+) -> int:
     """Confine this process; return the ABI used (0: no Landlock on this kernel).
 
     `read`: paths (dirs or files) readable and executable, except the `sealed`
@@ -140,14 +144,24 @@ def _add_path(ruleset: int, path: str, rights: int) -> None:
         if not os.path.isdir(path):
             rights &= _FILE_ONLY
         rule = _PathBeneath(rights, fd)
-        _check(_libc.syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0), "add_rule")
+        _check(
+            _libc.syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0), "add_rule"
+        )
     finally:
         os.close(fd)
 
 
 SYSTEM_READ = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys")
-DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/nvidiactl",
-                "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+DEVICE_FILES = (
+    "/dev/null",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-uvm-tools",
+    "/dev/nvidia-modeset",
+)
 
 
 def python_read_paths() -> list[str]:
@@ -164,10 +178,17 @@ def python_read_paths() -> list[str]:
     import sysconfig
 
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, package,
-             *SYSTEM_READ}
-    paths.update(sysconfig.get_paths().get(key, "") for key in
-                 ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        package,
+        *SYSTEM_READ,
+    }
+    paths.update(
+        sysconfig.get_paths().get(key, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    )
     paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
     user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
     if user:

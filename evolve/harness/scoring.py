@@ -12,11 +12,14 @@ from evolve.harness.windows import Batch
 CAUSAL_TOL = 1e-3  # nats; a causal model changes by exactly 0 on CPU
 
 
-
 def _forward(module: Any, x: Any, vocab: int) -> Any:
     logits = module(x)
-    if not hasattr(logits, "shape") or logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(x.shape) \
-            or logits.shape[2] < vocab:
+    if (
+        not hasattr(logits, "shape")
+        or logits.dim() != 3
+        or tuple(logits.shape[:2]) != tuple(x.shape)
+        or logits.shape[2] < vocab
+    ):
         shape = tuple(getattr(logits, "shape", ()))
         raise Rejected(f"model output has shape {shape}; expected {tuple(x.shape)} + (>= {vocab},)")
     logits = logits[..., :vocab].float()
@@ -42,8 +45,15 @@ def probe_input(x: Any, donor: Any, cuts: Any) -> Any:
     return torch.where(_kept(cuts, x.shape[1]), x, donor)
 
 
-def check_causal(module: Any, x: Any, vocab: int, rng: np.random.Generator | None = None,
-                 donor: Any = None, cuts: Any = None, base: Any = None) -> None:
+def check_causal(
+    module: Any,
+    x: Any,
+    vocab: int,
+    rng: np.random.Generator | None = None,
+    donor: Any = None,
+    cuts: Any = None,
+    base: Any = None,
+) -> None:
     """Reject models whose predictions at position t depend on tokens after t or on other rows.
 
     One probe: every row gets its own cut (its tokens from the cut on are replaced)
@@ -75,18 +85,28 @@ def check_causal(module: Any, x: Any, vocab: int, rng: np.random.Generator | Non
     # Which rule broke: change only the other rows and look at this row again.
     others = torch.zeros_like(cuts)
     others[row] = length
-    mixed = float((_logprobs(module, probe_input(x, donor, others), vocab)[row] - base[row])
-                  .abs().max()) if rows > 1 else 0.0
+    mixed = (
+        float(
+            (_logprobs(module, probe_input(x, donor, others), vocab)[row] - base[row]).abs().max()
+        )
+        if rows > 1
+        else 0.0
+    )
     if mixed > CAUSAL_TOL:
-        raise Rejected(f"model mixes information across the batch: changing other rows changed "
-                       f"row {row}'s predictions by {mixed:.3g} nats")
+        raise Rejected(
+            f"model mixes information across the batch: changing other rows changed "
+            f"row {row}'s predictions by {mixed:.3g} nats"
+        )
     cut = int(cuts[row])
-    raise Rejected(f"non-causal model: changing a row's tokens from position {cut} on changed "
-                   f"the predictions before it by {diff:.3g} nats (tolerance {CAUSAL_TOL:g})")
+    raise Rejected(
+        f"non-causal model: changing a row's tokens from position {cut} on changed "
+        f"the predictions before it by {diff:.3g} nats (tolerance {CAUSAL_TOL:g})"
+    )
 
 
-def score_batches(module: Any, batches: list[Batch], vocab: int,
-                  token_bytes: Any = None) -> tuple[float, int]:
+def score_batches(
+    module: Any, batches: list[Batch], vocab: int, token_bytes: Any = None
+) -> tuple[float, int]:
     """(nats, bytes) over the batches' masked targets; every batch is probed for causality."""
     import torch
 

@@ -29,8 +29,10 @@ class Session:
 
     def __init__(self, settings: GenomeSettings) -> None:
         if settings.clock_start is None:
-            raise SettingsError("the budget clock was not started: run the genome with "
-                                "`evolve eval FILE`, whose sandbox prologue starts it")
+            raise SettingsError(
+                "the budget clock was not started: run the genome with "
+                "`evolve eval FILE`, whose sandbox prologue starts it"
+            )
         self._settings = settings
         self.budget: float = settings.budget
         self.device: str = settings.device
@@ -102,8 +104,12 @@ class Session:
 
         # Reported figures: this code runs in the genome's process, which can change any
         # of them. The runner keeps them as reported and never bins the map on them.
-        self._send(event="training_done", steps=None if steps is None else int(steps),
-                   tokens=int(self.tokens_served), cuda_peak_bytes=_cuda_peak(torch))
+        self._send(
+            event="training_done",
+            steps=None if steps is None else int(steps),
+            tokens=int(self.tokens_served),
+            cuda_peak_bytes=_cuda_peak(torch),
+        )
         model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
         model.eval()
         batch = self._settings.export_batch
@@ -114,8 +120,11 @@ class Session:
             torch.export.save(program, "partial." + MODEL_FILE)
             os.replace("partial." + MODEL_FILE, MODEL_FILE)
         except Exception as exc:  # the reason goes to the log and the record
-            print(f"evolve: the model could not be exported with torch.export: {exc}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"evolve: the model could not be exported with torch.export: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(4)
         self._send(event="submitted", path=MODEL_FILE, seq_len=int(seq_len))
         sys.stdout.flush()

@@ -66,16 +66,19 @@ class _ProcessSettings:
         required = {name for name, f in fields.items() if f.default is dataclasses.MISSING}
         missing, unknown = sorted(required - set(data)), sorted(set(data) - set(fields))
         if missing or unknown:
-            raise SettingsError(f"{cls.ENV_VAR} does not match {cls.__name__}: "
-                                f"missing {missing or 'nothing'}, unknown {unknown or 'nothing'} "
-                                "(the runner and this harness must come from one install)")
+            raise SettingsError(
+                f"{cls.ENV_VAR} does not match {cls.__name__}: "
+                f"missing {missing or 'nothing'}, unknown {unknown or 'nothing'} "
+                "(the runner and this harness must come from one install)"
+            )
         values = {}
         for name, value in data.items():
             try:
                 values[name] = _typed(hints[name], value)
             except TypeError:
-                raise SettingsError(f"{cls.ENV_VAR}: {name} is {value!r}, not "
-                                    f"{_name(hints[name])}") from None
+                raise SettingsError(
+                    f"{cls.ENV_VAR}: {name} is {value!r}, not {_name(hints[name])}"
+                ) from None
         return cls(**values)
 
     @classmethod

@@ -14,8 +14,12 @@ import math
 from typing import Any
 
 _MATMULS = ("mm", "bmm", "matmul", "addmm", "baddbmm", "linear")
-_ATTENTION = ("scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
-              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+_ATTENTION = (
+    "scaled_dot_product_attention",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+)
 
 
 def _shape(node: Any) -> tuple[int, ...] | None:

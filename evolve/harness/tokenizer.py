@@ -145,4 +145,3 @@ def _bpe_token_bytes(tok, size: int) -> np.ndarray:
         assert set(token) <= alphabet, f"token {token_id} is not byte-level: {token!r}"
         lengths[token_id] = len(token)
     return lengths
-

@@ -36,18 +36,31 @@ MAX_SMALL = 64  # bytes of a format marker such as archive_version or byteorder
 _NAME = re.compile(r"[\w.:\-]*")  # names, op targets, devices: never code
 _FILE = re.compile(r"(?!\.+$)[\w.\-]+")  # one path component: never '.', '..' or '/'
 _TEXT_FIELDS = {"as_string", "as_strings", "in_spec", "out_spec", "torch_version"}  # passed as data
-_MARKERS = {"archive_format", "archive_version", "byteorder", ".data/version",
-            ".data/serialization_id"}  # small format markers, each a word or a number
+_MARKERS = {
+    "archive_format",
+    "archive_version",
+    "byteorder",
+    ".data/version",
+    ".data/serialization_id",
+}  # small format markers, each a word or a number
 _PROGRAM = "models/model.json"
 _SAMPLE_INPUTS = "data/sample_inputs/model.pt"  # a pickle: replaced by nothing, never loaded
-_PAYLOADS = {"data/weights/": "data/weights/model_weights_config.json",
-             "data/constants/": "data/constants/model_constants_config.json"}
+_PAYLOADS = {
+    "data/weights/": "data/weights/model_weights_config.json",
+    "data/constants/": "data/constants/model_constants_config.json",
+}
 # torch picks the loader by the payload's name: weight_N and tensor_N are raw bytes, while
 # custom_obj_N and opaque_obj_N are unpickled whatever use_pickle says. Only raw ones pass.
-_RAW_PAYLOAD = {"data/weights/": re.compile(r"weight_\d+"),
-                "data/constants/": re.compile(r"tensor_\d+")}
-_LEGACY = {"serialized_exported_program.json", "serialized_state_dict.pt",  # torch <= 2.7
-           "data/weights/model.pt", "data/constants/model.pt"}  # torch 2.8: pickled state dict
+_RAW_PAYLOAD = {
+    "data/weights/": re.compile(r"weight_\d+"),
+    "data/constants/": re.compile(r"tensor_\d+"),
+}
+_LEGACY = {
+    "serialized_exported_program.json",
+    "serialized_state_dict.pt",  # torch <= 2.7
+    "data/weights/model.pt",
+    "data/constants/model.pt",
+}  # torch 2.8: pickled state dict
 
 
 def torch_support(version: str) -> tuple[str, str] | None:
@@ -58,15 +71,22 @@ def torch_support(version: str) -> tuple[str, str] | None:
     """
     found = re.match(r"(\d+)\.(\d+)", version)
     if not found:
-        return "unknown", f"torch {version} is not a version evolve knows; it supports {SUPPORTED_TEXT}"
+        return (
+            "unknown",
+            f"torch {version} is not a version evolve knows; it supports {SUPPORTED_TEXT}",
+        )
     minor = (int(found[1]), int(found[2]))
     low, high = SUPPORTED_TORCH
     if minor < low:
-        return "old", (f"torch {version} is too old: its torch.export.save pickles the weights, "
-                       f"which the evaluator refuses; evolve supports {SUPPORTED_TEXT}")
+        return "old", (
+            f"torch {version} is too old: its torch.export.save pickles the weights, "
+            f"which the evaluator refuses; evolve supports {SUPPORTED_TEXT}"
+        )
     if minor > high:
-        return "new", (f"torch {version} is newer than evolve was tested with ({SUPPORTED_TEXT}); "
-                       "its exported models may be refused as invalid")
+        return "new", (
+            f"torch {version} is newer than evolve was tested with ({SUPPORTED_TEXT}); "
+            "its exported models may be refused as invalid"
+        )
     return None
 
 
@@ -96,15 +116,18 @@ def _vet(path: str) -> io.BytesIO:
     out = io.BytesIO()
     with src, zipfile.ZipFile(out, "w") as dst:
         members = _members(src)
-        configs = {folder: _payload_config(src, members, config, _RAW_PAYLOAD[folder])
-                   for folder, config in _PAYLOADS.items()}
+        configs = {
+            folder: _payload_config(src, members, config, _RAW_PAYLOAD[folder])
+            for folder, config in _PAYLOADS.items()
+        }
         for name, info in members.items():
             data = b"" if name == _SAMPLE_INPUTS else src.read(info)
             if name == _PROGRAM:
                 data = json.dumps(_clean(_json(data, name), "")).encode()
             elif name in _MARKERS:
-                if len(data) > MAX_SMALL or not _NAME.fullmatch(data.decode("ascii", "replace")
-                                                                .strip()):
+                if len(data) > MAX_SMALL or not _NAME.fullmatch(
+                    data.decode("ascii", "replace").strip()
+                ):
                     raise Rejected(f"the model archive's {name!r} is not a format marker; refused")
                 if name == "archive_format" and data.strip() != b"pt2":
                     raise Rejected(f"the model archive's format is {data[:20]!r}, not pt2; refused")
@@ -122,11 +145,15 @@ def _members(src: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     infos = src.infolist()
     names = [info.filename for info in infos]
     if _LEGACY & ({name.split("/", 1)[-1] for name in names} | set(names)):
-        raise Rejected("the handed-in model is in an older torch.export.save format that "
-                       "pickles the weights, which the evaluator refuses; evolve supports "
-                       f"{SUPPORTED_TEXT}")
+        raise Rejected(
+            "the handed-in model is in an older torch.export.save format that "
+            "pickles the weights, which the evaluator refuses; evolve supports "
+            f"{SUPPORTED_TEXT}"
+        )
     if len(infos) > MAX_MEMBERS:
-        raise Rejected(f"the model archive has {len(infos)} members (at most {MAX_MEMBERS}); refused")
+        raise Rejected(
+            f"the model archive has {len(infos)} members (at most {MAX_MEMBERS}); refused"
+        )
     if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
         raise Rejected("the handed-in model archive is larger than 16 GiB")
     if len(set(names)) != len(names):
@@ -140,13 +167,15 @@ def _members(src: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
         members["/".join(parts[1:])] = info
     for required in (_PROGRAM, "archive_format", *_PAYLOADS.values()):
         if required not in members:
-            raise Rejected(f"the model archive has no {required!r}: not what torch.export.save "
-                           "writes; refused")
+            raise Rejected(
+                f"the model archive has no {required!r}: not what torch.export.save writes; refused"
+            )
     return members
 
 
-def _payload_config(src: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
-                    config: str, raw: re.Pattern[str]) -> set[str]:
+def _payload_config(
+    src: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], config: str, raw: re.Pattern[str]
+) -> set[str]:
     """The raw tensor files a weights or constants config names; pickled payloads refused."""
     entries = _json(src.read(members[config]), config)
     _clean(entries, "")
@@ -154,9 +183,12 @@ def _payload_config(src: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
         raise Rejected(f"the model archive's {config!r} is not a payload config; refused")
     files = set()
     for name, payload in entries.get("config", {}).items():
-        if not isinstance(payload, dict) or payload.get("use_pickle") is not False \
-                or not isinstance(payload.get("tensor_meta"), dict) \
-                or not raw.fullmatch(str(payload.get("path_name", ""))):
+        if (
+            not isinstance(payload, dict)
+            or payload.get("use_pickle") is not False
+            or not isinstance(payload.get("tensor_meta"), dict)
+            or not raw.fullmatch(str(payload.get("path_name", "")))
+        ):
             raise Rejected(f"the model stores {name!r} as a pickled or custom object; refused")
         files.add(payload["path_name"])
     return files
@@ -170,14 +202,19 @@ def _json(data: bytes, name: str) -> Any:
 
 
 def _unknown(filename: str) -> Rejected:
-    return Rejected(f"the model archive holds {filename!r}, which a plain torch.export.save "
-                    "never writes; refused")
+    return Rejected(
+        f"the model archive holds {filename!r}, which a plain torch.export.save "
+        "never writes; refused"
+    )
 
 
 def _clean(value: Any, key: str) -> Any:
     if isinstance(value, dict):
-        return {k: {} if k == "metadata" else _clean(v, k) for k, v in value.items()
-                if _is_name(k, "key")}
+        return {
+            k: {} if k == "metadata" else _clean(v, k)
+            for k, v in value.items()
+            if _is_name(k, "key")
+        }
     if isinstance(value, list):
         return [_clean(v, key) for v in value]
     if isinstance(value, str) and key not in _TEXT_FIELDS:
@@ -187,6 +224,7 @@ def _clean(value: Any, key: str) -> Any:
 
 def _is_name(value: str, key: str) -> bool:
     if not _NAME.fullmatch(value):
-        raise Rejected(f"the exported program holds {key} {value[:60]!r}, which is not a name; "
-                       "refused")
+        raise Rejected(
+            f"the exported program holds {key} {value[:60]!r}, which is not a name; refused"
+        )
     return True

@@ -33,8 +33,14 @@ def stratified_starts(span: int, count: int, rng: np.random.Generator) -> np.nda
     return np.clip(starts, 0, span - 1)
 
 
-def plan(pool: np.ndarray, n_targets: int, seq_len: int, batch: int, rng: np.random.Generator,
-         device: str = "cpu") -> list[Batch]:
+def plan(
+    pool: np.ndarray,
+    n_targets: int,
+    seq_len: int,
+    batch: int,
+    rng: np.random.Generator,
+    device: str = "cpu",
+) -> list[Batch]:
     """The batches that score `n_targets` targets of `pool`, with their probes.
 
     Windows of seq_len + 1 tokens start at secret stratified offsets (they may

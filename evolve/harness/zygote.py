@@ -136,7 +136,9 @@ class Zygote:
             return
         try:
             if request.get("entry") not in ENTRIES or len(fds) != 3:
-                raise ValueError(f"bad spawn request: entry {request.get('entry')!r}, {len(fds)} fds")
+                raise ValueError(
+                    f"bad spawn request: entry {request.get('entry')!r}, {len(fds)} fds"
+                )
             if _threads() != 1:
                 raise RuntimeError(f"the zygote has {_threads()} threads; forking it is unsafe")
             parent = os.getpid()
@@ -146,7 +148,9 @@ class Zygote:
             self.children.add(pid)
             self.send({"op": "started", "id": request.get("id"), "pid": pid})
         except Exception as exc:
-            self.send({"op": "started", "id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"})
+            self.send(
+                {"op": "started", "id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"}
+            )
         finally:
             for fd in fds:
                 os.close(fd)
@@ -159,11 +163,19 @@ class Zygote:
                 return
             if info is None:
                 return
-            limits.kill_group(info.si_pid)  # what it left in its group, while the group id is still its
+            limits.kill_group(
+                info.si_pid
+            )  # what it left in its group, while the group id is still its
             _, status, usage = os.wait4(info.si_pid, 0)
             self.children.discard(info.si_pid)
-            self.send({"op": "exited", "pid": info.si_pid, "status": status,
-                       "maxrss": usage.ru_maxrss * 1024})
+            self.send(
+                {
+                    "op": "exited",
+                    "pid": info.si_pid,
+                    "status": status,
+                    "maxrss": usage.ru_maxrss * 1024,
+                }
+            )
 
 
 def _unsafe_to_fork() -> str | None:

@@ -88,8 +88,10 @@ def find_constants(source: str) -> dict[str, Constant]:
     tuples/lists of numbers. Raises `VariationError` if the source does not parse.
     """
     segment = _Segments(source)
-    return {name: Constant(name, value, segment(node), node)
-            for name, value, node in literal_assignments(parse(source).body)}
+    return {
+        name: Constant(name, value, segment(node), node)
+        for name, value, node in literal_assignments(parse(source).body)
+    }
 
 
 def literal_assignments(body: list[ast.stmt]) -> Iterator[tuple[str, Any, ast.expr]]:
@@ -121,9 +123,12 @@ class _Segments:
     def __call__(self, node: ast.expr) -> str:
         first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
         if first == last:
-            return self.lines[first][node.col_offset:node.end_col_offset].decode("utf-8")
-        parts = [self.lines[first][node.col_offset:], *self.lines[first + 1:last],
-                 self.lines[last][:node.end_col_offset]]
+            return self.lines[first][node.col_offset : node.end_col_offset].decode("utf-8")
+        parts = [
+            self.lines[first][node.col_offset :],
+            *self.lines[first + 1 : last],
+            self.lines[last][: node.end_col_offset],
+        ]
         return b"".join(parts).decode("utf-8")
 
 

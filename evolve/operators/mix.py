@@ -110,4 +110,3 @@ class OperatorMix:
 
 def _draw(pairs: list[tuple[Operator, float]], rng: random.Random) -> Operator:
     return rng.choices([op for op, _ in pairs], weights=[w for _, w in pairs])[0]
-

@@ -40,6 +40,7 @@ def _count(limit: int, optional: bool = True):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
             raise ProtocolError(f"{_show(value)} is not a whole number in 0..{limit}")
         return value
+
     return check
 
 
@@ -51,8 +52,12 @@ def _seq_len(value: Any) -> int:
 
 def _loss(value: Any) -> float:
     """A finite number in 0..MAX_LOSS (JSON `1e999` parses as infinity: refused here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or not 0 <= value <= MAX_LOSS:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_LOSS
+    ):
         raise ProtocolError(f"loss {_show(value)} is not a finite number in 0..{MAX_LOSS:g}")
     return float(value)
 
@@ -64,8 +69,11 @@ def _flag(value: Any) -> bool:
 
 
 def _names(value: Any) -> list[str]:
-    if not isinstance(value, list) or len(value) > 16 or not all(
-            isinstance(v, str) and v.isidentifier() and len(v) <= 16 for v in value):
+    if (
+        not isinstance(value, list)
+        or len(value) > 16
+        or not all(isinstance(v, str) and v.isidentifier() and len(v) <= 16 for v in value)
+    ):
         raise ProtocolError(f"{_show(value)} is not a short list of names")
     return value
 
@@ -81,10 +89,18 @@ def _path(value: Any) -> str | None:
 # event -> {field: validator}. A field may be left out where its validator accepts None
 # (it is then None); that is safe to allow, since the runner takes None for "unknown".
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "sandbox": {"landlock": _count(64, optional=False), "cgroups": _count(8, optional=False),
-                "rlimits": _names, "caps_dropped": _flag, "seccomp": _flag},
-    "training_done": {"steps": _count(MAX_COUNT), "tokens": _count(MAX_COUNT),
-                      "cuda_peak_bytes": _count(MAX_BYTES)},
+    "sandbox": {
+        "landlock": _count(64, optional=False),
+        "cgroups": _count(8, optional=False),
+        "rlimits": _names,
+        "caps_dropped": _flag,
+        "seccomp": _flag,
+    },
+    "training_done": {
+        "steps": _count(MAX_COUNT),
+        "tokens": _count(MAX_COUNT),
+        "cuda_peak_bytes": _count(MAX_BYTES),
+    },
     "submitted": {"path": _path, "seq_len": _seq_len},
     # One point of the training curve (`Session.log(step=..., loss=...)`). No time field: the
     # runner stamps each point with its own clock on arrival.

@@ -53,8 +53,12 @@ def clean(raw: object) -> list[tuple[float, float]]:
     for point in raw:
         if isinstance(point, (list, tuple)) and len(point) == 3:
             t, loss = point[0], point[2]
-            if isinstance(t, (int, float)) and isinstance(loss, (int, float)) \
-                    and math.isfinite(t) and math.isfinite(loss):
+            if (
+                isinstance(t, (int, float))
+                and isinstance(loss, (int, float))
+                and math.isfinite(t)
+                and math.isfinite(loss)
+            ):
                 out.append((float(t), float(loss)))
     return out
 
@@ -101,17 +105,24 @@ class PrunePlan:
             if loss is None:
                 continue  # nothing reported near the checkpoint: never pruned for silence
             if loss > self.reference[i] + self.margin[i]:
-                return {"checkpoint": i, "at": round(at, 3), "loss": loss,
-                        "reference": round(self.reference[i], 6),
-                        "margin": round(self.margin[i], 6), "source": self.source}
+                return {
+                    "checkpoint": i,
+                    "at": round(at, 3),
+                    "loss": loss,
+                    "reference": round(self.reference[i], 6),
+                    "margin": round(self.margin[i], 6),
+                    "source": self.source,
+                }
         return None
 
 
 def reason(verdict: dict, budget: float) -> str:
     """The one-line reason of a pruned record."""
-    return (f"pruned at {verdict['at']:.1f} s of {budget:g} s: reported training loss "
-            f"{verdict['loss']:.4g} is behind the reference {verdict['reference']:.4g} "
-            f"({verdict['source']}) by more than the margin {verdict['margin']:.3g}")
+    return (
+        f"pruned at {verdict['at']:.1f} s of {budget:g} s: reported training loss "
+        f"{verdict['loss']:.4g} is behind the reference {verdict['reference']:.4g} "
+        f"({verdict['source']}) by more than the margin {verdict['margin']:.3g}"
+    )
 
 
 def brief(raw: object, budget: float, points: int = 6) -> str:

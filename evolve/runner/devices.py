@@ -18,9 +18,11 @@ from evolve.errors import UserError
 from evolve.harness.evaluate import cpu_name  # noqa: F401  (re-exported: one definition)
 
 # Lists the GPUs a process sees, in a child so that this process never creates a CUDA context.
-_CUDA_PROBE = ("import json, torch\n"
-               "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
-               "print(json.dumps([torch.cuda.get_device_name(i) for i in range(n)]))")
+_CUDA_PROBE = (
+    "import json, torch\n"
+    "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
+    "print(json.dumps([torch.cuda.get_device_name(i) for i in range(n)]))"
+)
 
 
 def cuda_count() -> int:
@@ -34,9 +36,11 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if cuda_count() else "cpu"
     if device == "cuda" and not cuda_count():
-        raise UserError("--device cuda was asked for, but torch sees no CUDA device",
-                        "this machine has no GPU or torch is a CPU build",
-                        "use --device cpu (or auto), or install a CUDA build of torch")
+        raise UserError(
+            "--device cuda was asked for, but torch sees no CUDA device",
+            "this machine has no GPU or torch is a CPU build",
+            "use --device cpu (or auto), or install a CUDA build of torch",
+        )
     return device
 
 
@@ -48,7 +52,7 @@ def visible_gpu_ids() -> list[str]:
     """
     own = os.environ.get("CUDA_VISIBLE_DEVICES")
     if own is not None:
-        return [part.strip() for part in own.split(",") if part.strip()][:cuda_count()]
+        return [part.strip() for part in own.split(",") if part.strip()][: cuda_count()]
     return [str(i) for i in range(cuda_count())]
 
 
@@ -57,12 +61,16 @@ def cuda_names(visible: str | None) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
-    done = subprocess.run([sys.executable, "-c", _CUDA_PROBE], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _CUDA_PROBE], env=env, capture_output=True, text=True, timeout=300
+    )
     if done.returncode != 0:
-        raise UserError("cannot list the GPUs", done.stderr.strip()[-500:],
-                        "check that a CUDA build of torch works: python -c 'import torch; "
-                        "print(torch.cuda.is_available())'")
+        raise UserError(
+            "cannot list the GPUs",
+            done.stderr.strip()[-500:],
+            "check that a CUDA build of torch works: python -c 'import torch; "
+            "print(torch.cuda.is_available())'",
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -73,9 +81,15 @@ def hardware_facts(device: str, device_name: str, threads: int) -> dict[str, Any
         import torch
 
         cuda_version = torch.version.cuda
-    return {"kind": device, "device_name": device_name, "device_count": 1 if device == "cuda" else 0,
-            "threads": threads, "torch_version": _torch_version(), "cuda_version": cuda_version,
-            "host": platform.node()}
+    return {
+        "kind": device,
+        "device_name": device_name,
+        "device_count": 1 if device == "cuda" else 0,
+        "threads": threads,
+        "torch_version": _torch_version(),
+        "cuda_version": cuda_version,
+        "host": platform.node(),
+    }
 
 
 def _torch_version() -> str:

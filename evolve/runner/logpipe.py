@@ -70,9 +70,11 @@ class LogPipe:
         self.pump(limit=self.cap + 2 * TAIL)
         if self.dropped:
             hidden = self.dropped - len(self.tail)
-            self.log.write(f"\n[evolve: the log passed its cap of {self.cap:,} bytes; "
-                           f"{hidden:,} bytes were dropped here; the last {len(self.tail):,} "
-                           f"follow]\n".encode())
+            self.log.write(
+                f"\n[evolve: the log passed its cap of {self.cap:,} bytes; "
+                f"{hidden:,} bytes were dropped here; the last {len(self.tail):,} "
+                f"follow]\n".encode()
+            )
             self.log.write(bytes(self.tail))
         self.log.close()
         os.close(self.read_fd)

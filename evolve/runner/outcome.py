@@ -18,7 +18,9 @@ _OOM = ("MemoryError", "out of memory", "can't allocate memory", "Cannot allocat
 
 @dataclass
 class Outcome:
-    events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> payload + "t" (arrival, our clock)
+    events: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # event -> payload + "t" (arrival, our clock)
     exit_code: int | None = None
     max_rss: int | None = None
     # "timeout", "oom", "disk", "interrupted", "pruned"; "lost" if its zygote died
@@ -54,8 +56,9 @@ class Outcome:
         """
         seconds, submitted = self.training_seconds(), self.at("submitted")
         limit = settings.budget + settings.overrun
-        return (seconds is not None and seconds > limit) or \
-            (submitted is not None and submitted > limit + settings.grace / 2)
+        return (seconds is not None and seconds > limit) or (
+            submitted is not None and submitted > limit + settings.grace / 2
+        )
 
 
 def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str | None, str]:
@@ -67,10 +70,15 @@ def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str
         handed = outcome.at("submitted")
         done = f"trained for {seconds:.1f} s" if seconds is not None else "reported no training end"
         handed = f" and handed in at {handed:.1f} s" if handed is not None else ""
-        return "over_budget", (f"{done}{handed}; the budget is {settings.budget:g} s "
-                               f"(+{settings.overrun:g} s tolerance, +{settings.grace / 2:g} s to export)")
+        return "over_budget", (
+            f"{done}{handed}; the budget is {settings.budget:g} s "
+            f"(+{settings.overrun:g} s tolerance, +{settings.grace / 2:g} s to export)"
+        )
     if outcome.killed == "lost":
-        return "lost", "the harness zygote that forked the genome died; the evaluation will be retried"
+        return (
+            "lost",
+            "the harness zygote that forked the genome died; the evaluation will be retried",
+        )
     if outcome.killed == "pruned" and outcome.prune is not None:
         return "pruned", reason(outcome.prune, settings.budget)
     if "submitted" in outcome.events:
@@ -78,16 +86,27 @@ def failure_reason(outcome: Outcome, settings: Any, log_path: Path) -> tuple[str
     if outcome.killed == "interrupted":
         return "interrupted", "the evaluation was cancelled (the run was stopped)"
     if outcome.killed == "oom":
-        return "oom", f"memory use passed the limit of {settings.mem_limit_bytes / 2**30:.1f} GiB; killed"
+        return (
+            "oom",
+            f"memory use passed the limit of {settings.mem_limit_bytes / 2**30:.1f} GiB; killed",
+        )
     if outcome.killed == "disk":
-        return "crashed", (f"disk use of the genome's folder passed the limit of "
-                           f"{settings.max_disk_bytes / 2**30:.1f} GiB or {settings.max_files:,} "
-                           f"files ({outcome.disk_bytes / 2**30:.2f} GiB seen); killed")
+        return "crashed", (
+            f"disk use of the genome's folder passed the limit of "
+            f"{settings.max_disk_bytes / 2**30:.1f} GiB or {settings.max_files:,} "
+            f"files ({outcome.disk_bytes / 2**30:.2f} GiB seen); killed"
+        )
     if outcome.killed == "timeout" and outcome.budget_start is None:
-        return "timeout", f"timed out: the sandboxed process did not start within {settings.startup:g} s"
+        return (
+            "timeout",
+            f"timed out: the sandboxed process did not start within {settings.startup:g} s",
+        )
     if outcome.killed == "timeout":
         limit = settings.budget + settings.grace
-        return "timeout", f"timed out: no model handed in within budget + grace ({limit:g} s); killed"
+        return (
+            "timeout",
+            f"timed out: no model handed in within budget + grace ({limit:g} s); killed",
+        )
     error = last_error(log_path)
     if error and any(mark in error for mark in _OOM):
         return "oom", f"out of memory: {error}"

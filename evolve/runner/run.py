@@ -64,7 +64,9 @@ class RunSettings:
     max_files: int = RunConfig.max_files  # files and folders in the genome's folder
     max_log_bytes: int = RunConfig.max_log_bytes  # the genome's stdout+stderr kept (plus a tail)
     eval_timeout: float | None = None  # default max(60 s, budget / 2)
-    startup: float = 120.0  # fork and trusted prologue may take this long (zygote start not counted)
+    startup: float = (
+        120.0  # fork and trusted prologue may take this long (zygote start not counted)
+    )
     seed: int = 0
     slot: str = "cpu0"
     split: str = "val"  # "val" scores for selection; "test" scores the sealed test split
@@ -80,8 +82,14 @@ class RunSettings:
             self.eval_timeout = max(60.0, self.budget / 2)
 
 
-def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Path,
-               log_path: Path, cancel: threading.Event | None = None) -> EvalResult:
+def run_genome(
+    source: str,
+    dataset: Dataset,
+    settings: RunSettings,
+    workdir: Path,
+    log_path: Path,
+    cancel: threading.Event | None = None,
+) -> EvalResult:
     """Evaluate `source` on `dataset`; the record looks the same for success and failure.
 
     Setting `cancel` stops the evaluation early (status `interrupted`, to be retried).
@@ -100,25 +108,45 @@ def run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Pa
         except OSError:
             pass
         text = " ".join(str(exc).split())[:300]
-        return EvalResult(status="lost", reason=f"the runner failed ({type(exc).__name__}: {text}),"
-                          " a fault of the harness, not of the genome; the evaluation will be retried",
-                          log_path=str(log_path), slot=settings.slot, budget=settings.budget,
-                          seed=settings.seed, dataset=dataset.fingerprint,
-                          wall_seconds=time.monotonic() - wall_start)
+        return EvalResult(
+            status="lost",
+            reason=f"the runner failed ({type(exc).__name__}: {text}),"
+            " a fault of the harness, not of the genome; the evaluation will be retried",
+            log_path=str(log_path),
+            slot=settings.slot,
+            budget=settings.budget,
+            seed=settings.seed,
+            dataset=dataset.fingerprint,
+            wall_seconds=time.monotonic() - wall_start,
+        )
 
 
-def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: Path,
-                log_path: Path, cancel: threading.Event | None) -> EvalResult:
+def _run_genome(
+    source: str,
+    dataset: Dataset,
+    settings: RunSettings,
+    workdir: Path,
+    log_path: Path,
+    cancel: threading.Event | None,
+) -> EvalResult:
     cancel = cancel or threading.Event()
     wall_start = time.monotonic()
     refused = _refuse_before_running(source, dataset, settings)
     if refused:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(f"evolve: not run: {refused}\n")
-        return EvalResult(status="invalid", reason=refused, log_path=str(log_path),
-                          slot=settings.slot, budget=settings.budget, seed=settings.seed,
-                          dataset=dataset.fingerprint, eval_tokens=settings.eval_tokens,
-                          split=settings.split, wall_seconds=time.monotonic() - wall_start)
+        return EvalResult(
+            status="invalid",
+            reason=refused,
+            log_path=str(log_path),
+            slot=settings.slot,
+            budget=settings.budget,
+            seed=settings.seed,
+            dataset=dataset.fingerprint,
+            eval_tokens=settings.eval_tokens,
+            split=settings.split,
+            wall_seconds=time.monotonic() - wall_start,
+        )
     hashes = sandbox.harness_hashes()
     home, evaldir = workdir / "genome", workdir / "eval"
     for path in (home / "tmp", evaldir / "tmp"):
@@ -130,34 +158,65 @@ def _run_genome(source: str, dataset: Dataset, settings: RunSettings, workdir: P
     cpu = not settings.device.startswith("cuda")
     mem_limit = settings.mem_limit_bytes if cpu else None  # CUDA reserves huge address space
     # What both processes are told; each gets its own typed settings (evolve.harness.settings).
-    common = {"device": settings.device, "threads": settings.threads,
-              "vocab_size": dataset.vocab_size, "export_batch": settings.export_batch,
-              "mem_limit": mem_limit, "sealed": tuple(dataset.sealed),
-              "max_file_bytes": min(settings.max_file_bytes, settings.max_disk_bytes)}
+    common = {
+        "device": settings.device,
+        "threads": settings.threads,
+        "vocab_size": dataset.vocab_size,
+        "export_batch": settings.export_batch,
+        "mem_limit": mem_limit,
+        "sealed": tuple(dataset.sealed),
+        "max_file_bytes": min(settings.max_file_bytes, settings.max_disk_bytes),
+    }
     try:
         zygote = zygotes.get(settings.threads, settings.cuda_visible, hashes)
-        outcome, fence_layers = _run_child(zygote, dataset, settings, home, log_path, common, cancel)
+        outcome, fence_layers = _run_child(
+            zygote, dataset, settings, home, log_path, common, cancel
+        )
         status, reason = failure_reason(outcome, settings, log_path)
         heldout = dataset.test_path if settings.split == "test" else dataset.val_path
         token_bytes = dataset.token_bytes_path
         eval_settings = EvaluatorSettings(
-            **common, heldout_path=str(heldout), split=settings.split,
-            eval_tokens=settings.eval_tokens, verdict_fd=PASSED_FD,
-            token_bytes_path=str(token_bytes) if token_bytes else None)
-        reply = {} if status == "lost" else _evaluate(
-            zygote, evaldir, eval_settings, outcome, status, settings, home / MODEL_FILE, cancel)
+            **common,
+            heldout_path=str(heldout),
+            split=settings.split,
+            eval_tokens=settings.eval_tokens,
+            verdict_fd=PASSED_FD,
+            token_bytes_path=str(token_bytes) if token_bytes else None,
+        )
+        reply = (
+            {}
+            if status == "lost"
+            else _evaluate(
+                zygote, evaldir, eval_settings, outcome, status, settings, home / MODEL_FILE, cancel
+            )
+        )
     except zygotes.ZygoteError as exc:
-        return EvalResult(status="lost", reason=f"{exc}; the evaluation will be retried",
-                          log_path=str(log_path), slot=settings.slot, budget=settings.budget,
-                          seed=settings.seed, dataset=dataset.fingerprint, split=settings.split,
-                          wall_seconds=time.monotonic() - wall_start)
+        return EvalResult(
+            status="lost",
+            reason=f"{exc}; the evaluation will be retried",
+            log_path=str(log_path),
+            slot=settings.slot,
+            budget=settings.budget,
+            seed=settings.seed,
+            dataset=dataset.fingerprint,
+            split=settings.split,
+            wall_seconds=time.monotonic() - wall_start,
+        )
     _append(log_path, evaldir / "evaluator.log")
     result = _record(outcome, status, reason, reply, settings, dataset, log_path, fence_layers)
     if cancel.is_set() and result.status != "ok":
-        result.status, result.reason = "interrupted", "the evaluation was cancelled (the run was stopped)"
-    changed = [name for name, digest in sandbox.harness_hashes().items() if hashes.get(name) != digest]
+        result.status, result.reason = (
+            "interrupted",
+            "the evaluation was cancelled (the run was stopped)",
+        )
+    changed = [
+        name for name, digest in sandbox.harness_hashes().items() if hashes.get(name) != digest
+    ]
     if changed:
-        result.status, result.reason = "invalid", f"harness files were modified: {', '.join(changed)}"
+        result.status, result.reason = (
+            "invalid",
+            f"harness files were modified: {', '.join(changed)}",
+        )
         result.val_bpb = result.params = None
     result.wall_seconds = time.monotonic() - wall_start
     return result
@@ -167,32 +226,52 @@ def _refuse_before_running(source: str, dataset: Dataset, settings: RunSettings)
     """Why this genome must not run at all ('' when it may)."""
     size = len(source.encode())
     if size > settings.max_source_bytes:
-        return (f"the genome's source is {size:,} bytes, over the cap of "
-                f"{settings.max_source_bytes:,} (max_source_bytes): a genome that big could "
-                "carry held-out text; make it smaller, or raise the cap with --max-source-bytes")
+        return (
+            f"the genome's source is {size:,} bytes, over the cap of "
+            f"{settings.max_source_bytes:,} (max_source_bytes): a genome that big could "
+            "carry held-out text; make it smaller, or raise the cap with --max-source-bytes"
+        )
     if settings.split == "test" and dataset.test_path is None:
         return f"dataset {dataset.name} has no test split; prepare it again with this version"
     return ""
 
 
-def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, home: Path,
-               log_path: Path, common: dict[str, Any],
-               cancel: threading.Event) -> tuple[Outcome, list[str]]:
+def _run_child(
+    zygote: zygotes.Zygote,
+    dataset: Dataset,
+    settings: RunSettings,
+    home: Path,
+    log_path: Path,
+    common: dict[str, Any],
+    cancel: threading.Event,
+) -> tuple[Outcome, list[str]]:
     """Start the sandboxed genome, watch it, and leave nothing of it running."""
     fence = sandbox.Fence.create(settings.max_procs, settings.mem_limit_bytes)
     ctl_read, ctl_write = os.pipe()
     clock_start = time.monotonic()
     genome_settings = GenomeSettings(
-        **common, budget=settings.budget, seed=settings.seed, control_fd=PASSED_FD,
-        train_path=str(dataset.train_path), max_procs=settings.max_procs,
-        cgroups=tuple(str(p) for p in fence.dirs))
+        **common,
+        budget=settings.budget,
+        seed=settings.seed,
+        control_fd=PASSED_FD,
+        train_path=str(dataset.train_path),
+        max_procs=settings.max_procs,
+        cgroups=tuple(str(p) for p in fence.dirs),
+    )
     env = sandbox.clean_env(home, settings.threads, settings.cuda_visible, genome_settings.to_env())
     logs = None
     try:
         logs = LogPipe(log_path, settings.max_log_bytes)
         with open(os.devnull, "rb") as devnull:
-            child = zygote.spawn("child", ["evolve.harness.child", "genome.py"], home, env,
-                                 devnull.fileno(), logs.write_fd, ctl_write)
+            child = zygote.spawn(
+                "child",
+                ["evolve.harness.child", "genome.py"],
+                home,
+                env,
+                devnull.fileno(),
+                logs.write_fd,
+                ctl_write,
+            )
         os.close(ctl_write)
         ctl_write = -1
         logs.close_write()
@@ -212,9 +291,16 @@ def _run_child(zygote: zygotes.Zygote, dataset: Dataset, settings: RunSettings, 
                 os.close(fd)
 
 
-def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettings,
-               fence: sandbox.Fence, logs: LogPipe, home: Path,
-               cancel: threading.Event) -> Outcome:
+def _supervise(
+    child: zygotes.Child,
+    ctl: int,
+    start: float,
+    settings: RunSettings,
+    fence: sandbox.Fence,
+    logs: LogPipe,
+    home: Path,
+    cancel: threading.Event,
+) -> Outcome:
     """Watch the genome until it hands in a model, exits, breaks the protocol, or runs out of
     time, memory or disk."""
     outcome = Outcome(cgroup_dirs=len(fence.dirs))
@@ -225,8 +311,9 @@ def _supervise(child: zygotes.Child, ctl: int, start: float, settings: RunSettin
         now = time.monotonic()
         # The budget runs from the end of the trusted prologue (the `sandbox` report).
         begun = outcome.budget_start
-        deadline = start + (settings.startup if begun is None else
-                            begun + settings.budget + settings.grace)
+        deadline = start + (
+            settings.startup if begun is None else begun + settings.budget + settings.grace
+        )
         if now >= deadline or cancel.is_set():
             outcome.killed = "interrupted" if cancel.is_set() else "timeout"
             break
@@ -322,7 +409,8 @@ def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
                 outcome.curve_messages += 1
                 if outcome.curve_messages > channel.MAX_CURVE_MESSAGES:
                     raise channel.ProtocolError(
-                        f"more than {channel.MAX_CURVE_MESSAGES} curve messages")
+                        f"more than {channel.MAX_CURVE_MESSAGES} curve messages"
+                    )
             else:
                 outcome.messages += 1
             if outcome.messages > channel.MAX_MESSAGES:
@@ -345,9 +433,16 @@ def _take_messages(buffer: bytes, outcome: Outcome, start: float) -> bytes:
     return rest
 
 
-def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: EvaluatorSettings, outcome: Outcome,
-              status: str | None, settings: RunSettings, model: Path,
-              cancel: threading.Event) -> dict[str, Any]:
+def _evaluate(
+    zygote: zygotes.Zygote,
+    evaldir: Path,
+    config: EvaluatorSettings,
+    outcome: Outcome,
+    status: str | None,
+    settings: RunSettings,
+    model: Path,
+    cancel: threading.Event,
+) -> dict[str, Any]:
     """Hand the model to a fresh evaluator (or tell it there is none) and read its verdict."""
     request = b"\n"  # an empty line: nothing to score, report the device only
     missing = None
@@ -356,8 +451,12 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: EvaluatorSettings, 
             seq_len = outcome.events["submitted"].get("seq_len")
             # The secret picks the held-out windows and the probes' cuts; only the
             # evaluator sees it, after the genome has exited.
-            request = (json.dumps({"model": str(model), "seq_len": seq_len,
-                                   "secret": secrets.token_hex(32)}) + "\n").encode()
+            request = (
+                json.dumps(
+                    {"model": str(model), "seq_len": seq_len, "secret": secrets.token_hex(32)}
+                )
+                + "\n"
+            ).encode()
         else:
             missing = "the genome reported a hand-in but left no model file"
     verdict_read, verdict_write = os.pipe()
@@ -367,8 +466,15 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: EvaluatorSettings, 
     env = sandbox.clean_env(evaldir, settings.threads, settings.cuda_visible, config.to_env())
     try:
         with open(evaldir / "evaluator.log", "wb") as log:
-            evaluator = zygote.spawn("evaluate", ["evolve.harness.evaluate"], evaldir, env, request_read, log.fileno(),
-                                     verdict_write)
+            evaluator = zygote.spawn(
+                "evaluate",
+                ["evolve.harness.evaluate"],
+                evaldir,
+                env,
+                request_read,
+                log.fileno(),
+                verdict_write,
+            )
         os.close(verdict_write)
         verdict_write = -1
         deadline = time.monotonic() + settings.eval_timeout
@@ -377,8 +483,10 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: EvaluatorSettings, 
                 if cancel.is_set():
                     return {}
                 if time.monotonic() > deadline:
-                    return {"status": "invalid",
-                            "reason": f"evaluation took longer than {settings.eval_timeout:.0f} s"}
+                    return {
+                        "status": "invalid",
+                        "reason": f"evaluation took longer than {settings.eval_timeout:.0f} s",
+                    }
         finally:
             evaluator.stop()
         lines = _drain(verdict_read).decode(errors="replace").strip().splitlines()
@@ -397,28 +505,50 @@ def _evaluate(zygote: zygotes.Zygote, evaldir: Path, config: EvaluatorSettings, 
     return reply
 
 
-def _record(outcome: Outcome, status: str | None, reason: str, reply: dict[str, Any],
-            settings: RunSettings, dataset: Dataset, log_path: Path,
-            runner_layers: list[str]) -> EvalResult:
+def _record(
+    outcome: Outcome,
+    status: str | None,
+    reason: str,
+    reply: dict[str, Any],
+    settings: RunSettings,
+    dataset: Dataset,
+    log_path: Path,
+    runner_layers: list[str],
+) -> EvalResult:
     done = outcome.events.get("training_done", {})
     measured = max(outcome.max_rss or 0, outcome.peak_memory)
     result = EvalResult(
-        status="ok", budget=settings.budget, seed=settings.seed, dataset=dataset.fingerprint,
-        eval_tokens=settings.eval_tokens, split=settings.split, log_path=str(log_path),
+        status="ok",
+        budget=settings.budget,
+        seed=settings.seed,
+        dataset=dataset.fingerprint,
+        eval_tokens=settings.eval_tokens,
+        split=settings.split,
+        log_path=str(log_path),
         slot=settings.slot,
         device=str(reply.get("device_name", settings.device)),
         torch_version=str(reply.get("torch_version", "")),
         training_seconds=outcome.training_seconds(),
-        steps=done.get("steps"), tokens=done.get("tokens"),  # reported; checked by `channel`
+        steps=done.get("steps"),
+        tokens=done.get("tokens"),  # reported; checked by `channel`
         reported_cuda_peak_bytes=done.get("cuda_peak_bytes"),
-        curve=outcome.curve.as_list(), prune=outcome.prune,
+        curve=outcome.curve.as_list(),
+        prune=outcome.prune,
         peak_memory_bytes=measured or None,
         seq_len=outcome.events.get("submitted", {}).get("seq_len"),
-        sandbox=_layers(outcome.events.get("sandbox", {}), runner_layers, outcome.cgroup_dirs,
-                        reply.get("layers")),
-        hardware={k: reply[k] for k in ("device_name", "cuda_version", "device_count", "threads",
-                                        "memory_bytes")
-                  if k in reply} | {"kind": settings.device})
+        sandbox=_layers(
+            outcome.events.get("sandbox", {}),
+            runner_layers,
+            outcome.cgroup_dirs,
+            reply.get("layers"),
+        ),
+        hardware={
+            k: reply[k]
+            for k in ("device_name", "cuda_version", "device_count", "threads", "memory_bytes")
+            if k in reply
+        }
+        | {"kind": settings.device},
+    )
     if status is None:
         status, reason = reply.get("status"), str(reply.get("reason", ""))
         value = reply.get("val_bpb")
@@ -453,8 +583,9 @@ def _int(value: Any) -> int | None:
     return int(value) if math.isfinite(value) else None
 
 
-def _layers(layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int,
-            evaluator: Any = None) -> str:
+def _layers(
+    layers: dict[str, Any], runner_layers: list[str], cgroup_dirs: int, evaluator: Any = None
+) -> str:
     """The isolation layers that were active, as the prologue reported them (before any genome
     code ran), as the runner held them from outside, and as the evaluator sealed itself before
     the handed-in graph ran (`eval-…`)."""

@@ -19,19 +19,37 @@ __all__ = ["kill_group"]  # shared with the zygote, which kills its children's g
 
 # Variables a training process may legitimately need; everything else (API keys,
 # cloud credentials, tokens) is dropped.
-ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "LD_LIBRARY_PATH", "CUDA_HOME",
-            "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "OPENBLAS_CORETYPE",
-            "OPENBLAS_L2_SIZE")
+ENV_KEEP = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "LD_LIBRARY_PATH",
+    "CUDA_HOME",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+)
 
 
 def clean_env(workdir: Path, threads: int, cuda_visible: str | None, extra: dict[str, str]) -> dict:
     """A whitelisted environment: nothing secret survives, caches point into the sandbox."""
     env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
     cache = workdir / ".cache"
-    env.update(HOME=str(workdir), TMPDIR=str(workdir / "tmp"), XDG_CACHE_HOME=str(cache),
-               TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), TRITON_CACHE_DIR=str(cache / "triton"),
-               MPLCONFIGDIR=str(cache / "mpl"), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), CUDA_VISIBLE_DEVICES=cuda_visible or "")
+    env.update(
+        HOME=str(workdir),
+        TMPDIR=str(workdir / "tmp"),
+        XDG_CACHE_HOME=str(cache),
+        TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
+        TRITON_CACHE_DIR=str(cache / "triton"),
+        MPLCONFIGDIR=str(cache / "mpl"),
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        CUDA_VISIBLE_DEVICES=cuda_visible or "",
+    )
     env.update(extra)
     return env
 
@@ -124,8 +142,9 @@ class Fence:
             _rmdir(path)
 
 
-def _make(base: Path | None, name: str, pids: dict[str, str], mem_bytes: int | None,
-          v2: bool) -> Path | None:
+def _make(
+    base: Path | None, name: str, pids: dict[str, str], mem_bytes: int | None, v2: bool
+) -> Path | None:
     """`base`/evolve/`name` with its limits written; None where the host does not allow it."""
     if base is None or not (base / "cgroup.procs").exists():
         return None
@@ -319,5 +338,6 @@ HARNESS_DIR = Path(__file__).resolve().parent.parent / "harness"
 
 def harness_hashes() -> dict[str, str]:
     """sha256 of every file of the trusted harness, to prove no genome changed one."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(HARNESS_DIR.glob("*.py"))}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(HARNESS_DIR.glob("*.py"))
+    }

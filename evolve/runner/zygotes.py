@@ -90,8 +90,12 @@ class Zygote:
         # The slot's clean environment. Its own tweaks, which its children do not inherit:
         # numpy's BLAS pool would make it multi-threaded, and a CUDA check that ran the
         # CUDA runtime (rather than NVML) would leave forked children without a GPU.
-        env = sandbox.clean_env(self.home, threads, cuda_visible,
-                                {"OPENBLAS_NUM_THREADS": "1", "PYTORCH_NVML_BASED_CUDA_CHECK": "1"})
+        env = sandbox.clean_env(
+            self.home,
+            threads,
+            cuda_visible,
+            {"OPENBLAS_NUM_THREADS": "1", "PYTORCH_NVML_BASED_CUDA_CHECK": "1"},
+        )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         self._send_lock, self._lock = threading.Lock(), threading.Lock()
@@ -106,19 +110,28 @@ class Zygote:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-u", "-m", "evolve.harness.zygote", str(theirs.fileno())],
-                cwd=self.home, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(theirs.fileno(),), start_new_session=True)
+                cwd=self.home,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
         theirs.close()
         self.pid = self.process.pid
         self._reader = threading.Thread(target=self._read, name=f"zygote-{self.pid}", daemon=True)
         self._reader.start()
         if not self._ready.wait(READY_TIMEOUT) or self.closed or self._refusal:
-            problem = self._refusal or (f"it did not start within {READY_TIMEOUT:g} s "
-                                        f"(exit code {self.process.poll()})")
+            problem = self._refusal or (
+                f"it did not start within {READY_TIMEOUT:g} s (exit code {self.process.poll()})"
+            )
             tail = self.log_path.read_text(errors="replace")[-2000:].strip()
             self.close()
-            raise ZygoteError(f"the harness zygote could not start: {problem}"
-                              + (f"; its output ends with:\n{tail}" if tail else ""))
+            raise ZygoteError(
+                f"the harness zygote could not start: {problem}"
+                + (f"; its output ends with:\n{tail}" if tail else "")
+            )
 
     def send(self, message: dict, fds: list[int] | None = None) -> None:
         try:
@@ -132,16 +145,33 @@ class Zygote:
         with self._lock:
             return 0.0 if self._children else time.monotonic() - self.last_used
 
-    def spawn(self, entry: str, argv: list[str], cwd: Path, env: dict[str, str],
-              stdin: int, out: int, extra: int) -> Child:
+    def spawn(
+        self,
+        entry: str,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        stdin: int,
+        out: int,
+        extra: int,
+    ) -> Child:
         """Fork `entry` ("child" or "evaluate") with these fds as 0, 1+2 and 3."""
         self.last_used = time.monotonic()
         request_id = next(self._ids)
         arrived, box = threading.Event(), []
         with self._lock:
             self._waiting[request_id] = (arrived, box)
-        self.send({"op": "spawn", "id": request_id, "entry": entry, "argv": argv, "cwd": str(cwd),
-                   "env": env}, [stdin, out, extra])
+        self.send(
+            {
+                "op": "spawn",
+                "id": request_id,
+                "entry": entry,
+                "argv": argv,
+                "cwd": str(cwd),
+                "env": env,
+            },
+            [stdin, out, extra],
+        )
         if not arrived.wait(30.0) or not box:
             with self._lock:
                 self._waiting.pop(request_id, None)

@@ -57,8 +57,14 @@ def garbage(body: bytes = b"<html>502 bad gateway</html>") -> Step:
 
 
 Responder = Callable[[dict[str, Any]], Step]
-TUNABLE = ("LEARNING_RATE", "WEIGHT_DECAY", "WARMUP_FRAC", "WARMDOWN_FRAC", "FINAL_LR_FRAC",
-           "GRAD_CLIP")
+TUNABLE = (
+    "LEARNING_RATE",
+    "WEIGHT_DECAY",
+    "WARMUP_FRAC",
+    "WARMDOWN_FRAC",
+    "FINAL_LR_FRAC",
+    "GRAD_CLIP",
+)
 PROGRAM = re.compile(r"## The current program.*?```python\n(.*?)```", re.S)
 
 
@@ -78,10 +84,12 @@ def tweaker(latency: float, seed: int = 0) -> Responder:
     return reply
 
 
-AIM = re.compile(r"^- model_size: .*?: (?:about ([0-9.e+]+)x (more|fewer) parameters|keep it)",
-                 re.M)
-AIM_LINES = re.compile(r"^- code_size: .*?: (?:about ([0-9]+) (more|fewer) code lines|keep it)",
-                       re.M)
+AIM = re.compile(
+    r"^- model_size: .*?: (?:about ([0-9.e+]+)x (more|fewer) parameters|keep it)", re.M
+)
+AIM_LINES = re.compile(
+    r"^- code_size: .*?: (?:about ([0-9]+) (more|fewer) code lines|keep it)", re.M
+)
 PAD = re.compile(r"^_PAD_\d+ = \d+\n", re.M)
 
 
@@ -102,8 +110,13 @@ def _params(width: int, layers: int, seq_len: int, vocab: int = 256) -> int:
     return (vocab + seq_len) * width + 12 * layers * width * width
 
 
-def sizer(latency: float = 0.0, seed: int = 0, sizes: tuple[float, ...] = (0.25, 0.5, 2, 4),
-          resize_share: float = 0.7, lines: tuple[int, ...] = ()) -> Responder:
+def sizer(
+    latency: float = 0.0,
+    seed: int = 0,
+    sizes: tuple[float, ...] = (0.25, 0.5, 2, 4),
+    resize_share: float = 0.7,
+    lines: tuple[int, ...] = (),
+) -> Responder:
     """A fake LLM that changes the model's size (N_EMBD, N_LAYER) of a seed-style genome.
 
     When the prompt names a target niche it reads the factor the aim asks for ("about 3.2x
@@ -122,8 +135,11 @@ def sizer(latency: float = 0.0, seed: int = 0, sizes: tuple[float, ...] = (0.25,
         aim = AIM.search(first)
         with lock:
             if aim:
-                factor = 1.0 if aim.group(1) is None else float(aim.group(1)) ** (
-                    1 if aim.group(2) == "more" else -1)
+                factor = (
+                    1.0
+                    if aim.group(1) is None
+                    else float(aim.group(1)) ** (1 if aim.group(2) == "more" else -1)
+                )
             else:
                 factor = rng.choice(sizes) if rng.random() < resize_share else 1.0
             jitter = rng.uniform(0.8, 1.25)
@@ -138,14 +154,18 @@ def sizer(latency: float = 0.0, seed: int = 0, sizes: tuple[float, ...] = (0.25,
         seq_len = int(_constant(source, "SEQ_LEN"))
         heads = int(_constant(source, "N_HEAD"))
         wanted = _params(width, layers, seq_len) * factor
-        shapes = sorted((abs(math.log(_params(w, n, seq_len) / wanted)), abs(n - layers), w, n)
-                         for w in range(4 * heads, 1025, 4 * heads) for n in range(1, 7))
+        shapes = sorted(
+            (abs(math.log(_params(w, n, seq_len) / wanted)), abs(n - layers), w, n)
+            for w in range(4 * heads, 1025, 4 * heads)
+            for n in range(1, 7)
+        )
         _, _, width, layers = shapes[pick]
         lr = _constant(source, "LEARNING_RATE") * jitter
         child = re.sub(r"^N_EMBD = [^#\n]+", f"N_EMBD = {width}  ", source, count=1, flags=re.M)
         child = re.sub(r"^N_LAYER = [^#\n]+", f"N_LAYER = {layers}  ", child, count=1, flags=re.M)
-        child = re.sub(r"^LEARNING_RATE = [^#\n]+", f"LEARNING_RATE = {lr:.6g}  ", child,
-                       count=1, flags=re.M)
+        child = re.sub(
+            r"^LEARNING_RATE = [^#\n]+", f"LEARNING_RATE = {lr:.6g}  ", child, count=1, flags=re.M
+        )
         child = _pad(child, more)
         idea = f"IDEA: resize to N_EMBD={width}, N_LAYER={layers} (x{factor:.2g} parameters)"
         return Step(content=f"{idea}\n```python\n{child}```\n", delay=latency)
@@ -156,9 +176,16 @@ def sizer(latency: float = 0.0, seed: int = 0, sizes: tuple[float, ...] = (0.25,
 class FakeLLM:
     """Start with `with FakeLLM([...]) as llm:`; point the client at `llm.url`."""
 
-    def __init__(self, script: list[Step] | None = None, responder: Responder | None = None,
-                 *, api_key: str | None = None, models: list[str] | None = None,
-                 retrieve: bool = True, started: bool = True) -> None:
+    def __init__(
+        self,
+        script: list[Step] | None = None,
+        responder: Responder | None = None,
+        *,
+        api_key: str | None = None,
+        models: list[str] | None = None,
+        retrieve: bool = True,
+        started: bool = True,
+    ) -> None:
         """`api_key`: the only key accepted (None: any); `models`: the models it knows (None:
         any); `started=False`: the port is reserved but nothing listens until `up()`."""
         self.script: deque[Step] = deque(script or [])
@@ -250,7 +277,10 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return True
-            if fake.api_key is not None and self.headers.get("authorization") != f"Bearer {fake.api_key}":
+            if (
+                fake.api_key is not None
+                and self.headers.get("authorization") != f"Bearer {fake.api_key}"
+            ):
                 self._send(401, _error("Incorrect API key provided.", "invalid_api_key"))
                 return True
             return False
@@ -276,8 +306,10 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             if self._refused():
                 return
             if fake.models is not None and body.get("model") not in fake.models:
-                self._send(404, _error(f"The model `{body.get('model')}` does not exist.",
-                                       "model_not_found"))
+                self._send(
+                    404,
+                    _error(f"The model `{body.get('model')}` does not exist.", "model_not_found"),
+                )
                 return
             step = fake.next_step(body)
             fake.arrived(+1)
@@ -293,8 +325,13 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if step.status != 200:
-                payload = {"error": {"message": step.content or f"scripted {step.status}",
-                                     "type": "server_error", "code": None}}
+                payload = {
+                    "error": {
+                        "message": step.content or f"scripted {step.status}",
+                        "type": "server_error",
+                        "code": None,
+                    }
+                }
                 headers = {}
                 if step.retry_after_ms is not None:
                     headers["retry-after-ms"] = str(step.retry_after_ms)
@@ -305,8 +342,12 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             reply = step.raw if step.raw is not None else _completion(body.get("model"), step)
             self._send(200, reply)
 
-        def _send(self, status: int, payload: dict[str, Any] | bytes,
-                  headers: dict[str, str] | None = None) -> None:
+        def _send(
+            self,
+            status: int,
+            payload: dict[str, Any] | bytes,
+            headers: dict[str, str] | None = None,
+        ) -> None:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             try:
                 self.send_response(status)
@@ -332,13 +373,23 @@ def _model(name: str) -> dict[str, Any]:
 
 def _completion(model: str | None, step: Step) -> dict[str, Any]:
     reply: dict[str, Any] = {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": model or "fake",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": step.content}}],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": step.content},
+            }
+        ],
     }
     if step.usage is not None:
         prompt, completion = step.usage
-        reply["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                          "total_tokens": prompt + completion}
+        reply["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
     return reply

@@ -12,8 +12,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: train.py, genomes/, program.md
 TINY = {"SEQ_LEN": 32, "BATCH_SIZE": 8, "N_LAYER": 1, "N_HEAD": 2, "N_EMBD": 32, "LOG_EVERY": 10}
 # genomes/gpt_muon.py made as small
-MUON_SMALL = {"SEQ_LEN": 32, "BATCH_SIZE": 8, "DEPTH": 1, "MODEL_DIM": 64, "HEAD_DIM": 32,
-              "LOG_EVERY": 10}
+MUON_SMALL = {
+    "SEQ_LEN": 32,
+    "BATCH_SIZE": 8,
+    "DEPTH": 1,
+    "MODEL_DIM": 64,
+    "HEAD_DIM": 32,
+    "LOG_EVERY": 10,
+}
 
 
 def set_constants(source: str, **values: object) -> str:

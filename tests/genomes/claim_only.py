@@ -1,4 +1,5 @@
 """Claims a hand-in on the control pipe without writing a model."""
+
 import json
 import os
 

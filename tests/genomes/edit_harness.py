@@ -1,4 +1,5 @@
 """Appends to the harness's own source, hoping to change how it is scored."""
+
 import sys
 
 from evolve.harness import session

@@ -1,4 +1,5 @@
 """Forks without end; every child forks too."""
+
 import os
 import time
 

@@ -1,4 +1,5 @@
 """Writes bytes the harness never writes to the result channel, then waits to be stopped."""
+
 import json
 import os
 import time

@@ -1,4 +1,5 @@
 """Spins forever without looking at the clock."""
+
 from evolve.harness import session
 
 run = session()

@@ -1,4 +1,5 @@
 """Tries to kill the process that runs it."""
+
 import os
 import signal
 

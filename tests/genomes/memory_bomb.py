@@ -1,4 +1,5 @@
 """Allocates and touches memory until something gives."""
+
 import torch
 
 from evolve.harness import session

@@ -1,4 +1,5 @@
 """Tries to read files and list folders it should not see (validation data, caches, archives)."""
+
 import os
 
 from evolve.harness import session

@@ -1,4 +1,5 @@
 """Leaves a daemon behind: a grandchild in its own session that outlives the genome."""
+
 import os
 import time
 

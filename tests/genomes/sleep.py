@@ -1,4 +1,5 @@
 """Sleeps far past the budget."""
+
 import time
 
 from evolve.harness import session

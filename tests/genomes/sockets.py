@@ -1,4 +1,5 @@
 """Tries every kind of socket to the host: UDP, TCP, a pathname unix socket, netlink."""
+
 import os
 import socket
 

@@ -1,4 +1,5 @@
 """Overwrites a file outside its working directory."""
+
 from evolve.harness import session
 
 TARGET = "/tmp/evolve-sentinel"

@@ -1,4 +1,5 @@
 """Hands in a model that returns logits for the last position only: (B, V), not (B, T, V)."""
+
 import torch
 
 from evolve.harness import session

@@ -40,15 +40,24 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as e:
         sock.close()
-        raise UserError(f"cannot listen on {host}:{port}", e.strerror or str(e),
-                        "pick another --port (0 picks a free one)") from None
+        raise UserError(
+            f"cannot listen on {host}:{port}",
+            e.strerror or str(e),
+            "pick another --port (0 picks a free one)",
+        ) from None
     sock.listen(128)
     return sock
 
 
-def serve(archive_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, *,
-          announce: Callable[[str], None] = print, poll_seconds: float = 2.0,
-          access_log: bool = False) -> None:
+def serve(
+    archive_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    announce: Callable[[str], None] = print,
+    poll_seconds: float = 2.0,
+    access_log: bool = False,
+) -> None:
     """Serve the viewer until interrupted. Binding a non-loopback address is the caller's
     choice; the Host check against DNS rebinding is only on for loopback binds."""
     import uvicorn

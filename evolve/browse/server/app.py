@@ -33,12 +33,18 @@ from evolve.errors import UserError
 HIGHLIGHT_LIMIT = 400_000  # characters; longer texts are shown plain (still escaped)
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-           (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"),
-           (b"cross-origin-opener-policy", b"same-origin"),
-           (b"cross-origin-resource-policy", b"same-origin")]
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
 
 
 class SecurityHeaders:
@@ -72,8 +78,9 @@ def highlighted(text: str, lexer: str = "python") -> Markup:
 
 @lru_cache(maxsize=2)
 def _formatter(numbers: bool) -> HtmlFormatter:
-    return HtmlFormatter(cssclass="hl", linenos="inline" if numbers else False,
-                         lineanchors="L" if numbers else "")
+    return HtmlFormatter(
+        cssclass="hl", linenos="inline" if numbers else False, lineanchors="L" if numbers else ""
+    )
 
 
 def _bpb(value: float | None, std: float | None = None) -> str:
@@ -91,14 +98,17 @@ def _num(value: Any) -> str:
 
 
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("evolve.browse.server", "templates"),
-                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env = Environment(
+        loader=PackageLoader("evolve.browse.server", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
     env.filters.update(bpb=_bpb, delta=_delta, num=_num, highlight=highlighted)
     return env
 
 
-def create_app(archive_dir: str | Path, *, loopback: bool = True,
-               poll_seconds: float = 2.0) -> Starlette:
+def create_app(
+    archive_dir: str | Path, *, loopback: bool = True, poll_seconds: float = 2.0
+) -> Starlette:
     """The viewer over `archive_dir`. loopback=True accepts only local Host headers (against
     DNS rebinding: a page elsewhere must not read the archive through the user's browser)."""
     cache = RunCache(Path(archive_dir))
@@ -115,20 +125,23 @@ def create_app(archive_dir: str | Path, *, loopback: bool = True,
             return work(index)
 
     def home(request: Request) -> Response:
-        return render(request, "runs.html", runs=pages.runs_page(cache),
-                      archive_dir=str(cache.archive_dir))
+        return render(
+            request, "runs.html", runs=pages.runs_page(cache), archive_dir=str(cache.archive_dir)
+        )
 
     def run(request: Request) -> Response:
         q = request.query_params
         page = int(q["page"]) if q.get("page", "").isdigit() else 1
-        data = locked(request, lambda i: pages.run_page(i, q.get("sort", "mean"),
-                                                        q.get("order", "asc"), page))
+        data = locked(
+            request, lambda i: pages.run_page(i, q.get("sort", "mean"), q.get("order", "asc"), page)
+        )
         return render(request, "run.html", run=request.path_params["run"], **data)
 
     def genome(request: Request) -> Response:
         against = request.query_params.get("against") or None
-        data = locked(request, lambda i: pages.genome_page(i, request.path_params["ident"],
-                                                           against))
+        data = locked(
+            request, lambda i: pages.genome_page(i, request.path_params["ident"], against)
+        )
         return render(request, "genome.html", run=request.path_params["run"], **data)
 
     def compare(request: Request) -> Response:
@@ -137,8 +150,10 @@ def create_app(archive_dir: str | Path, *, loopback: bool = True,
         return render(request, "compare.html", run=request.path_params["run"], **data)
 
     def raw(request: Request) -> Response:
-        text = locked(request, lambda i: pages.source_of(
-            i, pages.subject(i, request.path_params["ident"]).genome))
+        text = locked(
+            request,
+            lambda i: pages.source_of(i, pages.subject(i, request.path_params["ident"]).genome),
+        )
         return PlainTextResponse(text, headers={"content-disposition": "inline"})
 
     def version(request: Request) -> Response:
@@ -146,8 +161,9 @@ def create_app(archive_dir: str | Path, *, loopback: bool = True,
         log = request.query_params.get("log")
         if "run" not in request.path_params:
             names = cache.names()
-            return JSONResponse({"version": str(abs(hash(tuple(
-                (n, pages.version(cache.get(n))) for n in names))))})
+            return JSONResponse(
+                {"version": str(abs(hash(tuple((n, pages.version(cache.get(n))) for n in names))))}
+            )
         log_id = log if log and pages.EVAL_ID.fullmatch(log) else None
         index = cache.get(pages.check_name(request.path_params["run"]))
         return JSONResponse({"version": pages.version(index, log_id)})
@@ -165,25 +181,33 @@ def create_app(archive_dir: str | Path, *, loopback: bool = True,
 
     async def http_error(request: Request, exc: Exception) -> Response:
         code = exc.status_code if isinstance(exc, HTTPException) else 500
-        return render(request, "error.html", status=code,
-                      message=str(getattr(exc, "detail", "error")))
+        return render(
+            request, "error.html", status=code, message=str(getattr(exc, "detail", "error"))
+        )
 
     middleware = [Middleware(SecurityHeaders)]
     if loopback:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS))
     app = Starlette(
         routes=[
-            Route("/", home), Route("/runs/{run}", run), Route("/runs/{run}/compare", compare),
-            Route("/runs/{run}/g/{ident}", genome), Route("/runs/{run}/raw/{ident}", raw),
-            Route("/api/version", version), Route("/api/runs/{run}/version", version),
+            Route("/", home),
+            Route("/runs/{run}", run),
+            Route("/runs/{run}/compare", compare),
+            Route("/runs/{run}/g/{ident}", genome),
+            Route("/runs/{run}/raw/{ident}", raw),
+            Route("/api/version", version),
+            Route("/api/runs/{run}/version", version),
             Route("/static/pygments.css", pygments_css),
-            Mount("/static", StaticFiles(packages=[("evolve.browse.server", "static")]),
-                  name="static"),
+            Mount(
+                "/static", StaticFiles(packages=[("evolve.browse.server", "static")]), name="static"
+            ),
         ],
         middleware=middleware,
-        exception_handlers={pages.NotFound: not_found, UserError: unreadable,
-                            HTTPException: http_error},
+        exception_handlers={
+            pages.NotFound: not_found,
+            UserError: unreadable,
+            HTTPException: http_error,
+        },
     )
     app.state.cache = cache
     return app
-

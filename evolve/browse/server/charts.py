@@ -49,8 +49,9 @@ class Axes:
     def ys(self, values: np.ndarray) -> list[float]:
         span = (self.y1 - self.y0) or 1.0
         clipped = np.clip(values, self.y0, self.y1)
-        return np.round(self.height - BOTTOM - (clipped - self.y0) / span
-                        * (self.height - TOP - BOTTOM), 1).tolist()
+        return np.round(
+            self.height - BOTTOM - (clipped - self.y0) / span * (self.height - TOP - BOTTOM), 1
+        ).tolist()
 
     def yticks(self) -> list[tuple[float, str]]:
         return [(self.y(t), f"{t:.3g}") for t in nice_ticks(self.y0, self.y1)]
@@ -115,24 +116,27 @@ def progress(series: Series, elite_numbers: set[int]) -> Progress:
     chart.grey = dots(axes.xs(xs[shown]), axes.ys(bpb[shown]))
     chart.shown_grey = len(shown)
     failed = np.flatnonzero(~ok)
-    chart.failed = "".join(f"M{x},{TOP - 10}v8" for x in axes.xs(
-        xs[failed[:: max(1, math.ceil(len(failed) / MAX_GREY))]]))
+    chart.failed = "".join(
+        f"M{x},{TOP - 10}v8"
+        for x in axes.xs(xs[failed[:: max(1, math.ceil(len(failed) / MAX_GREY))]])
+    )
     chart.failures = len(failed)
     chart.clipped = int(np.count_nonzero(bpb[ok] > high))
     kept = np.flatnonzero(ok & took)
     drawn = kept[:: max(1, math.ceil(len(kept) / MAX_GREY))]
     chart.kept = dots(axes.xs(xs[drawn]), axes.ys(bpb[drawn]))
     ringed = np.flatnonzero(np.isin(series.numbers, list(elite_numbers)) & ok)
-    chart.elites = "".join(f"M{x - 6},{y}a6,6 0 1,0 12,0a6,6 0 1,0 -12,0" for x, y in zip(
-        axes.xs(xs[ringed]), axes.ys(bpb[ringed]), strict=True))
+    chart.elites = "".join(
+        f"M{x - 6},{y}a6,6 0 1,0 12,0a6,6 0 1,0 -12,0"
+        for x, y in zip(axes.xs(xs[ringed]), axes.ys(bpb[ringed]), strict=True)
+    )
     if len(kept):
         best = np.minimum.accumulate(bpb[kept])
         steps = kept[np.flatnonzero(np.r_[True, best[1:] < best[:-1]])]
         px, py = axes.xs(xs[steps]), axes.ys(bpb[steps])
         parts = [f"M{px[0]},{py[0]}"] + [f"H{x}V{y}" for x, y in zip(px[1:], py[1:], strict=True)]
         chart.best = "".join(parts) + f"H{axes.x(total)}"
-        chart.records = list(zip(px, py, [f"e{n:06d}" for n in series.numbers[steps]],
-                                 strict=True))
+        chart.records = list(zip(px, py, [f"e{n:06d}" for n in series.numbers[steps]], strict=True))
     return chart
 
 
@@ -203,15 +207,28 @@ def heatmap(view: GridView, first_id: dict[str, str]) -> Heatmap:
     for (col, row), elite in sorted(view.cells.items()):
         t = (elite.mean - low) / span
         ident = first_id.get(elite.genome, elite.eval_ids[0])
-        cells.append(Cell(
-            x=left + col * cell_w, y=top + (rows - 1 - row) * cell_h, w=cell_w - 1, h=cell_h - 1,
-            fill=colour(t), label=f"{elite.mean:.3f}" if cell_w >= 40 and cell_h >= 16 else "",
-            href_id=ident, cell=",".join(map(str, elite.cell)), dark=0.2 < t < 0.8,
-            title=f"{ident}  cell {tuple(elite.cell)}  val_bpb {elite.mean:.4f} ± {elite.std:.4f}"
-                  f" (n={elite.n})"))
+        cells.append(
+            Cell(
+                x=left + col * cell_w,
+                y=top + (rows - 1 - row) * cell_h,
+                w=cell_w - 1,
+                h=cell_h - 1,
+                fill=colour(t),
+                label=f"{elite.mean:.3f}" if cell_w >= 40 and cell_h >= 16 else "",
+                href_id=ident,
+                cell=",".join(map(str, elite.cell)),
+                dark=0.2 < t < 0.8,
+                title=f"{ident}  cell {tuple(elite.cell)}  val_bpb {elite.mean:.4f} ± {elite.std:.4f}"
+                f" (n={elite.n})",
+            )
+        )
     filled = set(view.cells)
-    empty = [(left + c * cell_w, top + (rows - 1 - r) * cell_h)
-             for c in range(cols) for r in range(rows) if (c, r) not in filled]
+    empty = [
+        (left + c * cell_w, top + (rows - 1 - r) * cell_h)
+        for c in range(cols)
+        for r in range(rows)
+        if (c, r) not in filled
+    ]
     xl = bin_labels(view.x)
     xlabels = [(left + (i + 0.5) * cell_w, xl[i]) for i in range(cols)]
     ylabels = []
@@ -219,9 +236,24 @@ def heatmap(view: GridView, first_id: dict[str, str]) -> Heatmap:
         yl = bin_labels(view.y)
         ylabels = [(top + (rows - 1 - i + 0.5) * cell_h, yl[i]) for i in range(rows)]
     legend = [(i * 12.0, colour(i / 19)) for i in range(20)]
-    return Heatmap(width, height, left, top, cell_w, cell_h, cells, xlabels, ylabels,
-                   view.x.name, view.y.name if view.y is not None else "", view.note, legend,
-                   f"{low:.3f}", f"{high:.3f}", empty)
+    return Heatmap(
+        width,
+        height,
+        left,
+        top,
+        cell_w,
+        cell_h,
+        cells,
+        xlabels,
+        ylabels,
+        view.x.name,
+        view.y.name if view.y is not None else "",
+        view.note,
+        legend,
+        f"{low:.3f}",
+        f"{high:.3f}",
+        empty,
+    )
 
 
 # --- a training log's loss curve ---------------------------------------------------------------

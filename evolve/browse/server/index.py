@@ -72,16 +72,21 @@ def slim(number: int, record: Record) -> Row:
     origin = record.get("origin")
     generation = record.get("generation")
     return Row(
-        number=number, seq=int(record.get("seq") or 0), genome=str(record.get("genome", "")),
-        parent=str(parents[0]) if parents else None, status=str(record.get("status", "?")),
+        number=number,
+        seq=int(record.get("seq") or 0),
+        genome=str(record.get("genome", "")),
+        parent=str(parents[0]) if parents else None,
+        status=str(record.get("status", "?")),
         bpb=float(value) if ok else None,
         counted=ok and not off_class(result.get("hardware") or {}),
-        decision=record.get("decision"), operator=str(record.get("operator") or ""),
+        decision=record.get("decision"),
+        operator=str(record.get("operator") or ""),
         generation=generation if isinstance(generation, int) else None,
         idea=str(record.get("idea") or ""),
         params=result.get("params") if isinstance(result.get("params"), int) else None,
         origin=origin if isinstance(origin, dict) else None,
-        llm=bool(record.get("prompt_sha256") or record.get("response_sha256")))
+        llm=bool(record.get("prompt_sha256") or record.get("response_sha256")),
+    )
 
 
 @dataclass(frozen=True)
@@ -207,18 +212,22 @@ class RunIndex:
         if not self._sorted:
             self._order.sort(key=lambda r: (r.seq, r.number))
             self._sorted = True
-            self._columns = (array("q", (r.number for r in self._order)),
-                             array("d", (math.nan if r.bpb is None else r.bpb
-                                         for r in self._order)),
-                             array("b", (r.decision in TOOK_CELL for r in self._order)))
+            self._columns = (
+                array("q", (r.number for r in self._order)),
+                array("d", (math.nan if r.bpb is None else r.bpb for r in self._order)),
+                array("b", (r.decision in TOOK_CELL for r in self._order)),
+            )
         return self._order
 
     def series(self) -> Series:
         """The progress plot's data: columns kept up to date as rows arrive, copied out."""
         self.ordered()
         numbers, bpb, took = self._columns
-        return Series(np.array(numbers, dtype=np.int64), np.array(bpb, dtype=np.float64),
-                      np.array(took, dtype=np.bool_))
+        return Series(
+            np.array(numbers, dtype=np.int64),
+            np.array(bpb, dtype=np.float64),
+            np.array(took, dtype=np.bool_),
+        )
 
     def close(self) -> None:
         self.archive.close()

@@ -51,8 +51,10 @@ def version(index: RunIndex, log_id: str | None = None) -> str:
     """Changes whenever anything a page shows may have changed; costs a handful of stats."""
     path = index.path
     shards = index.archive.shards.shards()
-    parts: list[Any] = [len(shards), stat_key(index.archive.shards.path(shards[-1])) if shards
-                        else None]
+    parts: list[Any] = [
+        len(shards),
+        stat_key(index.archive.shards.path(shards[-1])) if shards else None,
+    ]
     for name in ("elites.json", "generations.json", "llm.json", "pending"):
         parts.append(stat_key(path / name))
     parts.append(lock_holder(path))  # a writer killed with -9 changes no file
@@ -73,13 +75,21 @@ def run_summary(index: RunIndex) -> dict[str, Any]:
     gens = [int(row["gen"]) for row in archive.logbook()]
     spend = llm_spend(index)
     return {
-        "name": index.name, "status": run_status(archive),
-        "generations": (max(gens) + 1) if gens else 0, "planned": run.get("generations"),
-        "evaluations": len(index.rows), "elites": len(elites),
-        "cells": archive.grid.total_cells, "coverage": len(elites) / archive.grid.total_cells,
-        "best": best, "confirmed": best is not None and best.n >= archive.rule.confirm_n,
-        "started": _when(started_at(archive)), "budget": settings["budget"],
-        "device": settings["device"], "llm": spend, "error": None,
+        "name": index.name,
+        "status": run_status(archive),
+        "generations": (max(gens) + 1) if gens else 0,
+        "planned": run.get("generations"),
+        "evaluations": len(index.rows),
+        "elites": len(elites),
+        "cells": archive.grid.total_cells,
+        "coverage": len(elites) / archive.grid.total_cells,
+        "best": best,
+        "confirmed": best is not None and best.n >= archive.rule.confirm_n,
+        "started": _when(started_at(archive)),
+        "budget": settings["budget"],
+        "device": settings["device"],
+        "llm": spend,
+        "error": None,
     }
 
 
@@ -104,33 +114,49 @@ def runs_page(cache: Any) -> list[dict[str, Any]]:
 # --- one run ------------------------------------------------------------------------------------
 
 SORTS = {
-    "mean": lambda r: r["mean"], "std": lambda r: r["std"], "n": lambda r: r["n"],
-    "params": lambda r: r["params"] or 0, "lines": lambda r: r["code_lines"] or 0,
-    "gen": lambda r: r["generation"] or 0, "id": lambda r: r["id"], "cell": lambda r: r["cell"],
+    "mean": lambda r: r["mean"],
+    "std": lambda r: r["std"],
+    "n": lambda r: r["n"],
+    "params": lambda r: r["params"] or 0,
+    "lines": lambda r: r["code_lines"] or 0,
+    "gen": lambda r: r["generation"] or 0,
+    "id": lambda r: r["id"],
+    "cell": lambda r: r["cell"],
     "operator": lambda r: r["operator"],
 }
 
 
-def run_page(index: RunIndex, sort: str = "mean", order: str = "asc",
-             page: int = 1) -> dict[str, Any]:
+def run_page(
+    index: RunIndex, sort: str = "mean", order: str = "asc", page: int = 1
+) -> dict[str, Any]:
     archive = index.archive
     summary = run_summary(index)
     elites = archive.elites()
-    first = {e.genome: (index.first(e.genome).id if index.first(e.genome) else e.eval_ids[0])
-             for e in elites}
+    first = {
+        e.genome: (index.first(e.genome).id if index.first(e.genome) else e.eval_ids[0])
+        for e in elites
+    }
     elite_numbers = {int(e.eval_ids[0][1:]) for e in elites}  # ringed in the progress plot
     table = []
     for e in elites:
         intro = index.first(e.genome)
-        table.append({
-            "id": first[e.genome], "genome": e.genome, "cell": tuple(e.cell), "mean": e.mean,
-            "std": e.std, "n": e.n, "params": intro.params if intro else None,
-            "code_lines": index.code_lines(e.genome),
-            "generation": intro.generation if intro else None,
-            "operator": intro.operator if intro else "", "idea": intro.idea if intro else "",
-            "parent": _first_id(index, intro.parent) if intro and intro.parent else None,
-            "origin": intro.origin if intro else None,
-        })
+        table.append(
+            {
+                "id": first[e.genome],
+                "genome": e.genome,
+                "cell": tuple(e.cell),
+                "mean": e.mean,
+                "std": e.std,
+                "n": e.n,
+                "params": intro.params if intro else None,
+                "code_lines": index.code_lines(e.genome),
+                "generation": intro.generation if intro else None,
+                "operator": intro.operator if intro else "",
+                "idea": intro.idea if intro else "",
+                "parent": _first_id(index, intro.parent) if intro and intro.parent else None,
+                "origin": intro.origin if intro else None,
+            }
+        )
     sort = sort if sort in SORTS else "mean"
     order = "desc" if order == "desc" else "asc"
     table.sort(key=SORTS[sort], reverse=order == "desc")
@@ -139,17 +165,26 @@ def run_page(index: RunIndex, sort: str = "mean", order: str = "asc",
     fingerprint = archive.config.get("fingerprint") or {}
     settings = stored_settings(archive.config)
     return {
-        "summary": summary, "statuses": index.statuses.most_common(),
+        "summary": summary,
+        "statuses": index.statuses.most_common(),
         "operators": index.operators.most_common(),
-        "noise": archive.rule.noise_std, "z": archive.rule.z, "confirm": archive.rule.confirm_n,
+        "noise": archive.rule.noise_std,
+        "z": archive.rule.z,
+        "confirm": archive.rule.confirm_n,
         "qd": archive.summary()["qd_score"],
-        "settings": settings, "dataset": fingerprint.get("dataset"),
-        "descriptors": [f"{d.name} [{d.low:g}, {d.high:g}) × {d.bins}"
-                        for d in archive.grid.descriptors],
+        "settings": settings,
+        "dataset": fingerprint.get("dataset"),
+        "descriptors": [
+            f"{d.name} [{d.low:g}, {d.high:g}) × {d.bins}" for d in archive.grid.descriptors
+        ],
         "progress": charts.progress(index.series(), elite_numbers),
         "heatmap": charts.heatmap(grid_view(archive.grid, elites), first),
-        "elites": table[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], "elite_count": len(table),
-        "sort": sort, "order": order, "page": page, "pages": pages,
+        "elites": table[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+        "elite_count": len(table),
+        "sort": sort,
+        "order": order,
+        "page": page,
+        "pages": pages,
         "pending": PendingTasks(archive.path).all(),
     }
 
@@ -199,8 +234,11 @@ def subject(index: RunIndex, ident: str) -> Subject:
         matches = sorted(g for g in known_genomes(index.archive) if g.startswith(prefix))
     if len(matches) != 1:
         raise NotFound(f"genome prefix {prefix} names {len(matches)} genomes in run {index.name}")
-    return Subject(matches[0], index.first(matches[0]),
-                   None if index.first(matches[0]) else _task_of(index, matches[0]))
+    return Subject(
+        matches[0],
+        index.first(matches[0]),
+        None if index.first(matches[0]) else _task_of(index, matches[0]),
+    )
 
 
 def _task_of(index: RunIndex, genome: str) -> Task | None:
@@ -231,28 +269,43 @@ def lineage(index: RunIndex, s: Subject, limit: int = LINEAGE_STEPS) -> dict[str
     for g in chain:
         steps.append(_step(index, g))
     for before, step in zip([None, *steps], steps, strict=False):
-        step["delta"] = (step["mean"] - before["mean"]
-                         if before and before["mean"] is not None and step["mean"] is not None
-                         else None)
+        step["delta"] = (
+            step["mean"] - before["mean"]
+            if before and before["mean"] is not None and step["mean"] is not None
+            else None
+        )
     here = steps[-1]
     kids = [_step(index, g) for g in index.children.get(s.genome, [])[:CHILDREN]]
     for kid in kids:
-        kid["delta"] = (kid["mean"] - here["mean"]
-                        if kid["mean"] is not None and here["mean"] is not None else None)
+        kid["delta"] = (
+            kid["mean"] - here["mean"]
+            if kid["mean"] is not None and here["mean"] is not None
+            else None
+        )
     root = index.first(chain[0])
-    return {"steps": steps, "more": more, "children": kids,
-            "children_total": len(index.children.get(s.genome, [])),
-            "origin": root.origin if root else None}
+    return {
+        "steps": steps,
+        "more": more,
+        "children": kids,
+        "children_total": len(index.children.get(s.genome, [])),
+        "origin": root.origin if root else None,
+    }
 
 
 def _step(index: RunIndex, genome: str) -> dict[str, Any]:
     intro = index.first(genome)
     stats = index.stats(genome)
-    return {"genome": genome, "id": intro.id if intro else genome[:12],
-            "generation": intro.generation if intro else None,
-            "operator": intro.operator if intro else "", "idea": intro.idea if intro else "",
-            "n": stats.n, "mean": stats.mean if stats.n else None,
-            "std": stats.std if stats.n else None, "status": intro.status if intro else "pending"}
+    return {
+        "genome": genome,
+        "id": intro.id if intro else genome[:12],
+        "generation": intro.generation if intro else None,
+        "operator": intro.operator if intro else "",
+        "idea": intro.idea if intro else "",
+        "n": stats.n,
+        "mean": stats.mean if stats.n else None,
+        "std": stats.std if stats.n else None,
+        "status": intro.status if intro else "pending",
+    }
 
 
 def source_of(index: RunIndex, genome: str) -> str:
@@ -263,10 +316,14 @@ def source_of(index: RunIndex, genome: str) -> str:
 
 
 def diff_lines(index: RunIndex, old: Subject, new: Subject) -> str:
-    return "".join(difflib.unified_diff(
-        source_of(index, old.genome).splitlines(keepends=True),
-        source_of(index, new.genome).splitlines(keepends=True),
-        fromfile=f"{old.id} ({old.genome[:12]})", tofile=f"{new.id} ({new.genome[:12]})"))
+    return "".join(
+        difflib.unified_diff(
+            source_of(index, old.genome).splitlines(keepends=True),
+            source_of(index, new.genome).splitlines(keepends=True),
+            fromfile=f"{old.id} ({old.genome[:12]})",
+            tofile=f"{new.id} ({new.genome[:12]})",
+        )
+    )
 
 
 def text_of(index: RunIndex, sha: Any) -> tuple[str, bool] | None:
@@ -296,20 +353,30 @@ def genome_page(index: RunIndex, ident: str, against: str | None = None) -> dict
     if log_id is not None:
         log_text, cut = tail(index.archive.log_path(log_id), LOG_BYTES)
     meta = s.task.meta if s.task is not None else {}
-    prompt = (text_of(index, record.prompt_sha256) if record
-              else _inline(meta.get("prompt")))
-    reply = (text_of(index, record.response_sha256) if record
-             else _inline(meta.get("response")))
+    prompt = text_of(index, record.prompt_sha256) if record else _inline(meta.get("prompt"))
+    reply = text_of(index, record.response_sha256) if record else _inline(meta.get("response"))
     stats = index.stats(s.genome)
-    evaluations = [{"id": r.id, "status": r.status, "bpb": r.bpb, "counted": r.counted,
-                    "operator": r.operator}
-                   for r in index.by_genome.get(s.genome, [])[:EVALUATIONS]]
+    evaluations = [
+        {"id": r.id, "status": r.status, "bpb": r.bpb, "counted": r.counted, "operator": r.operator}
+        for r in index.by_genome.get(s.genome, [])[:EVALUATIONS]
+    ]
     return {
-        "s": s, "record": record, "base_is_parent": base is not None and not against, "result": result, "log_id": log_id,
-        "source": source_of(index, s.genome), "diff": diff, "base": base,
-        "lineage": lineage(index, s), "log": log_text, "log_cut": cut,
-        "curve": charts.log_curve(log_text), "prompt": prompt, "reply": reply,
-        "stats": stats, "evaluations": evaluations,
+        "s": s,
+        "record": record,
+        "base_is_parent": base is not None and not against,
+        "result": result,
+        "log_id": log_id,
+        "source": source_of(index, s.genome),
+        "diff": diff,
+        "base": base,
+        "lineage": lineage(index, s),
+        "log": log_text,
+        "log_cut": cut,
+        "curve": charts.log_curve(log_text),
+        "prompt": prompt,
+        "reply": reply,
+        "stats": stats,
+        "evaluations": evaluations,
         "evaluation_total": len(index.by_genome.get(s.genome, [])),
         "idea": record.idea if record else (s.task.idea if s.task else ""),
         "operator": record.operator if record else (s.task.operator if s.task else ""),
@@ -326,8 +393,14 @@ def compare_page(index: RunIndex, a: str, b: str) -> dict[str, Any]:
     for s in (left, right):
         stats = index.stats(s.genome)
         intro = index.first(s.genome)
-        sides.append({"s": s, "source": source_of(index, s.genome), "stats": stats,
-                      "operator": intro.operator if intro else "",
-                      "idea": intro.idea if intro else "",
-                      "params": intro.params if intro else None})
+        sides.append(
+            {
+                "s": s,
+                "source": source_of(index, s.genome),
+                "stats": stats,
+                "operator": intro.operator if intro else "",
+                "idea": intro.idea if intro else "",
+                "params": intro.params if intro else None,
+            }
+        )
     return {"sides": sides, "diff": diff_lines(index, left, right)}

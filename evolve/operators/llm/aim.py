@@ -60,8 +60,12 @@ class Target:
         return {"cell": list(self.cell), "held_by": self.holder_mean}
 
 
-def niches(grid: Grid, elites: Iterable[Elite], parent: Parent,
-           in_flight: Mapping[tuple[int, ...], int] | None = None) -> list[Niche]:
+def niches(
+    grid: Grid,
+    elites: Iterable[Elite],
+    parent: Parent,
+    in_flight: Mapping[tuple[int, ...], int] | None = None,
+) -> list[Niche]:
     """Neighbours of the parent's cell (one bin away on any axes) that are empty or weakly held.
 
     Weakly held: the elite there has a worse mean than the parent, so a child that keeps the
@@ -109,8 +113,10 @@ def in_flight(pending: Path) -> Counter[tuple[int, ...]]:
 
 def target(grid: Grid, parent: Parent, niche: Niche) -> Target:
     values = parent.extra.get("descriptors") or {}
-    lines = tuple(describe(d, values.get(d.name), parent.cell[i] if parent.cell else None,
-                           niche.cell[i]) for i, d in enumerate(grid.descriptors))
+    lines = tuple(
+        describe(d, values.get(d.name), parent.cell[i] if parent.cell else None, niche.cell[i])
+        for i, d in enumerate(grid.descriptors)
+    )
     return Target(niche.cell, niche.holder_mean, lines)
 
 
@@ -121,7 +127,7 @@ def describe(axis: Descriptor, value: float | None, own_bin: int | None, bin_: i
     middle = (edges[bin_] + edges[bin_ + 1]) / 2
     if value is None and own_bin is not None:
         value = (edges[own_bin] + edges[own_bin + 1]) / 2
-    shown = (lambda x: _amount(axis.name, 10 ** x)) if log else (lambda x: f"{x:.0f}")
+    shown = (lambda x: _amount(axis.name, 10**x)) if log else (lambda x: f"{x:.0f}")
     if axis.bins == 1:
         span = "any value"
     elif bin_ == 0:
@@ -160,21 +166,27 @@ def section(grid: Grid, parent: Parent, aim: Target) -> str:
     """The prompt's aim section: where the parent is, the niche asked for, what it means."""
     axes = ", ".join(f"{d.name} ({DESCRIPTORS[d.name][0]})" for d in grid.descriptors)
     where = _cell(parent.cell) if parent.cell is not None else "(unknown)"
-    held = ("is empty" if aim.holder_mean is None else
-            f"is held by a program with val_bpb {aim.holder_mean:.4f}, worse than the current one")
-    lines = [f"## Aim: niche {_cell(aim.cell)}",
-             f"The run keeps the best program of each niche of a map over {axes}. The current "
-             f"program is in niche {where}; niche {_cell(aim.cell)} next to it {held}. "
-             "Landing there means:"]
+    held = (
+        "is empty"
+        if aim.holder_mean is None
+        else f"is held by a program with val_bpb {aim.holder_mean:.4f}, worse than the current one"
+    )
+    lines = [
+        f"## Aim: niche {_cell(aim.cell)}",
+        f"The run keeps the best program of each niche of a map over {axes}. The current "
+        f"program is in niche {where}; niche {_cell(aim.cell)} next to it {held}. "
+        "Landing there means:",
+    ]
     lines += [f"- {line}" for line in aim.lines]
     return "\n".join(lines)
 
 
 def task_sentence(aim: Target) -> str:
-    return (f"Write a child that lands in niche {_cell(aim.cell)} (see the aim above) and lowers "
-            "val_bpb within the same time budget.")
+    return (
+        f"Write a child that lands in niche {_cell(aim.cell)} (see the aim above) and lowers "
+        "val_bpb within the same time budget."
+    )
 
 
 def _cell(cell: Iterable[int]) -> str:
     return "(" + ", ".join(str(int(c)) for c in cell) + ")"
-

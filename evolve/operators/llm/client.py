@@ -57,8 +57,12 @@ class Reply:
 class LLM:
     """A thread-safe handle on the configured model ensemble."""
 
-    def __init__(self, settings: LLMSettings, stats_path: Path | None = None,
-                 on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: LLMSettings,
+        stats_path: Path | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
         if not settings.enabled:
             raise ValueError("LLM settings name no model")
         self.settings = settings
@@ -82,8 +86,11 @@ class LLM:
             key_env = model.api_key_env or settings.api_key_env
             endpoint = model.base_url or settings.base_url or os.environ.get("OPENAI_BASE_URL")
             if not endpoint and not os.environ.get(key_env):
-                raise UserError(f"no API key for LLM model {model.name}", f"{key_env} is not set",
-                                f"export {key_env}=..., or point --llm-base-url at your server")
+                raise UserError(
+                    f"no API key for LLM model {model.name}",
+                    f"{key_env} is not set",
+                    f"export {key_env}=..., or point --llm-base-url at your server",
+                )
 
     # --- choosing --------------------------------------------------------------------
 
@@ -102,13 +109,16 @@ class LLM:
         """One chat completion; raises LLMError when it fails or the cost cap is reached."""
         import openai
 
-        guess = model.cost(sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN,
-                           self.settings.max_tokens or OUTPUT_GUESS)
+        guess = model.cost(
+            sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN,
+            self.settings.max_tokens or OUTPUT_GUESS,
+        )
         self._admit(guess)
         started = time.monotonic()
         try:
             response = self._client(model).chat.completions.create(
-                model=model.name, messages=messages, **self._options(model))
+                model=model.name, messages=messages, **self._options(model)
+            )
             text = response.choices[0].message.content
             if not isinstance(text, str):
                 raise LLMError(f"{model.name} sent a reply without text")
@@ -124,8 +134,14 @@ class LLM:
         if tokens_in is None or tokens_out is None:  # some servers report no usage
             tokens_in = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
             tokens_out = len(text) // CHARS_PER_TOKEN
-        reply = Reply(text, model.name, int(tokens_in), int(tokens_out),
-                      model.cost(int(tokens_in), int(tokens_out)), time.monotonic() - started)
+        reply = Reply(
+            text,
+            model.name,
+            int(tokens_in),
+            int(tokens_out),
+            model.cost(int(tokens_in), int(tokens_out)),
+            time.monotonic() - started,
+        )
         self._succeeded(reply, guess)
         return reply
 
@@ -145,9 +161,12 @@ class LLM:
         with self._lock:
             client = self._clients.get((base_url, key_env))
             if client is None:  # local servers usually want no key, but the client needs one
-                client = openai.OpenAI(api_key=os.environ.get(key_env) or "unused", base_url=base_url,
-                                       timeout=self.settings.timeout,
-                                       max_retries=self.settings.max_retries)
+                client = openai.OpenAI(
+                    api_key=os.environ.get(key_env) or "unused",
+                    base_url=base_url,
+                    timeout=self.settings.timeout,
+                    max_retries=self.settings.max_retries,
+                )
                 self._clients[(base_url, key_env)] = client
             return client
 
@@ -166,11 +185,15 @@ class LLM:
                 raise LLMError(self.stopped or "the run is stopping")
             cap = self.settings.max_cost
             if cap is not None and self.totals["cost"] + guess > cap:
-                self.stopped = (f"LLM cost cap ${cap:g} reached (spent ${self.totals['cost']:.4f}): "
-                                "no more LLM calls; " + ("the built-in operators carry on"
-                                                         if self.builtin else
-                                                         "no other operator is configured, so no "
-                                                         "new child can be made"))
+                self.stopped = (
+                    f"LLM cost cap ${cap:g} reached (spent ${self.totals['cost']:.4f}): "
+                    "no more LLM calls; "
+                    + (
+                        "the built-in operators carry on"
+                        if self.builtin
+                        else "no other operator is configured, so no new child can be made"
+                    )
+                )
                 self.totals["stopped"] = self.stopped
                 self._remember(self.stopped)
                 self._save()
@@ -207,9 +230,11 @@ class LLM:
             self._reserved -= guess
             self._streak = 0
             if self._down_since is not None:
-                message = (f"LLM answers again after {_duration(time.time() - self._down_since)} "
-                           f"down ({self._failed_while_down} failed call(s) meanwhile): "
-                           "LLM operators resume")
+                message = (
+                    f"LLM answers again after {_duration(time.time() - self._down_since)} "
+                    f"down ({self._failed_while_down} failed call(s) meanwhile): "
+                    "LLM operators resume"
+                )
                 self._down_since, self._failed_while_down = None, 0
                 self._remember(message)
             t = self.totals
@@ -243,8 +268,9 @@ class LLM:
                 if self.settings.cooldown > 0:  # the probe failed: pause again, without a word
                     self._paused_until = time.monotonic() + self.settings.cooldown
             elif self._streak >= self.settings.failures_before_cooldown:
-                message = self._go_down(f"{self._streak} failed calls in a row, the last "
-                                        f"{_describe(exc)}")
+                message = self._go_down(
+                    f"{self._streak} failed calls in a row, the last {_describe(exc)}"
+                )
             self._save()
         if message:
             self.on_event(message)
@@ -268,8 +294,11 @@ class LLM:
         if self.settings.cooldown > 0:
             self._paused_until = time.monotonic() + self.settings.cooldown
             retry = f"every {self.settings.cooldown:g} s"
-        instead = ("the built-in operators carry on" if self.builtin else
-                   "no other operator is configured, so new children wait for it")
+        instead = (
+            "the built-in operators carry on"
+            if self.builtin
+            else "no other operator is configured, so new children wait for it"
+        )
         message = f"LLM down: {reason}; {instead}; trying the LLM again {retry}"
         self._remember(message)
         return message
@@ -316,10 +345,21 @@ def _zero_model() -> dict[str, Any]:
 
 def _load(path: Path | None) -> dict[str, Any]:
     """Totals so far: zero for a new run, the stored ones when a run resumes."""
-    totals: dict[str, Any] = {"calls": 0, "failures": 0, "tokens": 0, "input_tokens": 0,
-                              "output_tokens": 0, "cost": 0.0, "errors": {}, "rejected": {},
-                              "by_model": {}, "stopped": "", "abandoned": 0, "outages": 0,
-                              "events": []}
+    totals: dict[str, Any] = {
+        "calls": 0,
+        "failures": 0,
+        "tokens": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost": 0.0,
+        "errors": {},
+        "rejected": {},
+        "by_model": {},
+        "stopped": "",
+        "abandoned": 0,
+        "outages": 0,
+        "events": [],
+    }
     if path is not None:
         try:
             stored = read_json(path)
@@ -351,4 +391,3 @@ def _duration(seconds: float) -> str:
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
-

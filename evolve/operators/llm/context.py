@@ -53,8 +53,15 @@ class RunContext:
     grid: Grid | None = None  # what the niches' cells mean
 
 
-def gather(archive: RunArchive, parents: list[Parent], *, depth: int = 5, log_lines: int = 40,
-           n_elites: int = 3, n_failures: int = 5) -> RunContext:
+def gather(
+    archive: RunArchive,
+    parents: list[Parent],
+    *,
+    depth: int = 5,
+    log_lines: int = 40,
+    n_elites: int = 3,
+    n_failures: int = 5,
+) -> RunContext:
     """Read the context for these parents. The caller holds the archive's lock."""
     reader = _Reader(archive)
     context = RunContext()
@@ -105,8 +112,9 @@ def lineage(reader: _Reader, genome: str, depth: int) -> list[Step]:
         if record is None or not record.parents:
             break
         parent = record.parents[0]
-        steps.append(Step(record.idea, record.operator,
-                          score(reader.of(parent)), score(reader.of(genome))))
+        steps.append(
+            Step(record.idea, record.operator, score(reader.of(parent)), score(reader.of(genome)))
+        )
         genome = parent
     return steps[::-1]
 
@@ -148,16 +156,25 @@ def other_elites(reader: _Reader, parents: list[Parent], n: int) -> list[dict[st
         if elite.genome in own or tuple(elite.cell) in cells:
             continue
         record = origin(reader.of(elite.genome))
-        found.append({"genome": elite.genome, "mean": elite.mean, "std": elite.std, "n": elite.n,
-                      "cell": list(elite.cell), "idea": record.idea if record else ""})
+        found.append(
+            {
+                "genome": elite.genome,
+                "mean": elite.mean,
+                "std": elite.std,
+                "n": elite.n,
+                "cell": list(elite.cell),
+                "idea": record.idea if record else "",
+            }
+        )
     return found
 
 
 def recent_failures(archive: RunArchive, n: int) -> list[dict[str, Any]]:
     if n <= 0:
         return []
-    numbers = sorted((num for members in archive.shards.index().values() for num in members),
-                     reverse=True)[:SCAN_FOR_FAILURES]
+    numbers = sorted(
+        (num for members in archive.shards.index().values() for num in members), reverse=True
+    )[:SCAN_FOR_FAILURES]
     found = []
     for number in numbers:
         record = archive.get(format_id(number))
@@ -165,8 +182,14 @@ def recent_failures(archive: RunArchive, n: int) -> list[dict[str, Any]]:
             continue  # a lost node or a stopped run is no idea to avoid
         if record.sealed:
             continue  # how the test split went stays out of the search
-        found.append({"idea": record.idea, "status": record.status.value,
-                      "reason": record.result.reason, "operator": record.operator})
+        found.append(
+            {
+                "idea": record.idea,
+                "status": record.status.value,
+                "reason": record.result.reason,
+                "operator": record.operator,
+            }
+        )
         if len(found) >= n:
             break
     return found

@@ -40,8 +40,14 @@ class Draft:
         return {} if self.target is None else {"target": self.target.to_dict()}
 
 
-def compose(settings: LLMSettings, view: RunView | None, parents: list[Parent], *,
-            rewrite: bool, aim_rng: random.Random | None = None) -> Draft:
+def compose(
+    settings: LLMSettings,
+    view: RunView | None,
+    parents: list[Parent],
+    *,
+    rewrite: bool,
+    aim_rng: random.Random | None = None,
+) -> Draft:
     """The first turn for one parent (mutation) or two (crossover).
 
     With `aim_rng`, a mutation names a target niche drawn with it (when the parent has an
@@ -50,9 +56,13 @@ def compose(settings: LLMSettings, view: RunView | None, parents: list[Parent], 
     """
     context = RunContext()
     if view is not None:
-        context = view.context(parents, depth=settings.lineage_depth,
-                               log_lines=settings.log_tail_lines, n_elites=settings.show_elites,
-                               n_failures=settings.show_failures)
+        context = view.context(
+            parents,
+            depth=settings.lineage_depth,
+            log_lines=settings.log_tail_lines,
+            n_elites=settings.show_elites,
+            n_failures=settings.show_failures,
+        )
     program = load_program(settings.program)  # re-read each time: a person may be editing it
     if len(parents) == 2:
         return Draft(crossover_messages(program, parents[0], parents[1], context, rewrite), rewrite)

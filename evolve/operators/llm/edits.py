@@ -69,8 +69,11 @@ def parse_blocks(reply: str) -> list[Block]:
         elif state == "replace":
             replace.append(line)
     if state != "text":
-        raise EditError("malformed", "a SEARCH/REPLACE block is not closed: each block is "
-                        "<<<<<<< SEARCH, the old lines, =======, the new lines, >>>>>>> REPLACE")
+        raise EditError(
+            "malformed",
+            "a SEARCH/REPLACE block is not closed: each block is "
+            "<<<<<<< SEARCH, the old lines, =======, the new lines, >>>>>>> REPLACE",
+        )
     return blocks
 
 
@@ -91,8 +94,9 @@ def apply_reply(reply: str, source: str) -> tuple[str, str]:
     program = full_program(reply)
     if program is not None and program.strip():
         return program if program.endswith("\n") else program + "\n", "rewrite"
-    raise EditError("no_code", "the reply has no SEARCH/REPLACE block, no unified diff and no "
-                    "```python block")
+    raise EditError(
+        "no_code", "the reply has no SEARCH/REPLACE block, no unified diff and no ```python block"
+    )
 
 
 def apply_blocks(source: str, blocks: list[Block]) -> str:
@@ -122,31 +126,40 @@ def _apply_one(source: str, block: Block) -> str:
     exact = [m.start() for m in re.finditer(re.escape(search), source) if _bounded(source, m)]
     if len(exact) == 1:
         at = exact[0]
-        return source[:at] + _trim_blank_edges(block.replace) + source[at + len(search):]
+        return source[:at] + _trim_blank_edges(block.replace) + source[at + len(search) :]
     if len(exact) > 1:
-        raise EditError("no_match",
-                        f"its SEARCH text occurs {len(exact)} times; add lines to make it unique")
+        raise EditError(
+            "no_match", f"its SEARCH text occurs {len(exact)} times; add lines to make it unique"
+        )
     lines, wanted = source.split("\n"), search.split("\n")
     for loose in (False, True):  # same text first; spaces inside lines only if that finds nothing
-        hits = {i: shift for i in range(len(lines) - len(wanted) + 1)
-                if (shift := _shift(lines[i:i + len(wanted)], wanted, loose)) is not None}
+        hits = {
+            i: shift
+            for i in range(len(lines) - len(wanted) + 1)
+            if (shift := _shift(lines[i : i + len(wanted)], wanted, loose)) is not None
+        }
         if hits:
             break
     if len(hits) != 1:
         head = wanted[0].strip()[:80]
         where = "is not in the program" if not hits else f"matches {len(hits)} places"
-        raise EditError("no_match", f"its SEARCH text starting {head!r} {where}; copy the lines "
-                        "exactly from the current program")
+        raise EditError(
+            "no_match",
+            f"its SEARCH text starting {head!r} {where}; copy the lines "
+            "exactly from the current program",
+        )
     [(start, shift)] = hits.items()
     new = [_reindent(line, shift) for line in _trim_blank_edges(block.replace).split("\n")]
-    return "\n".join(lines[:start] + new + lines[start + len(wanted):])
+    return "\n".join(lines[:start] + new + lines[start + len(wanted) :])
 
 
 def _bounded(source: str, match: re.Match) -> bool:
     """Only indentation before the match on its line, and no word or number running on after it."""
     line_start = source.rfind("\n", 0, match.start()) + 1
-    after = source[match.end():match.end() + 1]
-    return not source[line_start:match.start()].strip() and not (after and (after.isalnum() or after in "_."))
+    after = source[match.end() : match.end() + 1]
+    return not source[line_start : match.start()].strip() and not (
+        after and (after.isalnum() or after in "_.")
+    )
 
 
 def _trim_blank_edges(text: str) -> str:
@@ -188,7 +201,7 @@ def _body(line: str, loose: bool) -> str:
 
 
 def _indent(line: str) -> str:
-    return line[:len(line) - len(line.lstrip())]
+    return line[: len(line) - len(line.lstrip())]
 
 
 def _reindent(line: str, shift: tuple[str, str]) -> str:
@@ -196,7 +209,7 @@ def _reindent(line: str, shift: tuple[str, str]) -> str:
     if not line.strip():
         return line.rstrip()
     if remove and line.startswith(remove):
-        line = line[len(remove):]
+        line = line[len(remove) :]
     elif remove:
-        line = _indent(line)[len(remove):] + line.lstrip()  # less indented than the shift
+        line = _indent(line)[len(remove) :] + line.lstrip()  # less indented than the shift
     return add + line

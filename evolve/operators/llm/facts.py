@@ -65,16 +65,22 @@ def parent_facts(records: Iterable[Evaluation], rule: EliteRule, n: int) -> Fact
     hardware = last.hardware or {}
     kind = hardware.get("kind") or ("cuda" if hardware.get("cuda_version") else "cpu")
     return Facts(
-        runs=len(results), device=_device(last.device, hardware, kind),
-        device_memory=_device_memory(hardware, kind), budget=_number(last.budget),
+        runs=len(results),
+        device=_device(last.device, hardware, kind),
+        device_memory=_device_memory(hardware, kind),
+        budget=_number(last.budget),
         params=_int(_mean(r.params for r in results)),
         peak_memory=_int(_max(r.peak_memory_bytes for r in results)),
-        gpu_peak=_int(_max(r.reported_cuda_peak_bytes for r in results)) if kind == "cuda"
-        else None, steps=_mean(r.steps for r in results),
+        gpu_peak=_int(_max(r.reported_cuda_peak_bytes for r in results))
+        if kind == "cuda"
+        else None,
+        steps=_mean(r.steps for r in results),
         tokens=_mean(r.tokens for r in results),
         training_seconds=_mean(r.training_seconds for r in results),
         wall_seconds=_mean(r.wall_seconds for r in results),
-        noise_std=rule.noise_std, smallest_difference=margin)
+        noise_std=rule.noise_std,
+        smallest_difference=margin,
+    )
 
 
 def table(facts: Facts) -> str:
@@ -86,30 +92,48 @@ def table(facts: Facts) -> str:
         memory = f", {_bytes(facts.device_memory)} memory" if facts.device_memory else ""
         rows.append(("device", f"{facts.device}{memory}"))
     if facts.budget:
-        rows.append(("training budget", f"{facts.budget:g} s of training per evaluation "
-                                        "(fixed; start-up and scoring not counted)"))
+        rows.append(
+            (
+                "training budget",
+                f"{facts.budget:g} s of training per evaluation "
+                "(fixed; start-up and scoring not counted)",
+            )
+        )
     if facts.params is not None:
         rows.append(("parameters", f"{facts.params:,} ({_short(facts.params)})"))
     gpu = facts.device.endswith("(GPU)")
     if facts.gpu_peak is not None:
         rows.append(("peak GPU memory", _of(facts.gpu_peak, facts.device_memory) + f" {REPORTED}"))
     if facts.peak_memory is not None:  # on a CPU the device's memory is the host's
-        rows.append(("peak host memory" if gpu else "peak memory",
-                     _of(facts.peak_memory, None if gpu else facts.device_memory)))
+        rows.append(
+            (
+                "peak host memory" if gpu else "peak memory",
+                _of(facts.peak_memory, None if gpu else facts.device_memory),
+            )
+        )
     if facts.steps is not None:
         rows.append(("steps trained", f"{facts.steps:,.0f} {REPORTED}"))
     if facts.tokens is not None:
         rows.append(("tokens trained", f"{facts.tokens:,.0f} ({_short(facts.tokens)}) {REPORTED}"))
     if facts.tokens_per_second is not None:
-        rows.append(("tokens per second", f"{_short(facts.tokens_per_second)} (reported tokens / "
-                                          f"{facts.training_seconds:.1f} s of training)"))
+        rows.append(
+            (
+                "tokens per second",
+                f"{_short(facts.tokens_per_second)} (reported tokens / "
+                f"{facts.training_seconds:.1f} s of training)",
+            )
+        )
     if facts.wall_seconds:
         rows.append(("wall time", f"{facts.wall_seconds:.1f} s per evaluation, start to score"))
     if facts.smallest_difference is not None:
-        rows.append(("smallest difference that counts",
-                     f"{facts.smallest_difference:.4f} val_bpb: a child evaluated once must score "
-                     f"at least this much lower to count as better (the run's noise std "
-                     f"{facts.noise_std or 0:.4f})"))
+        rows.append(
+            (
+                "smallest difference that counts",
+                f"{facts.smallest_difference:.4f} val_bpb: a child evaluated once must score "
+                f"at least this much lower to count as better (the run's noise std "
+                f"{facts.noise_std or 0:.4f})",
+            )
+        )
     over = f", mean of {facts.runs} evaluations" if facts.runs > 1 else ""
     lines = [f"Facts (measured by the harness{over}):", "| fact | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
@@ -147,8 +171,11 @@ def _device_memory(hardware: Mapping[str, Any], kind: str) -> int | None:
 
 
 def _numbers(values: Iterable[Any]) -> list[float]:
-    return [float(v) for v in values
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return [
+        float(v)
+        for v in values
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
 
 
 def _mean(values: Iterable[Any]) -> float | None:

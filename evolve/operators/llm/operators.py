@@ -21,9 +21,11 @@ from evolve.operators.llm.draft import Draft, RunView, compose
 from evolve.operators.llm.edits import EditError, apply_reply, idea_of
 from evolve.operators.llm.prompt import feedback, render
 
-CONTRACT = ("the program must keep using the harness: `run = session()`, training on "
-            "`run.batches(...)` while `run.time_left() > 0`, and ending with "
-            "`run.submit(model, seq_len=T, steps=n)`")
+CONTRACT = (
+    "the program must keep using the harness: `run = session()`, training on "
+    "`run.batches(...)` while `run.time_left() > 0`, and ending with "
+    "`run.submit(model, seq_len=T, steps=n)`"
+)
 
 
 def _uses_harness(source: str) -> bool:
@@ -41,8 +43,14 @@ class _LLMOperator:
 
     arity = 1
 
-    def __init__(self, name: str, llm: LLM | None = None, resamples: int | None = None,
-                 rewrite_share: float | None = None, aim_share: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        llm: LLM | None = None,
+        resamples: int | None = None,
+        rewrite_share: float | None = None,
+        aim_share: float | None = None,
+    ) -> None:
         if llm is None:
             raise ValueError(f"{name} needs an LLM: pass --llm-model, or set models in [llm]")
         settings = llm.settings
@@ -81,19 +89,26 @@ class _LLMOperator:
             try:
                 source, how = self._program(reply.text, parents[0])
             except VariationError as exc:
-                kind = getattr(exc, "kind", "syntax" if isinstance(exc, GenomeSyntaxError) else "other")
+                kind = getattr(
+                    exc, "kind", "syntax" if isinstance(exc, GenomeSyntaxError) else "other"
+                )
                 self.llm.reject(kind)
                 problems.append(kind)
-                messages += [{"role": "assistant", "content": reply.text},
-                             {"role": "user", "content": feedback(str(exc), rewrite)}]
+                messages += [
+                    {"role": "assistant", "content": reply.text},
+                    {"role": "user", "content": feedback(str(exc), rewrite)},
+                ]
                 last = exc
                 continue
             return self._child(source, how, parents, messages, reply, turn, problems, draft)
-        raise VariationError(f"{self.name}: no usable reply in {self.resamples + 1} turn(s) "
-                             f"({', '.join(problems)}); last: {last}")
+        raise VariationError(
+            f"{self.name}: no usable reply in {self.resamples + 1} turn(s) "
+            f"({', '.join(problems)}); last: {last}"
+        )
 
-    def draft(self, parents: list[Parent], *, rewrite: bool,
-              aim_rng: random.Random | None = None) -> Draft:
+    def draft(
+        self, parents: list[Parent], *, rewrite: bool, aim_rng: random.Random | None = None
+    ) -> Draft:
         """The first turn, built by the same code `evolve prompt` prints it with."""
         return compose(self.llm.settings, self.view, parents, rewrite=rewrite, aim_rng=aim_rng)
 
@@ -104,23 +119,46 @@ class _LLMOperator:
         if not _uses_harness(source):
             raise EditError("contract", CONTRACT)
         if normalized_hash(source) == normalized_hash(parent.source):
-            raise EditError("unchanged", "the edit changes no code (comments and formatting do "
-                            "not count); make a real change")
+            raise EditError(
+                "unchanged",
+                "the edit changes no code (comments and formatting do "
+                "not count); make a real change",
+            )
         if self.view is not None and self.view.is_known(source):
-            raise EditError("duplicate", "that program was already tried in this run; propose a "
-                            "different change")
+            raise EditError(
+                "duplicate",
+                "that program was already tried in this run; propose a different change",
+            )
         return source, how
 
-    def _child(self, source: str, how: str, parents: list[Parent], messages: list[dict[str, str]],
-               reply: Reply, turn: int, problems: list[str], draft: Draft) -> Child:
+    def _child(
+        self,
+        source: str,
+        how: str,
+        parents: list[Parent],
+        messages: list[dict[str, str]],
+        reply: Reply,
+        turn: int,
+        problems: list[str],
+        draft: Draft,
+    ) -> Child:
         meta: dict[str, Any] = {
-            "prompt": render(messages), "response": reply.text, "model": reply.model,
-            "format": how, "turns": turn + 1, "rejected": problems,
-            "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-            "cost": reply.cost, "seconds": round(reply.seconds, 3), **draft.meta(),
+            "prompt": render(messages),
+            "response": reply.text,
+            "model": reply.model,
+            "format": how,
+            "turns": turn + 1,
+            "rejected": problems,
+            "input_tokens": reply.input_tokens,
+            "output_tokens": reply.output_tokens,
+            "cost": reply.cost,
+            "seconds": round(reply.seconds, 3),
+            **draft.meta(),
         }
         fallback = "LLM rewrite" if how == "rewrite" else "LLM edit"
-        return Child(source, self.name, [p.id for p in parents], idea_of(reply.text, fallback), meta)
+        return Child(
+            source, self.name, [p.id for p in parents], idea_of(reply.text, fallback), meta
+        )
 
 
 class LLMMutation(_LLMOperator):

@@ -42,17 +42,25 @@ class Sent:
     error: str  # why the reply is unusable ("" when it is)
 
 
-def run_settings(archive: RunArchive, models: tuple[str, ...] = (),
-                 base_url: str | None = None) -> LLMSettings:
+def run_settings(
+    archive: RunArchive, models: tuple[str, ...] = (), base_url: str | None = None
+) -> LLMSettings:
     """The run's stored [llm] table, with --llm-model / --llm-base-url on top."""
     stored = RunConfig.from_dict(dict(archive.config.get("config") or {})).llm
     flags = {"llm_models": models, "llm_base_url": base_url}
     return parse_llm(fold_flags(stored, flags))
 
 
-def preview(archive: RunArchive, settings: LLMSettings, ident: str | None = None,
-            other: str | None = None, *, rewrite: bool = False, aim: bool = False,
-            seed: int = 0) -> Preview:
+def preview(
+    archive: RunArchive,
+    settings: LLMSettings,
+    ident: str | None = None,
+    other: str | None = None,
+    *,
+    rewrite: bool = False,
+    aim: bool = False,
+    seed: int = 0,
+) -> Preview:
     """The first turn for parent `ident` (default: the best elite), crossed with `other` if
     given; `aim` names a target niche drawn with `seed`, as an aimed mutation would."""
     first = _genome(archive, ident)
@@ -60,10 +68,16 @@ def preview(archive: RunArchive, settings: LLMSettings, ident: str | None = None
     if other is not None:
         parents.append(genome_parent(archive, _genome(archive, other)))
     if other is not None and aim:
-        raise UserError("--aim is for mutations", "a crossover is never aimed",
-                        "drop --aim, or drop --with")
-    draft = compose(settings, ArchiveView(archive), parents, rewrite=rewrite,
-                    aim_rng=random.Random(seed) if aim else None)
+        raise UserError(
+            "--aim is for mutations", "a crossover is never aimed", "drop --aim, or drop --with"
+        )
+    draft = compose(
+        settings,
+        ArchiveView(archive),
+        parents,
+        rewrite=rewrite,
+        aim_rng=random.Random(seed) if aim else None,
+    )
     notes = [f"parent {p.id[:12]}, cell {list(p.cell) if p.cell else '-'}" for p in parents]
     if draft.target is not None:
         notes.append(f"aimed at niche {list(draft.target.cell)}")
@@ -77,24 +91,33 @@ def send(archive: RunArchive, view: Preview, seed: int = 0) -> Sent:
     (edits apply, the code parses, keeps the harness contract, is new to the run), nothing
     stored."""
     if not view.settings.enabled:
-        raise UserError("the run has no LLM model configured", "--send needs a model to call",
-                        "pass --llm-model NAME (and --llm-base-url URL for a local server)")
+        raise UserError(
+            "the run has no LLM model configured",
+            "--send needs a model to call",
+            "pass --llm-model NAME (and --llm-base-url URL for a local server)",
+        )
     llm = LLM(dataclasses.replace(view.settings, failures_before_cooldown=10**9))
     operator = (LLMCrossover if len(view.parents) == 2 else LLMMutation)(llm=llm)
     operator.attach(ArchiveView(archive))
     try:
         reply = llm.complete(view.draft.messages, llm.pick(random.Random(seed)))
     except VariationError as exc:
-        raise UserError("the LLM call failed", str(exc),
-                        "check --llm-base-url, the model name and the API key") from None
+        raise UserError(
+            "the LLM call failed", str(exc), "check --llm-base-url, the model name and the API key"
+        ) from None
     parent = view.parents[0]
     try:
         source, _ = operator._program(reply.text, parent)
     except VariationError as exc:
         return Sent(reply, "", str(exc))
-    diff = "".join(difflib.unified_diff(parent.source.splitlines(keepends=True),
-                                        source.splitlines(keepends=True),
-                                        fromfile=f"parent {parent.id[:12]}", tofile="child"))
+    diff = "".join(
+        difflib.unified_diff(
+            parent.source.splitlines(keepends=True),
+            source.splitlines(keepends=True),
+            fromfile=f"parent {parent.id[:12]}",
+            tofile="child",
+        )
+    )
     return Sent(reply, diff, "")
 
 
@@ -103,6 +126,9 @@ def _genome(archive: RunArchive, ident: str | None) -> str:
         return resolve(archive, ident).genome
     best = best_elite(archive.elites(), archive.rule.confirm_n)
     if best is None:
-        raise UserError(f"run {archive.name} has no elite yet", "the prompt needs a parent",
-                        "give a genome id, or wait for the first evaluations")
+        raise UserError(
+            f"run {archive.name} has no elite yet",
+            "the prompt needs a parent",
+            "give a genome id, or wait for the first evaluations",
+        )
     return best.genome

@@ -25,11 +25,20 @@ KNOWN_PRICES: dict[str, tuple[float, float]] = {
     "o4-mini": (1.10, 4.40),
 }
 # The operator weights used when an LLM is configured and the config names none.
-LLM_OPERATORS: dict[str, float] = {"llm_mutate": 3.0, "llm_crossover": 1.0,
-                                   "hyper_mutate": 1.0, "hyper_crossover": 0.5}
+LLM_OPERATORS: dict[str, float] = {
+    "llm_mutate": 3.0,
+    "llm_crossover": 1.0,
+    "hyper_mutate": 1.0,
+    "hyper_crossover": 0.5,
+}
 # Command-line flags that land in the [llm] table: flag name -> table key.
-FLAG_KEYS = {"llm_models": "models", "llm_base_url": "base_url", "max_llm_cost": "max_cost",
-             "llm_concurrency": "concurrency", "llm_fallback": "fallback"}
+FLAG_KEYS = {
+    "llm_models": "models",
+    "llm_base_url": "base_url",
+    "max_llm_cost": "max_cost",
+    "llm_concurrency": "concurrency",
+    "llm_fallback": "fallback",
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,9 @@ class ModelSpec:
     api_key_env: str | None = None
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return ((self.price_in or 0.0) * input_tokens + (self.price_out or 0.0) * output_tokens) / 1e6
+        return (
+            (self.price_in or 0.0) * input_tokens + (self.price_out or 0.0) * output_tokens
+        ) / 1e6
 
 
 @dataclass(frozen=True)
@@ -94,9 +105,17 @@ def _price(m: ModelSpec) -> str:
     return f"{m.price_in or 0:g}/{m.price_out or 0:g} per 1M tokens"
 
 
-_INT_KEYS = {"max_retries": 0, "resamples": 0, "concurrency": 1, "failures_before_cooldown": 1,
-             "lineage_depth": 0, "log_tail_lines": 0, "show_elites": 0, "show_failures": 0,
-             "max_tokens": 1}
+_INT_KEYS = {
+    "max_retries": 0,
+    "resamples": 0,
+    "concurrency": 1,
+    "failures_before_cooldown": 1,
+    "lineage_depth": 0,
+    "log_tail_lines": 0,
+    "show_elites": 0,
+    "show_failures": 0,
+    "max_tokens": 1,
+}
 _FLOAT_KEYS = {"timeout": 1e-9, "cooldown": 0.0, "max_cost": 0.0}
 _STR_KEYS = ("base_url", "api_key_env", "program")
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}
@@ -106,14 +125,19 @@ def parse_llm(table: dict[str, Any]) -> LLMSettings:
     """Turn the `[llm]` table into settings; anything unknown or out of range is a UserError."""
     table = dict(table or {})
     if "api_key" in table:
-        raise UserError("the [llm] table holds an API key",
-                        "the run's config is copied into its archive, where a key must not go",
-                        "put the key in OPENAI_API_KEY (or name another variable with api_key_env)")
+        raise UserError(
+            "the [llm] table holds an API key",
+            "the run's config is copied into its archive, where a key must not go",
+            "put the key in OPENAI_API_KEY (or name another variable with api_key_env)",
+        )
     known = {f.name for f in dataclasses.fields(LLMSettings)}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise UserError(f"unknown [llm] key(s): {', '.join(unknown)}", "",
-                        f"known keys: {', '.join(sorted(known))}")
+        raise UserError(
+            f"unknown [llm] key(s): {', '.join(unknown)}",
+            "",
+            f"known keys: {', '.join(sorted(known))}",
+        )
     values: dict[str, Any] = {}
     for key, low in _INT_KEYS.items():
         if table.get(key) is not None:
@@ -126,15 +150,19 @@ def parse_llm(table: dict[str, Any]) -> LLMSettings:
             values[key] = _text(key, table[key])
     if table.get("fallback") is not None:
         if not isinstance(table["fallback"], bool):
-            raise UserError(f"llm fallback is {table['fallback']!r}", "it is true or false",
-                            "set fallback = true (or pass --llm-fallback)")
+            raise UserError(
+                f"llm fallback is {table['fallback']!r}",
+                "it is true or false",
+                "set fallback = true (or pass --llm-fallback)",
+            )
         values["fallback"] = table["fallback"]
     for key in ("rewrite_share", "aim_share"):
         if table.get(key) is not None:
             share = _number(key, table[key], 0.0)
             if share > 1:
-                raise UserError(f"llm {key} is {share}", "it is a share of proposals",
-                                "use a value in [0, 1]")
+                raise UserError(
+                    f"llm {key} is {share}", "it is a share of proposals", "use a value in [0, 1]"
+                )
             values[key] = share
     models = tuple(_model(m) for m in _as_list(table.get("models")))
     if len({m.name for m in models}) != len(models):
@@ -145,9 +173,11 @@ def parse_llm(table: dict[str, Any]) -> LLMSettings:
     if settings.max_cost is not None:
         unpriced = [m.name for m in models if m.price_in is None or m.price_out is None]
         if unpriced:
-            raise UserError(f"max_llm_cost is set but {', '.join(unpriced)} has no price",
-                            "without prices the spend cannot be counted",
-                            "set price_in and price_out (USD per 1M tokens) in [[llm.models]]")
+            raise UserError(
+                f"max_llm_cost is set but {', '.join(unpriced)} has no price",
+                "without prices the spend cannot be counted",
+                "set price_in and price_out (USD per 1M tokens) in [[llm.models]]",
+            )
     return settings
 
 
@@ -172,8 +202,11 @@ def _as_list(value: Any) -> list[Any]:
         return [value]
     if isinstance(value, (list, tuple)):
         return list(value)
-    raise UserError(f"llm models is {value!r}", "expected a model name or a list of models",
-                    'use models = ["gpt-4.1-mini"] or [[llm.models]] tables')
+    raise UserError(
+        f"llm models is {value!r}",
+        "expected a model name or a list of models",
+        'use models = ["gpt-4.1-mini"] or [[llm.models]] tables',
+    )
 
 
 def _model_name(entry: Any) -> Any:
@@ -184,12 +217,18 @@ def _model(entry: Any) -> ModelSpec:
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
-        raise UserError(f"bad LLM model entry {entry!r}", "each model needs a name",
-                        'use name = "model-id" in [[llm.models]]')
+        raise UserError(
+            f"bad LLM model entry {entry!r}",
+            "each model needs a name",
+            'use name = "model-id" in [[llm.models]]',
+        )
     unknown = sorted(set(entry) - _MODEL_KEYS)
     if unknown:
-        raise UserError(f"unknown key(s) {', '.join(unknown)} for LLM model {entry['name']!r}", "",
-                        f"known keys: {', '.join(sorted(_MODEL_KEYS))}")
+        raise UserError(
+            f"unknown key(s) {', '.join(unknown)} for LLM model {entry['name']!r}",
+            "",
+            f"known keys: {', '.join(sorted(_MODEL_KEYS))}",
+        )
     spec = dict(entry)
     known_in, known_out = KNOWN_PRICES.get(spec["name"], (None, None))
     spec.setdefault("price_in", known_in)
@@ -205,16 +244,26 @@ def _model(entry: Any) -> ModelSpec:
 
 def _int(key: str, value: Any, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise UserError(f"llm {key} is {value!r}", f"it must be a whole number >= {low}",
-                        f"fix {key} in the [llm] table")
+        raise UserError(
+            f"llm {key} is {value!r}",
+            f"it must be a whole number >= {low}",
+            f"fix {key} in the [llm] table",
+        )
     return value
 
 
 def _number(key: str, value: Any, low: float) -> float:
-    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-            or value < low):
-        raise UserError(f"llm {key} is {value!r}", f"it must be a number >= {low:g}",
-                        f"fix {key} (or its flag, e.g. --max-llm-cost)")
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < low
+    ):
+        raise UserError(
+            f"llm {key} is {value!r}",
+            f"it must be a number >= {low:g}",
+            f"fix {key} (or its flag, e.g. --max-llm-cost)",
+        )
     return float(value)
 
 

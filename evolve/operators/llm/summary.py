@@ -26,8 +26,10 @@ def read_stats(run_dir: Path) -> dict[str, Any] | None:
 
 def answered(stats: dict[str, Any]) -> int:
     """Calls that came back with a reply (usable or not)."""
-    return max(0, int(stats.get("calls", 0)) - int(stats.get("failures", 0))
-               - int(stats.get("abandoned", 0)))
+    return max(
+        0,
+        int(stats.get("calls", 0)) - int(stats.get("failures", 0)) - int(stats.get("abandoned", 0)),
+    )
 
 
 def _kinds(counts: dict[str, int]) -> str:
@@ -44,8 +46,10 @@ def _down(stats: dict[str, Any]) -> bool:
 
 def short(stats: dict[str, Any]) -> str:
     """A table cell: calls, failures, spend."""
-    return (f"{stats.get('calls', 0)} calls, {stats.get('failures', 0)} failed, "
-            f"${float(stats.get('cost', 0.0)):.2f}")
+    return (
+        f"{stats.get('calls', 0)} calls, {stats.get('failures', 0)} failed, "
+        f"${float(stats.get('cost', 0.0)):.2f}"
+    )
 
 
 def describe(stats: dict[str, Any]) -> str:
@@ -53,8 +57,9 @@ def describe(stats: dict[str, Any]) -> str:
     calls, failures = int(stats.get("calls", 0)), int(stats.get("failures", 0))
     parts = [f"{calls} call(s)"]
     errors = stats.get("errors") or {}
-    parts.append(f"{failures} failed ({_kinds(errors)})" if failures and errors
-                 else f"{failures} failed")
+    parts.append(
+        f"{failures} failed ({_kinds(errors)})" if failures and errors else f"{failures} failed"
+    )
     rejected = stats.get("rejected") or {}
     if rejected:
         parts.append(f"{sum(rejected.values())} repl(ies) refused ({_kinds(rejected)})")

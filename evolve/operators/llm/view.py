@@ -18,9 +18,15 @@ from evolve.operators.llm.context import RunContext, gather
 
 def elite_parent(archive: RunArchive, elite: Elite) -> Parent:
     """An elite as an operator's parent: its source, scores, cell, descriptors, evaluations."""
-    return Parent(id=elite.genome, source=archive.genome_source(elite.genome), mean=elite.mean,
-                  std=elite.std, n=elite.n, cell=elite.cell,
-                  extra={"descriptors": elite.descriptors, "eval_ids": list(elite.eval_ids)})
+    return Parent(
+        id=elite.genome,
+        source=archive.genome_source(elite.genome),
+        mean=elite.mean,
+        std=elite.std,
+        n=elite.n,
+        cell=elite.cell,
+        extra={"descriptors": elite.descriptors, "eval_ids": list(elite.eval_ids)},
+    )
 
 
 def genome_parent(archive: RunArchive, genome: str) -> Parent:
@@ -33,12 +39,18 @@ def genome_parent(archive: RunArchive, genome: str) -> Parent:
     scores = [s for r in records if (s := r.val_bpb) is not None]
     first = records[0] if records else None
     cell = tuple(first.cell) if first is not None and first.cell is not None else None
-    return Parent(id=genome, source=archive.genome_source(genome),
-                  mean=statistics.fmean(scores) if scores else None,
-                  std=statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None),
-                  n=len(scores), cell=cell,
-                  extra={"descriptors": (first.descriptors if first else None) or {},
-                         "eval_ids": [r.id for r in records]})
+    return Parent(
+        id=genome,
+        source=archive.genome_source(genome),
+        mean=statistics.fmean(scores) if scores else None,
+        std=statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None),
+        n=len(scores),
+        cell=cell,
+        extra={
+            "descriptors": (first.descriptors if first else None) or {},
+            "eval_ids": [r.id for r in records],
+        },
+    )
 
 
 class ArchiveView:
