@@ -18,24 +18,24 @@ from evolve.harness import session
 # ---------------------------------------------------------------------------
 # Hyperparameters
 # ---------------------------------------------------------------------------
-SEQ_LEN = 1024  # context length in tokens
-BATCH_SIZE = 64  # sequences per optimizer step
-DEPTH = 8  # transformer blocks
-MODEL_DIM = 512  # model width
-HEAD_DIM = 128  # width of one attention head
-MLP_RATIO = 4  # MLP hidden width, as a multiple of MODEL_DIM
-ROPE_BASE = 10000.0  # rotary base frequency
-SOFTCAP = 15.0  # logits are squashed into (-SOFTCAP, SOFTCAP)
-MATRIX_LR = 0.02  # Muon learning rate for 2-D weights in the blocks
-EMBED_LR = 0.3  # AdamW learning rate for the token embedding
-HEAD_LR = 0.004  # AdamW learning rate for the output head
-MUON_MOMENTUM = 0.95  # Muon momentum (Nesterov)
-NS_STEPS = 5  # Newton-Schulz iterations in Muon
+SEQ_LEN = 1024           # context length in tokens
+BATCH_SIZE = 64          # sequences per optimizer step
+DEPTH = 8                # transformer blocks
+MODEL_DIM = 512          # model width
+HEAD_DIM = 128           # width of one attention head
+MLP_RATIO = 4            # MLP hidden width, as a multiple of MODEL_DIM
+ROPE_BASE = 10000.0      # rotary base frequency
+SOFTCAP = 15.0           # logits are squashed into (-SOFTCAP, SOFTCAP)
+MATRIX_LR = 0.02         # Muon learning rate for 2-D weights in the blocks
+EMBED_LR = 0.3           # AdamW learning rate for the token embedding
+HEAD_LR = 0.004          # AdamW learning rate for the output head
+MUON_MOMENTUM = 0.95     # Muon momentum (Nesterov)
+NS_STEPS = 5             # Newton-Schulz iterations in Muon
 ADAM_BETAS = (0.8, 0.95)  # AdamW betas
-WARMUP_FRAC = 0.0  # share of the budget spent warming up
-WARMDOWN_FRAC = 0.4  # share of the budget spent decaying the learning rate to 0
-COMPILE = True  # torch.compile the model on CUDA
-LOG_EVERY = 50  # steps between log lines
+WARMUP_FRAC = 0.0        # share of the budget spent warming up
+WARMDOWN_FRAC = 0.4      # share of the budget spent decaying the learning rate to 0
+COMPILE = True           # torch.compile the model on CUDA
+LOG_EVERY = 50           # steps between log lines
 
 
 # ---------------------------------------------------------------------------
@@ -94,10 +94,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
-        cos, sin = (
-            self.cos[:T].to(self.embed.weight.dtype),
-            self.sin[:T].to(self.embed.weight.dtype),
-        )
+        cos, sin = self.cos[:T].to(self.embed.weight.dtype), self.sin[:T].to(self.embed.weight.dtype)
         x = rms_norm(self.embed(idx))
         for block in self.blocks:
             x = block(x, cos, sin)
@@ -158,15 +155,10 @@ def main() -> None:
     torch.set_float32_matmul_precision("high")
     model = GPT(run.vocab_size).to(run.device)
     matrices = [p for p in model.blocks.parameters() if p.dim() == 2]
-    adam = torch.optim.AdamW(
-        [
-            {"params": [model.embed.weight], "lr": EMBED_LR, "initial_lr": EMBED_LR},
-            {"params": [model.head.weight], "lr": HEAD_LR, "initial_lr": HEAD_LR},
-        ],
-        betas=ADAM_BETAS,
-        weight_decay=0.0,
-        fused=cuda,
-    )
+    adam = torch.optim.AdamW([
+        {"params": [model.embed.weight], "lr": EMBED_LR, "initial_lr": EMBED_LR},
+        {"params": [model.head.weight], "lr": HEAD_LR, "initial_lr": HEAD_LR},
+    ], betas=ADAM_BETAS, weight_decay=0.0, fused=cuda)
     muon = Muon(matrices, lr=MATRIX_LR, momentum=MUON_MOMENTUM, steps=NS_STEPS)
     for group in muon.param_groups:
         group["initial_lr"] = MATRIX_LR

@@ -1,5 +1,4 @@
 """Claims a hand-in on the control pipe without writing a model."""
-
 import json
 import os
 

@@ -1,5 +1,4 @@
 """Trains a few steps, then raises."""
-
 import torch
 
 from evolve.harness import session
@@ -7,9 +6,7 @@ from evolve.harness import session
 CRASH_AT = 5
 
 run = session()
-model = torch.nn.Sequential(
-    torch.nn.Embedding(run.vocab_size, 16), torch.nn.Linear(16, run.vocab_size)
-)
+model = torch.nn.Sequential(torch.nn.Embedding(run.vocab_size, 16), torch.nn.Linear(16, run.vocab_size))
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 for step, (x, y) in enumerate(run.batches(4, 16)):
     if step == CRASH_AT:

@@ -1,5 +1,4 @@
 """Fills its folder: many files, each far under the per-file limit."""
-
 import os
 import time
 
@@ -15,7 +14,7 @@ for i in range(FILES):
     with open(f"fill-{i}.bin", "wb") as fh:
         written = 0
         while written < FILE_BYTES:
-            fh.write(block[: FILE_BYTES - written])
+            fh.write(block[:FILE_BYTES - written])
             written += min(len(block), FILE_BYTES - written)
     time.sleep(PAUSE)
     if i % 100 == 0:

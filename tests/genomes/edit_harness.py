@@ -1,5 +1,4 @@
 """Appends to the harness's own source, hoping to change how it is scored."""
-
 import sys
 
 from evolve.harness import session

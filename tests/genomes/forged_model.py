@@ -3,7 +3,6 @@
 If the evaluator unpickled it, the payload would leave a marker file in the
 evaluator's working directory.
 """
-
 import io
 import json
 import os
@@ -22,9 +21,7 @@ class Payload:
         return (os.system, ("touch PWNED",))
 
 
-model = torch.nn.Sequential(
-    torch.nn.Embedding(run.vocab_size, 8), torch.nn.Linear(8, run.vocab_size)
-)
+model = torch.nn.Sequential(torch.nn.Embedding(run.vocab_size, 8), torch.nn.Linear(8, run.vocab_size))
 program = torch.export.export(model.eval(), (torch.zeros(8, 16, dtype=torch.long),))
 torch.export.save(program, "honest.pt2")
 with zipfile.ZipFile("honest.pt2") as src, zipfile.ZipFile("model.pt2", "w") as dst:

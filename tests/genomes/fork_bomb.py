@@ -1,5 +1,4 @@
 """Forks without end; every child forks too."""
-
 import os
 import time
 

@@ -1,5 +1,4 @@
 """Writes bytes the harness never writes to the result channel, then waits to be stopped."""
-
 import json
 import os
 import time

@@ -1,5 +1,4 @@
 """Spins forever without looking at the clock."""
-
 from evolve.harness import session
 
 run = session()

@@ -1,7 +1,6 @@
 """An honest small model with the parts modern genomes use: scaled_dot_product_attention,
 RMSNorm, rotary embeddings, soft-capped logits, and bf16 autocast inside forward. It must be
 accepted and scored."""
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,5 +1,4 @@
 """Tries to kill the process that runs it."""
-
 import os
 import signal
 

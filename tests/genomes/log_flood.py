@@ -1,5 +1,4 @@
 """Prints far more than any log should hold, then crashes with a message at the very end."""
-
 import sys
 
 from evolve.harness import session

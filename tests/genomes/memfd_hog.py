@@ -1,5 +1,4 @@
 """Holds memory where no rlimit and no RSS looks: /dev/shm, then a memfd filled with write()."""
-
 import os
 import time
 

@@ -1,5 +1,4 @@
 """Allocates and touches memory until something gives."""
-
 import torch
 
 from evolve.harness import session

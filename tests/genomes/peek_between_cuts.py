@@ -5,7 +5,6 @@ At position t it predicts token t + 1 unless t + 1 is one of the fixed cuts (1, 
 3T/4, T - 1); in rows >= 1 the last position predicts the first token of the next row,
 which with contiguous windows is the true next token.
 """
-
 import torch
 import torch.nn.functional as F
 

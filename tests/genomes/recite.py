@@ -4,7 +4,6 @@ model looks each context up in the memorised text and predicts what followed it 
 TABLE is zlib-compressed, base64 text; the test fills it in with the start of the held-out
 split, which is what an evaluator that always scores the same first tokens would score.
 """
-
 import base64
 import zlib
 

@@ -1,5 +1,4 @@
 """Looks for the parent's API key everywhere it can think of and prints what it finds."""
-
 import os
 
 from evolve.harness import session

@@ -1,5 +1,4 @@
 """Leaves a daemon behind: a grandchild in its own session that outlives the genome."""
-
 import os
 import time
 

@@ -1,5 +1,4 @@
 """Sleeps far past the budget."""
-
 import time
 
 from evolve.harness import session

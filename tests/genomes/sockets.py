@@ -1,5 +1,4 @@
 """Tries every kind of socket to the host: UDP, TCP, a pathname unix socket, netlink."""
-
 import os
 import socket
 

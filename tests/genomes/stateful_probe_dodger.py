@@ -2,7 +2,6 @@
 calls, and from the call after the old probe's seven (base, five cuts, batch mixing) on,
 the model predicts by reading the next token.
 """
-
 import torch
 import torch.nn.functional as F
 

@@ -1,5 +1,4 @@
 """Overwrites a file outside its working directory."""
-
 from evolve.harness import session
 
 TARGET = "/tmp/evolve-sentinel"

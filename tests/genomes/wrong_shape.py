@@ -1,5 +1,4 @@
 """Hands in a model that returns logits for the last position only: (B, V), not (B, T, V)."""
-
 import torch
 
 from evolve.harness import session
