@@ -108,17 +108,34 @@ def run_genome(
         except OSError:
             pass
         text = " ".join(str(exc).split())[:300]
-        return EvalResult(
-            status="lost",
-            reason=f"the runner failed ({type(exc).__name__}: {text}),"
-            " a fault of the harness, not of the genome; the evaluation will be retried",
-            log_path=str(log_path),
-            slot=settings.slot,
-            budget=settings.budget,
-            seed=settings.seed,
-            dataset=dataset.fingerprint,
-            wall_seconds=time.monotonic() - wall_start,
+        reason = (
+            f"the runner failed ({type(exc).__name__}: {text}),"
+            " a fault of the harness, not of the genome; the evaluation will be retried"
         )
+        return _unscored("lost", reason, settings, dataset, log_path, wall_start)
+
+
+def _unscored(
+    status: str,
+    reason: str,
+    settings: RunSettings,
+    dataset: Dataset,
+    log_path: Path,
+    wall_start: float,
+) -> EvalResult:
+    """The result of an evaluation that ended before the evaluator: the run's settings, no score."""
+    return EvalResult(
+        status=status,
+        reason=reason,
+        log_path=str(log_path),
+        slot=settings.slot,
+        budget=settings.budget,
+        seed=settings.seed,
+        dataset=dataset.fingerprint,
+        eval_tokens=settings.eval_tokens,
+        split=settings.split,
+        wall_seconds=time.monotonic() - wall_start,
+    )
 
 
 def _run_genome(
@@ -135,18 +152,7 @@ def _run_genome(
     if refused:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(f"evolve: not run: {refused}\n")
-        return EvalResult(
-            status="invalid",
-            reason=refused,
-            log_path=str(log_path),
-            slot=settings.slot,
-            budget=settings.budget,
-            seed=settings.seed,
-            dataset=dataset.fingerprint,
-            eval_tokens=settings.eval_tokens,
-            split=settings.split,
-            wall_seconds=time.monotonic() - wall_start,
-        )
+        return _unscored("invalid", refused, settings, dataset, log_path, wall_start)
     hashes = sandbox.harness_hashes()
     home, evaldir = workdir / "genome", workdir / "eval"
     for path in (home / "tmp", evaldir / "tmp"):
@@ -191,17 +197,8 @@ def _run_genome(
             )
         )
     except zygotes.ZygoteError as exc:
-        return EvalResult(
-            status="lost",
-            reason=f"{exc}; the evaluation will be retried",
-            log_path=str(log_path),
-            slot=settings.slot,
-            budget=settings.budget,
-            seed=settings.seed,
-            dataset=dataset.fingerprint,
-            split=settings.split,
-            wall_seconds=time.monotonic() - wall_start,
-        )
+        reason = f"{exc}; the evaluation will be retried"
+        return _unscored("lost", reason, settings, dataset, log_path, wall_start)
     _append(log_path, evaldir / "evaluator.log")
     result = _record(outcome, status, reason, reply, settings, dataset, log_path, fence_layers)
     if cancel.is_set() and result.status != "ok":
