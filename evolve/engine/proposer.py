@@ -81,7 +81,7 @@ class Proposer:
         for _ in range(MAX_TRIES):
             pool = self.parents()
             operator = self._choose(len(pool), rng, avoid=failed)
-            exploit = getattr(self.strategy, "exploit", 0.0)  # share of children of the best
+            exploit = self.strategy.exploit if self.strategy else 0.0  # children of the best
             chosen = select(
                 pool,
                 operator.arity,
