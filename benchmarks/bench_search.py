@@ -96,13 +96,17 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
-def summarize(results: dict[str, list[dict]], evals: int, true: bool) -> list[str]:
+def summarize(
+    results: dict[str, list[dict]], evals: int, true: bool, reference: str = "greedy"
+) -> list[str]:
+    """One row per arm: its best after N, and the evaluations it needs to reach the best
+    that the `reference` arm had after N, seed by seed."""
     key = "true_best" if true else "best"
     lines = [
-        f"{'strategy':<11} {'best@N median [q1, q3]':<30} {'evals to greedy@N (per seed)':<34}"
+        f"{'arm':<14} {'best@N median [q1, q3]':<30} {f'evals to {reference}@N (per seed)':<34}"
         f" {'median':>6} {'coverage':>8} {'QD':>8}"
     ]
-    greedy = results.get("greedy")
+    greedy = results.get(reference)
     for name, runs in results.items():
         bests = [r[key] for r in runs if r[key] is not None]
         q1, med, q3 = quartiles(bests) if bests else (float("nan"),) * 3
@@ -120,12 +124,33 @@ def summarize(results: dict[str, list[dict]], evals: int, true: bool) -> list[st
             else (">N" if median_reach >= 10**9 else f"{median_reach:g}")
         )
         lines.append(
-            f"{name:<11} {med:.4f} [{q1:.4f}, {q3:.4f}]{'':<8} "
+            f"{name:<14} {med:.4f} [{q1:.4f}, {q3:.4f}]{'':<8} "
             f"{str([r if r is not None else '>N' for r in reach]):<34} {text:>6} "
             f"{statistics.median(r['coverage'] for r in runs):8.1%} "
             f"{statistics.median(r['qd'] for r in runs):8.2f}"
         )
     return lines
+
+
+def references(results: dict[str, list[dict]]) -> list[str]:
+    """The greedy arms (labels that start with "greedy"): reach is measured against each."""
+    return [name for name in results if name.startswith("greedy")] or ["greedy"]
+
+
+def parse_arms(text: str) -> dict[str, str]:
+    """`--strategies` as {label: strategy}: "map-elites,greedy,greedy-z2:greedy" runs greedy
+    twice, as `greedy` and as `greedy-z2` (each label may have its own `--config-for`)."""
+    arms: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        label, _, strategy = item.partition(":")
+        strategy = strategy or label
+        if strategy not in STRATEGIES or not label or label in arms:
+            raise SystemExit(
+                f"--strategies {item!r}: want STRATEGY or LABEL:STRATEGY, labels unique, "
+                f"STRATEGY one of {', '.join(STRATEGIES)}"
+            )
+        arms[label] = strategy
+    return arms
 
 
 def _point(row: list) -> Any:
@@ -189,13 +214,14 @@ def report(folder: Path, evals: int, surrogate: Surrogate | None) -> None:
         )
     aligned = {k: v for k, v in results.items() if len(v) == len(results.get("greedy", v))}
     for true in [False, True] if surrogate else [False]:
-        print("\n".join(summarize(aligned, evals, true)))
+        for reference in references(aligned):
+            print("\n".join(summarize(aligned, evals, true, reference)))
     plot(aligned, evals, folder / "search.png", bool(surrogate))
     print(f"plot: {folder / 'search.png'}")
 
 
 def strategy_settings(pairs: list[str], strategies: list[str]) -> dict[str, dict[str, Any]]:
-    """`--config-for STRATEGY=TOML` pairs as {strategy: settings}."""
+    """`--config-for LABEL=TOML` pairs as {arm label: settings}."""
     from evolve.config import load_toml
 
     own: dict[str, dict[str, Any]] = {}
@@ -203,7 +229,7 @@ def strategy_settings(pairs: list[str], strategies: list[str]) -> dict[str, dict
         name, _, path = pair.partition("=")
         if name not in strategies or not path:
             raise SystemExit(
-                f"--config-for {pair!r}: want STRATEGY=TOML with STRATEGY one of "
+                f"--config-for {pair!r}: want LABEL=TOML with LABEL one of the arms "
                 f"{', '.join(strategies)}"
             )
         own[name] = load_toml(path)
@@ -215,7 +241,11 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=64, help="N: evaluations per run")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="arms: STRATEGY or LABEL:STRATEGY, e.g. map-elites,greedy,greedy-z2:greedy",
+    )
     parser.add_argument("--budget", type=float, default=3.0)
     parser.add_argument("--data", default="builtin")
     parser.add_argument("--eval-tokens", type=int, default=16384)
@@ -232,8 +262,8 @@ def main() -> None:
         "--config-for",
         action="append",
         default=[],
-        metavar="STRATEGY=TOML",
-        help="settings for one strategy only, over --config (repeatable), e.g. "
+        metavar="LABEL=TOML",
+        help="settings for one arm only, over --config (repeatable), e.g. "
         "map-elites=me.toml to compare a map-elites setting with greedy's",
     )
     parser.add_argument("--surrogate", default=None, help="a fitted surrogate (JSON): no real runs")
@@ -273,8 +303,8 @@ def main() -> None:
         from evolve.config import load_toml
 
         extra = load_toml(args.config)
-    strategies = [s.strip() for s in args.strategies.split(",")]
-    own = strategy_settings(args.config_for, strategies)
+    arms = parse_arms(args.strategies)
+    own = strategy_settings(args.config_for, list(arms))
     mode = "surrogate" if surrogate else f"real, {args.budget:g} s budget, {args.slots} slots"
     print(
         f"bench_search: {mode}; N={args.evals}, {args.seeds} seeds, pop {args.pop}, "
@@ -282,12 +312,12 @@ def main() -> None:
         + "".join(f"; {name}: {settings}" for name, settings in own.items()),
         flush=True,
     )
-    results: dict[str, list[dict]] = {s: [] for s in strategies}
+    results: dict[str, list[dict]] = {label: [] for label in arms}
     began = time.monotonic()
     archive_dir = out / "runs"
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for strategy in strategies:
-            name = f"{strategy}-s{seed}"
+        for label, strategy in arms.items():
+            name = f"{label}-s{seed}"
             shutil.rmtree(archive_dir / name, ignore_errors=True)
             config = RunConfig.from_dict(
                 {
@@ -303,13 +333,13 @@ def main() -> None:
                     "rng_seed": seed,
                     "max_evals": args.evals,
                     **extra,
-                    **own.get(strategy, {}),
+                    **own.get(label, {}),
                 }
             ).validate()
             t0 = time.monotonic()
             run = run_one(config, surrogate, args.slots)
             result = measure(run, args.evals, surrogate)
-            results[strategy].append(result)
+            results[label].append(result)
             print(
                 f"  {name:<16} best@N {result['best']}  true {result['true_best']}  "
                 f"coverage {result['coverage']:.1%}  evals {result['made']}  "
@@ -319,7 +349,8 @@ def main() -> None:
     print(f"\n{sum(len(v) for v in results.values())} runs in {time.monotonic() - began:.0f} s")
     for true in [False, True] if surrogate else [False]:
         print("\n" + ("noise-free (surrogate truth):" if true else "measured:"))
-        print("\n".join(summarize(results, args.evals, true)))
+        for reference in references(results):
+            print("\n".join(summarize(results, args.evals, true, reference)))
     (out / "summary.json").write_text(
         json.dumps({"args": vars(args), "settings": extra, "own": own, "results": results})
     )

@@ -70,6 +70,7 @@ class RunConfig:
     cxpb: float = 0.2
     selection: str = "tournament"  # see benchmarks/bench_search.py (README: Search benchmark)
     exploit: float = 0.0  # share of map-elites children bred from the best elite
+    screen: int = 1  # built-in map-elites children drawn per one evaluated (1: no pre-screening)
     noise_repeats: int = 3  # evaluations of the seed at the start, to measure noise
     noise_std: float | None = None  # override the measured noise (bpb)
     min_noise_std: float = 1e-3
@@ -179,6 +180,16 @@ class RunConfig:
                 f"exploit is {self.exploit!r}",
                 "it is the share of children bred from the best elite",
                 "set exploit to a number from 0 to 1 (0: every parent by selection)",
+            )
+        if (
+            not isinstance(self.screen, int)
+            or isinstance(self.screen, bool)
+            or not (1 <= self.screen <= 64)
+        ):
+            raise UserError(
+                f"screen is {self.screen!r}",
+                "it is how many built-in children are drawn for each one evaluated",
+                "set screen to a whole number from 1 to 64 (1: every child is evaluated as drawn)",
             )
         parse_llm(self.llm)  # unknown keys, bad numbers, a negative cost cap: UserError
         if not self.seed_genomes and not self.seed_from:

@@ -19,9 +19,10 @@ from evolve.config import RunConfig
 from evolve.engine import start
 from evolve.engine.strategy import GreedyStrategy
 from evolve.errors import UserError
-from evolve.executors.surrogate import Surrogate, SurrogateExecutor, _values, features, fit
+from evolve.executors.surrogate import Surrogate, SurrogateExecutor, fit
 from evolve.record import Evaluation
 from evolve.runner import RunSettings
+from evolve.surface import constant_values, features
 from evolve.testkit.tiny import tiny_genome
 
 SEED = tiny_genome()
@@ -32,7 +33,7 @@ def known_surface(noise: float = 0.05, p_fail: float = 0.0) -> Surrogate:
     """bpb = 4 - 0.3 x_emb + 0.5 x_lr^2 (x: log ratio to the seed), noise std `noise`."""
     logit = math.log(p_fail / (1 - p_fail)) if p_fail else -30.0
     return Surrogate(
-        reference=_values(SEED),
+        reference=constant_values(SEED),
         names=["LEARNING_RATE", "N_EMBD"],
         low=[-2, -2],
         high=[2, 2],

@@ -116,7 +116,9 @@ class Engine:
         self._closed: set[int] = {int(row["gen"]) for row in archive.logbook()}
         self._seed_tasks = len(seeds) * config.noise_repeats
         self._val_evals = 0  # val evaluations in the archive (the max_evals budget counts these)
-        self.strategy = make_strategy(config.strategy, archive, proposer.seeds, config.exploit)
+        self.strategy = make_strategy(
+            config.strategy, archive, proposer.seeds, config.exploit, config.screen
+        )
         proposer.strategy = self.strategy
         self.llm: Any = None  # the run's LLM handle, set by setup when an LLM is configured
         self.pruning = Pruning(config, archive, seeds)  # children's reference curves (--prune)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from evolve.archive import Elite, RunArchive
+from evolve.engine.screening import Screen
 from evolve.operators import Child, Operator, Parent, VariationError
 from evolve.operators.dedupe import normalized_hash
 from evolve.operators.llm.context import RunContext, gather
@@ -92,6 +93,9 @@ class Proposer:
             )
             try:
                 child = operator.vary(chosen, rng)
+                screen = self.strategy.screen if self.strategy else None
+                if screen is not None and screen.applies(operator):
+                    child = self._screened(child, operator, chosen, rng, screen)
                 digest = normalized_hash(child.source)
             except VariationError as exc:
                 error = exc
@@ -108,6 +112,29 @@ class Proposer:
                 self.seen.add(digest)
             return child
         raise VariationError(f"no new valid child after {MAX_TRIES} tries: {error}")
+
+    def _screened(
+        self,
+        first: Child,
+        operator: Operator,
+        parents: list[Parent],
+        rng: random.Random,
+        screen: Screen,
+    ) -> Child:
+        """`screen.draws` variations of the same parents; the new one the archive predicts best."""
+        children, digests = [], set()
+        for k in range(screen.draws):
+            try:
+                child = first if k == 0 else operator.vary(parents, rng)
+                digest = normalized_hash(child.source)
+            except VariationError:
+                continue
+            with self.lock:
+                known = digest in self.seen
+            if not known and digest not in digests:
+                children.append(child)
+                digests.add(digest)
+        return screen.pick(children) if children else first  # none new: the caller retries
 
     def _choose(
         self, n_available: int, rng: random.Random, avoid: set[str] | frozenset[str] = frozenset()

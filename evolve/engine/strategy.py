@@ -4,7 +4,9 @@ All three run in the same engine, with the same operators, budget, archive forma
 and browse commands, so they can be compared like for like (benchmarks/bench_search.py):
 
 - `map-elites` (default): parents are the archive's elites, one per cell; a share
-  `exploit` of children are children of the best elite (0 by default).
+  `exploit` of children are children of the best elite (0 by default), and with
+  `screen` > 1 each built-in child is the most promising of that many drawn
+  (evolve.engine.screening).
 - `greedy`: autoresearch's protocol. Every child comes from the current champion; a
   child replaces it only when it is better by the noise gate (z noise std; `--z 0`:
   any lower score wins). The champion is a one-cell map fed with every ok val
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from evolve.archive import Decision, Elite, EliteRule, ElitesMap, RunArchive
 from evolve.archive.elites import best_elite
+from evolve.engine.screening import Screen
 from evolve.errors import UserError
 from evolve.record import Evaluation
 
@@ -50,12 +53,21 @@ class Strategy:
 
     name = "map-elites"
 
-    def __init__(self, archive: RunArchive, seeds: list[str], exploit: float = 0.0) -> None:
+    def __init__(
+        self, archive: RunArchive, seeds: list[str], exploit: float = 0.0, screen: int = 1
+    ) -> None:
         self.archive, self.seeds = archive, seeds
         self.exploit = exploit  # share of children whose (first) parent is the best elite
+        self.screen: Screen | None = None  # picks the most promising of several cheap children
+        if screen > 1 and seeds:
+            self.screen = Screen(screen, archive.genome_source(seeds[0]), archive.genome_source)
+            for record in archive.evaluations():  # a resumed run screens with what it knew
+                self.screen.observe(record)
 
     def observe(self, record: Evaluation) -> None:
         """Take one stored record into account (every record, in the order stored)."""
+        if self.screen is not None:
+            self.screen.observe(record)
 
     def set_rule(self, rule: EliteRule) -> None:
         """The archive's rule changed (the noise level was measured)."""
@@ -88,7 +100,7 @@ class RandomStrategy(Strategy):
     name = "random"
 
     def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
-        super().__init__(archive, seeds)  # no exploitation: the baseline stays the seed's
+        super().__init__(archive, seeds)  # no exploitation, no screening: the seed's baseline
 
     def parents(self) -> list[Elite]:
         genomes = self.archive.elite_map.genomes
@@ -101,7 +113,7 @@ class GreedyStrategy(Strategy):
     name = "greedy"
 
     def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
-        super().__init__(archive, seeds)
+        super().__init__(archive, seeds)  # autoresearch's protocol: no screening
         self.lineage = ElitesMap(1, archive.rule)
         for record in archive.evaluations():
             self.observe(record)
@@ -137,11 +149,12 @@ class GreedyStrategy(Strategy):
 
 
 def make_strategy(
-    name: str, archive: RunArchive, seeds: list[str], exploit: float = 0.0
+    name: str, archive: RunArchive, seeds: list[str], exploit: float = 0.0, screen: int = 1
 ) -> Strategy:
-    """`exploit` applies to map-elites only (greedy has one parent, random the seeds)."""
+    """`exploit` and `screen` apply to map-elites only: greedy is autoresearch's protocol
+    (one parent, every child evaluated as drawn), random the baseline of the seed's children."""
     check_strategy(name)
     if name == "map-elites":
-        return Strategy(archive, seeds, exploit)
+        return Strategy(archive, seeds, exploit, screen)
     kinds = {"greedy": GreedyStrategy, "random": RandomStrategy}
     return kinds[name](archive, seeds)

@@ -23,7 +23,6 @@ than the truth where records are sparse: a conservative stand-in for a real run.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -39,61 +38,17 @@ from typing import Any
 import numpy as np
 
 from evolve.executors.base import EvalRequest
-from evolve.operators import VariationError
-from evolve.operators.dedupe import parse
-from evolve.operators.hyperparams import literal_assignments
 from evolve.record import EvalResult
+from evolve.surface import constant_values, features, ridge
 
 MEASURES = ("params", "seq_len", "steps", "tokens", "peak_memory_bytes")
 FAILURES = ("crashed", "timeout", "over_budget", "oom", "invalid")
 LOG_ABS_NORMAL = 0.6352  # E[log|e|] = log(sigma) - 0.6352 for e ~ N(0, sigma^2)
 
 
-@functools.lru_cache(maxsize=4096)
-def _values(source: str) -> dict[str, float]:
-    """Numeric constants by name; tuple/list elements as NAME[i], bools as 0/1.
-
-    The same constants `find_constants` sees, without their source spans (which cost
-    milliseconds each and are not needed here)."""
-    out: dict[str, float] = {}
-    try:
-        body = parse(source).body
-    except VariationError:  # a genome that does not parse has no features
-        return out
-    for name, value, _ in literal_assignments(body):
-        if isinstance(value, (tuple, list)):
-            out.update({f"{name}[{i}]": float(v) for i, v in enumerate(value)})
-        else:
-            out[name] = float(value)
-    return out
-
-
-def features(source: str, reference: Mapping[str, float], names: Iterable[str]) -> np.ndarray:
-    """Log ratio of each named constant to the reference (0: unchanged, missing or sign flip)."""
-    values = _values(source)
-    row = []
-    for name in names:
-        ref, value = reference.get(name), values.get(name)
-        if ref is None or value is None or value == ref:
-            row.append(0.0)
-        elif ref > 0 and value > 0:
-            row.append(math.log(value / ref))
-        elif ref < 0 and value < 0:
-            row.append(math.log(value / ref))
-        else:
-            row.append(1.0 if value != ref else 0.0)  # bools and zeros: changed or not
-    return np.asarray(row, dtype=float)
-
-
 def _design(x: np.ndarray) -> np.ndarray:
     x = np.atleast_2d(x)
     return np.hstack([np.ones((x.shape[0], 1)), x, x**2])
-
-
-def _ridge(a: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    penalty = lam * np.eye(a.shape[1])
-    penalty[0, 0] = 0.0  # the intercept is not shrunk
-    return np.linalg.solve(a.T @ a + penalty, a.T @ y)
 
 
 def _logistic(a: np.ndarray, y: np.ndarray, lam: float, iters: int = 30) -> np.ndarray:
@@ -179,7 +134,7 @@ class Surrogate:
 
 def fit(samples: list[tuple[str, dict[str, Any]]], reference: str, lam: float = 1.0) -> Surrogate:
     """Fit a surrogate to (genome source, result dict) pairs of real val evaluations."""
-    ref = _values(reference)
+    ref = constant_values(reference)
     rows = [(features(src, ref, sorted(ref)), res) for src, res in samples]
     moved = [n for i, n in enumerate(sorted(ref)) if any(abs(r[0][i]) > 0 for r in rows)]
     index = [sorted(ref).index(n) for n in moved]
@@ -193,9 +148,9 @@ def fit(samples: list[tuple[str, dict[str, Any]]], reference: str, lam: float = 
     if ok.sum() < 3:
         raise ValueError("a surrogate needs at least 3 ok evaluations")
     y = np.asarray([res["val_bpb"] for (_, res), good in zip(rows, ok, strict=True) if good])
-    bpb = _ridge(a[ok], y, lam)
+    bpb = ridge(a[ok], y, lam)
     residual = y - a[ok] @ bpb
-    noise = _ridge(a[ok], np.log(np.abs(residual) + 1e-6), 3 * lam)
+    noise = ridge(a[ok], np.log(np.abs(residual) + 1e-6), 3 * lam)
     noise[0] += LOG_ABS_NORMAL
     noise[0] += _replicate_shift(rows, ok, a, noise)
     judged = ok | failed
@@ -206,7 +161,7 @@ def fit(samples: list[tuple[str, dict[str, Any]]], reference: str, lam: float = 
         pairs = [(i, v) for i, v in pairs if isinstance(v, (int, float)) and v > 0]
         if len(pairs) >= 3:
             idx = [i for i, _ in pairs]
-            measures[name] = _ridge(a[idx], np.log([v for _, v in pairs]), 0.01 * lam).tolist()
+            measures[name] = ridge(a[idx], np.log([v for _, v in pairs]), 0.01 * lam).tolist()
     statuses = Counter(res["status"] for _, res in rows if res.get("status") in FAILURES)
     budgets = [res.get("budget") or 0.0 for _, res in rows]
     walls = sorted(res.get("wall_seconds") or 0.0 for _, res in rows)
