@@ -30,8 +30,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from evolve.archive import RunArchive
-from evolve.config import RunConfig
+from evolve.archive import Elite, EliteRule, ElitesMap, RunArchive
+from evolve.archive.grid import Grid
+from evolve.config import PRUNE_REFERENCES, RunConfig
 from evolve.engine.pruning import Pruning
 from evolve.record import Evaluation
 from evolve.testkit.tiny import set_constants
@@ -57,6 +58,7 @@ def search(mode: str, args: argparse.Namespace, folder: Path, seed: Path) -> flo
     config.write_text(
         f'prune = "{mode}"\nconfirm = 1\nnoise_repeats = 3\n'
         f"prune_checkpoints = {json.dumps(args.checkpoints)}\n"
+        f'prune_reference = "{args.reference}"\n'
     )
     command = [
         sys.executable,
@@ -145,8 +147,12 @@ def analyse(mode: str, folder: Path, wall: float, budget: float) -> dict:
 class _Before:
     """The archive as a child saw it when it started: records stored before it (by seq)."""
 
-    def __init__(self, records: list[Evaluation], sources: dict[str, str]) -> None:
+    def __init__(
+        self, records: list[Evaluation], sources: dict[str, str], grid: Grid, rule: EliteRule
+    ) -> None:
         self.records, self.sources, self.before = records, sources, 0
+        self.grid, self.rule = grid, rule
+        self.by_id = {r.id: r for r in records}
 
     def genome_source(self, genome: str) -> str:
         return self.sources[genome]
@@ -154,16 +160,28 @@ class _Before:
     def evaluations_of(self, genome: str) -> list[Evaluation]:
         return [r for r in self.records if r.genome == genome and r.seq < self.before]
 
+    def get(self, eval_id: str) -> Evaluation | None:
+        return self.by_id.get(eval_id)
+
+    def elites(self) -> list[Elite]:
+        """The elite map as it stood: the stored records before the child, replayed."""
+        emap = ElitesMap(self.grid.total_cells, self.rule)
+        for r in self.records:
+            if r.seq < self.before and r.ok and r.cell is not None and r.val_bpb is not None:
+                emap.add(r.genome, tuple(r.cell), r.val_bpb, r.id, r.descriptors)
+        return emap.elites()
+
 
 def sweep(
-    folder: Path, budget: float, settings: list[tuple[float, list[float], bool]]
+    folder: Path, budget: float, settings: list[tuple[float, list[float], str]]
 ) -> list[dict]:
     """Replay pruning on the shadow arm's complete curves under other margins, checkpoints and
-    with or without the shape rule (children that change the model's shape are not pruned):
-    the same `Pruning` and `PrunePlan` code, each child against what was stored before it."""
+    references (REFERENCES): the same `Pruning` and `PrunePlan` code, each child against what
+    was stored before it."""
     with RunArchive.open(folder / "shadow") as archive:
         records = sorted(archive.evaluations(), key=lambda r: r.seq)
         sources = {r.genome: archive.genome_source(r.genome) for r in records}
+        grid, rule = archive.grid, archive.rule
     val = [r for r in records if not r.sealed]
     seeds = list(dict.fromkeys(r.genome for r in val if r.operator == "seed"))
     kids = [r for r in children(val) if r.status == "ok"]
@@ -173,11 +191,12 @@ def sweep(
         if r.status == "ok":
             best = min(best, r.result.val_bpb)
     rows = []
-    for z, checkpoints, shape_rule in settings:
-        past = _Before(val, sources)
+    for z, checkpoints, reference in settings:
+        past = _Before(val, sources, grid, rule)
         config = RunConfig(budget=budget, prune="shadow", prune_z=z, prune_checkpoints=checkpoints)
-        if not shape_rule:
+        if reference == "parent-any-shape":
             config.prune_shape = []
+        config.prune_reference = "cell" if reference == "cell" else "parent"
         pruning = Pruning(config, past, seeds)  # type: ignore[arg-type]
         stopped = trained = 0.0
         cut, lost, lost_best = 0, 0, 0
@@ -200,7 +219,7 @@ def sweep(
             {
                 "z": z,
                 "checkpoints": checkpoints,
-                "shape_rule": shape_rule,
+                "reference": reference,
                 "pruned": cut,
                 "children": len(kids),
                 "training_saved_share": round(stopped / trained, 3) if trained else None,
@@ -211,11 +230,14 @@ def sweep(
     return rows
 
 
+# parent: the parent's curve, same-shape children only (the default); parent-any-shape: the
+# parent's, every child; cell: the incumbent's of the child's predicted cell, of its shape
+REFERENCES = ("parent", "parent-any-shape", "cell")
 SWEEP = [
-    (z, cps, rule)
+    (z, cps, reference)
     for z in (0.5, 1.0, 2.0, 3.0, 5.0)
     for cps in ([0.1, 0.2], [0.2, 0.4, 0.6], [0.3, 0.5])
-    for rule in (True, False)
+    for reference in REFERENCES
 ]
 
 
@@ -227,6 +249,9 @@ def main() -> None:
     parser.add_argument("--eval-tokens", type=int, default=4096)
     parser.add_argument("--checkpoints", type=float, nargs="+", default=[0.2, 0.4, 0.6])
     parser.add_argument("--data", default=corpus())
+    parser.add_argument(
+        "--reference", choices=PRUNE_REFERENCES, default="parent", help="the live arms' reference"
+    )
     parser.add_argument("--arms", nargs="+", default=["shadow", "on"])
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
     parser.add_argument("--one-by-one", action="store_true", help="run the arms in turn")

@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PRUNE_MODES = ("off", "on", "shadow")
+PRUNE_REFERENCES = ("parent", "cell")  # whose curve a child is held to (evolve.engine.pruning)
 DEVICES = ("auto", "cpu", "cuda")
 EXECUTORS = ("local", "ray")
 # The grid of new runs. Bins from benchmarks/bench_search.py: a hyperparameter child moves
@@ -90,7 +91,9 @@ class RunConfig:
     prune_z: float = 3.0  # margin: z x the seed repeats' curve spread at the same training time
     prune_min_margin: float = 0.01  # the margin is at least this share of the reference loss
     prune_default_margin: float = 0.1  # share of the reference loss when no spread is measured
-    # constants that set the model's shape: a child that changes one is never pruned
+    # whose curve a child is held to: its parent's, or the incumbent's of its predicted cell
+    prune_reference: str = "parent"
+    # constants that set the model's shape: a child is only held to a curve of its own shape
     prune_shape: list[str] = field(
         default_factory=lambda: ["SEQ_LEN", "N_LAYER", "N_HEAD", "N_EMBD", "MLP_RATIO"]
     )
@@ -213,6 +216,12 @@ def _check_prune(config: RunConfig) -> None:
             f"unknown prune mode {config.prune!r}",
             "pruning is off, on or shadow",
             "pass --prune off, --prune on or --prune shadow",
+        )
+    if config.prune_reference not in PRUNE_REFERENCES:
+        raise UserError(
+            f"unknown prune_reference {config.prune_reference!r}",
+            "a child is held to its parent's curve or to its predicted cell's incumbent's",
+            'set prune_reference = "parent" or "cell" in the config file',
         )
     points = config.prune_checkpoints
     if (

@@ -21,11 +21,12 @@ from evolve.config import RunConfig, build_config
 from evolve.engine.pruning import Pruning
 from evolve.errors import UserError
 from evolve.operators.llm.context import _Reader, parent_curve
-from evolve.record import Evaluation, Status
+from evolve.record import EvalResult, Evaluation, Status
 from evolve.runner import channel
 from evolve.runner.curve import MAX_POINTS, Curve, PrunePlan, brief, loss_at
 from evolve.runner.outcome import Outcome
 from evolve.runner.run import _record, _take_messages
+from evolve.testkit.grids import small_grid
 from evolve.testkit.tiny import tiny_genome
 from tests.test_result_channel import SANDBOX, _Data
 
@@ -221,6 +222,45 @@ def test_a_child_that_changes_the_models_shape_is_never_pruned():
     assert Pruning(everything, _Records(records, sources), ["seed"]).plan(["seed"], "wider")
 
 
+def test_the_cell_reference_is_the_incumbent_of_the_childs_predicted_cell(tmp_path):
+    """prune_reference = "cell": a child is held to the elite it must beat to enter the
+    archive, the one of its own shape whose cell its own source (line count) also points to;
+    a shape no elite has, or a child bound for another (empty) cell, is never pruned."""
+    seed_curve = [5.0, 4.0, 3.5, 3.2, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5]
+    base = "N_EMBD = 64\nN_LAYER = 2\nLEARNING_RATE = 3e-3\n"
+    wide = base.replace("64", "128")
+    sources = {
+        "seed": base,
+        "wide": wide,
+        "wide_faster": wide.replace("3e-3", "6e-3"),  # the shape of an elite: held to it
+        "wider": base.replace("64", "256"),  # a shape no elite has
+        "wide_longer": wide + "".join(f"x{i} = {i}\n" for i in range(200)),  # another cell
+    }
+    config = RunConfig(budget=5.0, prune="on", prune_reference="cell")
+    with RunArchive.create(tmp_path / "r", config.to_dict(), grid=small_grid()) as archive:
+        hashes = {name: archive.put_genome(source) for name, source in sources.items()}
+        for bpb, params, losses in [
+            (3.6, 30_000, seed_curve),
+            (3.7, 30_000, [v + 0.1 for v in seed_curve]),
+        ]:
+            archive.add_evaluation(_result(bpb, params, losses), base, generation=0)
+        wide_losses = [0.9 * v for v in seed_curve]
+        archive.add_evaluation(_result(3.3, 100_000, wide_losses), wide, generation=1)
+        pruning = Pruning(config, archive, [hashes["seed"]])
+        plan = pruning.plan([hashes["seed"]], hashes["wide_faster"])
+        assert plan is not None and plan.source.startswith(f"incumbent {hashes['wide'][:8]}")
+        assert plan.reference[0] == pytest.approx(0.9 * 4.5)  # the wide elite's curve at 1 s
+        assert pruning.plan([hashes["seed"]], hashes["wider"]) is None
+        assert pruning.plan([hashes["wide"]], hashes["wide_longer"]) is None
+        by_parent = Pruning(RunConfig(budget=5.0, prune="on"), archive, [hashes["seed"]])
+        assert by_parent.plan([hashes["seed"]], hashes["wide_faster"]) is None  # reshaped
+
+
+def _result(bpb: float, params: int, losses: list[float]) -> EvalResult:
+    curve = [[0.5 * (i + 1), i, v] for i, v in enumerate(losses)]  # a 5 s budget
+    return EvalResult(status="ok", val_bpb=bpb, params=params, curve=curve, budget=5.0)
+
+
 # --- real genomes under the runner --------------------------------------------------------------
 
 BUDGET = 3.0
@@ -396,6 +436,7 @@ def test_pruned_children_stay_out_of_the_map_and_are_not_retried(tmp_path, monke
         ({"prune_default_margin": True}, "prune_default_margin"),
         ({"prune_shape": "N_EMBD"}, "prune_shape"),
         ({"prune_shape": ["N EMBD"]}, "prune_shape"),
+        ({"prune_reference": "incumbent"}, "prune_reference"),
     ],
 )
 def test_bad_prune_settings_are_clear_errors(data, word):

@@ -1,7 +1,13 @@
 """Which reference curve a child is held to, and how far behind it may fall (`--prune`).
 
-The reference is the parent's reported training curve (for a crossover, the worse
-of the two parents at each checkpoint: a child is stopped only when it trails both).
+With `prune_reference = "parent"` (the default) the reference is the parent's reported
+training curve (for a crossover, the worse of the two parents at each checkpoint: a child
+is stopped only when it trails both). With `"cell"` it is the curve of the incumbent of
+the cell the child is predicted to land in: the genome it must beat to enter the archive.
+The prediction is the one a curve comparison needs anyway: an elite with the child's
+shape (every `prune_shape` constant equal), whose measured descriptors, with those read
+from the child's own source (its line count), put the child in that elite's own cell.
+A child of a shape no elite has, or bound for an empty cell, is never pruned.
 The margin comes from the seed's repeated evaluations: the spread of their curves at
 the same training time, times `prune_z`, and never under `prune_min_margin` of the
 reference; until two seed curves exist, `prune_default_margin` of the reference.
@@ -12,11 +18,12 @@ only when it is plausible beside its own evaluated score: relative to the seed, 
 reported final loss may not be lower than its val_bpb is by more than PLAUSIBLE
 (otherwise its children are not pruned at all).
 
-A child that changes the model's shape (any of `prune_shape`, e.g. N_EMBD) is never
-pruned: a wider or deeper model learns more slowly in its first seconds than its
-parent, and it usually lands in another cell, where it enters the archive however its
-score compares with its parent's. Replayed on real curves, every archive entry that
-pruning lost was such a child (README, "Pruning, measured").
+Either way a child is only held to a curve of its own shape: a wider or deeper model
+learns more slowly in its first seconds than its parent, and it usually lands in another
+cell, where it enters the archive however its score compares with its parent's. So with
+the parent as the reference, a child that changes any `prune_shape` constant is never
+pruned. Replayed on real curves, every archive entry that pruning lost without this rule
+was such a child (README, "Pruning, measured").
 """
 
 from __future__ import annotations
@@ -44,17 +51,28 @@ class Pruning:
         self.checkpoints = [float(c) * self.budget for c in config.prune_checkpoints]
         self._spread: list[float | None] | None = None  # per checkpoint, once final
         self._spread_final = False
+        self._shapes: dict[
+            str, tuple | None
+        ] = {}  # genome -> prune_shape values (sources are fixed)
 
     def plan(self, parents: list[str], child: str | None = None) -> PrunePlan | None:
         """The plan for `child` (a genome hash) of `parents`; None when pruning is off, no
-        parent has a curve, or the child changes the model's shape."""
+        reference genome has a curve, or none of the child's shape exists (see above)."""
         if self.config.prune == "off" or not parents:
             return None
-        if child is not None and any(self.reshaped(child, parent) for parent in parents):
-            return None
-        if not all(self.plausible(parent) for parent in parents):
+        if self.config.prune_reference == "cell":
+            holder = None if child is None else self.cell_holder(child)
+            if holder is None:
+                return None
+            references, source = [holder], f"incumbent {holder[:8]} of the child's cell"
+        else:
+            if child is not None and any(self.reshaped(child, parent) for parent in parents):
+                return None
+            references = parents
+            source = "parent " + parents[0][:8] if len(parents) == 1 else "the worse parent"
+        if not all(self.plausible(genome) for genome in references):
             return None  # a curve that claims more than the evaluator measured: not a reference
-        per_parent = [self._reference(parent) for parent in parents]
+        per_parent = [self._reference(genome) for genome in references]
         if any(ref is None for ref in per_parent):
             return None  # a parent without a curve: nothing to compare against
         reference = [max(values) for values in zip(*per_parent, strict=True)]
@@ -67,7 +85,6 @@ class Pruning:
                 margin.append(
                     max(self.config.prune_z * std, self.config.prune_min_margin * abs(ref))
                 )
-        source = "parent " + parents[0][:8] if len(parents) == 1 else "the worse parent"
         return PrunePlan(
             mode=self.config.prune,
             checkpoints=list(self.checkpoints),
@@ -80,17 +97,38 @@ class Pruning:
     def reshaped(self, child: str, parent: str) -> bool:
         """Whether `child` sets any `prune_shape` constant otherwise than `parent` (a source
         that does not parse counts as reshaped: nothing is known about its model)."""
-        names = self.config.prune_shape
-        if not names:
-            return False
-        try:
-            ours, theirs = (find_constants(self.archive.genome_source(g)) for g in (child, parent))
-        except VariationError:
-            return True
-        return any(
-            getattr(ours.get(n), "value", None) != getattr(theirs.get(n), "value", None)
-            for n in names
-        )
+        ours = self._shape(child)
+        return ours is None or ours != self._shape(parent)
+
+    def cell_holder(self, child: str) -> str | None:
+        """The elite of the child's predicted cell when it has the child's shape; else None."""
+        shape = self._shape(child)
+        if shape is None:
+            return None
+        source = self.archive.genome_source(child)
+        grid = self.archive.grid
+        for elite in self.archive.elites():
+            if self._shape(elite.genome) != shape:
+                continue
+            record = self.archive.get(elite.eval_ids[-1])
+            if record is None:
+                continue
+            predicted = grid.cell_if_known(grid.describe(record.result, source))
+            if predicted == tuple(elite.cell):
+                return elite.genome
+        return None
+
+    def _shape(self, genome: str) -> tuple | None:
+        """The genome's `prune_shape` values (None: its source does not parse)."""
+        if genome not in self._shapes:
+            try:
+                constants = find_constants(self.archive.genome_source(genome))
+            except VariationError:
+                self._shapes[genome] = None
+            else:
+                values = (getattr(constants.get(n), "value", None) for n in self.config.prune_shape)
+                self._shapes[genome] = tuple(values)
+        return self._shapes[genome]
 
     def plausible(self, genome: str) -> bool:
         """Whether a genome's reported curve agrees, relative to the seeds', with its score."""
