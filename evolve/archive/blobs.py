@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from pathlib import Path
 
 from evolve.durable import atomic_write_bytes
@@ -23,6 +24,7 @@ class Blobs:
     def __init__(self, folder: Path, suffix: str, what: str, *, writable: bool) -> None:
         self.folder, self.suffix, self.what, self.writable = folder, suffix, what, writable
         self._cache: dict[str, str] = {}  # a text never changes under its hash: read it once
+        self._cache_lock = threading.Lock()  # proposal threads read sources at the same time
 
     def path(self, sha: str) -> Path:
         if not SHA_RE.match(sha or ""):
@@ -46,7 +48,8 @@ class Blobs:
                 text = self.path(sha).read_text()
             except FileNotFoundError:
                 raise UserError(f"{self.what} {sha[:12]} is not in {self.folder}") from None
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)), None)  # the oldest
-            self._cache[sha] = text
+            with self._cache_lock:
+                if len(self._cache) >= CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)), None)  # the oldest
+                self._cache[sha] = text
         return text
