@@ -100,32 +100,36 @@ def summarize(
     results: dict[str, list[dict]], evals: int, true: bool, reference: str = "greedy"
 ) -> list[str]:
     """One row per arm: its best after N, and the evaluations it needs to reach the best
-    that the `reference` arm had after N, seed by seed."""
+    that the `reference` arm had after N: seed by seed (paired; "median" is the median of
+    those), and where its median curve meets the reference's median best ("curves")."""
     key = "true_best" if true else "best"
+    index = 2 if true else 1  # the field of a stored point
     lines = [
         f"{'arm':<14} {'best@N median [q1, q3]':<30} {f'evals to {reference}@N (per seed)':<34}"
-        f" {'median':>6} {'coverage':>8} {'QD':>8}"
+        f" {'median':>6} {'curves':>6} {'coverage':>8} {'QD':>8}"
     ]
     greedy = results.get(reference)
+    reference_bests = [r[key] for r in greedy or [] if r[key] is not None]
     for name, runs in results.items():
         bests = [r[key] for r in runs if r[key] is not None]
         q1, med, q3 = quartiles(bests) if bests else (float("nan"),) * 3
         reach: list[int | None] = []
         if greedy:
-            for run, base in zip(runs, greedy, strict=True):
-                target = base[key]
+            for run, other in zip(runs, greedy, strict=True):
+                target = other[key]
                 points = [_point(p) for p in run["points"]]
                 reach.append(None if target is None else evals_to_reach(points, target, true))
         finite = sorted(r if r is not None else 10**9 for r in reach)
-        median_reach = statistics.median_high(finite) if finite else None  # never between two
-        text = (
-            "-"
-            if median_reach is None
-            else (">N" if median_reach >= 10**9 else f"{median_reach:g}")
-        )
+        paired = statistics.median_high(finite) if finite else None  # never between two
+        text = "-" if paired is None else (">N" if paired >= 10**9 else f"{paired:g}")
+        # unpaired: where this arm's median curve meets the reference's median best after N
+        curves = None
+        if reference_bests:
+            curves = median_reach(runs, statistics.median(reference_bests), evals, index)
         lines.append(
             f"{name:<14} {med:.4f} [{q1:.4f}, {q3:.4f}]{'':<8} "
             f"{str([r if r is not None else '>N' for r in reach]):<34} {text:>6} "
+            f"{'-' if not reference_bests else ('>N' if curves is None else curves):>6} "
             f"{statistics.median(r['coverage'] for r in runs):8.1%} "
             f"{statistics.median(r['qd'] for r in runs):8.2f}"
         )
@@ -153,6 +157,18 @@ def parse_arms(text: str) -> dict[str, str]:
     return arms
 
 
+def band(runs: list[dict], k: int, index: int) -> tuple[float, float, float]:
+    """Quartiles over seeds of the confirmed best after k evaluations (nan: none yet)."""
+    values = [r["points"][min(k, len(r["points"])) - 1][index] for r in runs if r["points"]]
+    values = [v for v in values if v is not None]
+    return quartiles(values) if values else (float("nan"),) * 3
+
+
+def median_reach(runs: list[dict], target: float, evals: int, index: int) -> int | None:
+    """Unpaired reach: the first k whose median over seeds is at or below `target`."""
+    return next((k for k in range(1, evals + 1) if band(runs, k, index)[1] <= target), None)
+
+
 def _point(row: list) -> Any:
     from evolve.browse.curve import Point
 
@@ -172,12 +188,7 @@ def plot(results: dict[str, list[dict]], evals: int, path: Path, true: bool) -> 
         xs = list(range(1, evals + 1))
         meds, lows, highs, covs = [], [], [], []
         for k in xs:
-            values = [r["points"][min(k, len(r["points"])) - 1][index] for r in runs if r["points"]]
-            values = [v for v in values if v is not None]
-            if values:
-                q1, med, q3 = quartiles(values)
-            else:
-                q1 = med = q3 = float("nan")
+            q1, med, q3 = band(runs, k, index)
             meds.append(med)
             lows.append(q1)
             highs.append(q3)
