@@ -71,7 +71,7 @@ class RunConfig:
     cxpb: float = 0.2
     selection: str = "tournament"  # see benchmarks/bench_search.py (README: Search benchmark)
     exploit: float = 0.0  # share of map-elites children bred from the best elite
-    screen: int = 1  # built-in map-elites children drawn per one evaluated (1: no pre-screening)
+    screen: int = 8  # built-in map-elites children drawn per one evaluated (1: no pre-screening)
     noise_repeats: int = 3  # evaluations of the seed at the start, to measure noise
     noise_std: float | None = None  # override the measured noise (bpb)
     min_noise_std: float = 1e-3

@@ -13,6 +13,9 @@ repeat it. Genomes whose every evaluation failed (crashed, over budget, pruned..
 at the worst mean seen, so the regions that fail are predicted bad. Until `MIN_GENOMES` genomes
 have a mean, the first child is kept, as without screening.
 
+On by default (`screen = 8`): interleaved real runs (README, "Pre-screening") ended lower
+with it in 4 of 5 seeds; `screen = 1` turns it off.
+
 Only children of operators that edit constants are screened: the surface reads nothing
 else, and an LLM child costs a call, so it is never drawn more than once. The model only
 orders candidates; every kept child is still trained and scored by the harness.

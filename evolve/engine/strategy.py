@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from evolve.archive import Decision, Elite, EliteRule, ElitesMap, RunArchive
 from evolve.archive.elites import best_elite
+from evolve.config import RunConfig
 from evolve.engine.screening import Screen
 from evolve.errors import UserError
 from evolve.record import Evaluation
@@ -54,7 +55,11 @@ class Strategy:
     name = "map-elites"
 
     def __init__(
-        self, archive: RunArchive, seeds: list[str], exploit: float = 0.0, screen: int = 1
+        self,
+        archive: RunArchive,
+        seeds: list[str],
+        exploit: float = RunConfig.exploit,
+        screen: int = RunConfig.screen,
     ) -> None:
         self.archive, self.seeds = archive, seeds
         self.exploit = exploit  # share of children whose (first) parent is the best elite
@@ -100,7 +105,7 @@ class RandomStrategy(Strategy):
     name = "random"
 
     def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
-        super().__init__(archive, seeds)  # no exploitation, no screening: the seed's baseline
+        super().__init__(archive, seeds, 0.0, 1)  # no exploitation, no screening: the baseline
 
     def parents(self) -> list[Elite]:
         genomes = self.archive.elite_map.genomes
@@ -113,7 +118,7 @@ class GreedyStrategy(Strategy):
     name = "greedy"
 
     def __init__(self, archive: RunArchive, seeds: list[str]) -> None:
-        super().__init__(archive, seeds)  # autoresearch's protocol: no screening
+        super().__init__(archive, seeds, 0.0, 1)  # autoresearch's protocol: no screening
         self.lineage = ElitesMap(1, archive.rule)
         for record in archive.evaluations():
             self.observe(record)
@@ -149,7 +154,11 @@ class GreedyStrategy(Strategy):
 
 
 def make_strategy(
-    name: str, archive: RunArchive, seeds: list[str], exploit: float = 0.0, screen: int = 1
+    name: str,
+    archive: RunArchive,
+    seeds: list[str],
+    exploit: float = RunConfig.exploit,
+    screen: int = RunConfig.screen,
 ) -> Strategy:
     """`exploit` and `screen` apply to map-elites only: greedy is autoresearch's protocol
     (one parent, every child evaluated as drawn), random the baseline of the seed's children."""
