@@ -125,6 +125,18 @@ def test_find_constants_handles_signs_lists_and_skips_non_literals() -> None:
     assert values(src) == {"A": -3, "B": -0.25, "C": [1, -2, 0.5], "D": 10_000}
 
 
+def test_an_integer_past_the_float_range_is_no_hyperparameter() -> None:
+    """An LLM may write `N = 10**64 * 10**64 * ...`; mutating it used to raise OverflowError,
+    which no operator contract covers (the engine only expects VariationError)."""
+    huge = " * ".join(["10**64"] * 6)
+    src = f"N_EMBD = 64\nHUGE = {huge}\nLR = 3e-3\n"
+    assert set(values(src)) == {"N_EMBD", "LR"}
+    mutation = make_operator("hyper_mutate", rate=1.0)
+    for seed in range(20):
+        child = mutation.vary([Parent(id="p", source=src)], random.Random(seed))
+        assert f"HUGE = {huge}" in child.source
+
+
 # ---------------------------------------------------------------- mutation
 
 

@@ -68,6 +68,20 @@ def test_the_fit_follows_the_measured_direction_and_a_resumed_run_keeps_it(
         assert make_strategy("random", archive, seeds, screen=4).screen is None
 
 
+HUGE = "10**64 * 10**64 * 10**64 * 10**64 * 10**64 * 10**64"  # an int no float can hold
+
+
+def test_a_constant_no_float_can_hold_crashes_nothing(tmp_path, monkeypatch) -> None:
+    """An LLM may write any literal; the operators and the screen read every genome's constants.
+    A constant past the float range is no hyperparameter: left alone, never a crash."""
+    seed = SEED + f"HUGE_CONSTANT = {HUGE}\n"
+    path = run(tmp_path, monkeypatch, known_surface(), seed_source=seed, screen=8, max_evals=30)
+    children = [r for r in records(path) if r.operator in CHILDREN]
+    assert len(children) >= 12
+    with RunArchive.open(path) as archive:
+        assert all(HUGE in archive.genome_source(r.genome) for r in children)
+
+
 def test_too_few_genomes_keep_the_first_child() -> None:
     screen = Screen(4, SEED, lambda genome: SEED)
     children = [Child(set_constants(SEED, N_EMBD=n), "hyper_mutate", [], "x") for n in (16, 64)]

@@ -49,7 +49,7 @@ def known_surface(noise: float = 0.05, p_fail: float = 0.0) -> Surrogate:
 
 def run(tmp_path: Path, monkeypatch, surrogate: Surrogate, **settings) -> Path:
     monkeypatch.setenv("EVOLVE_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "seed.py").write_text(SEED)
+    (tmp_path / "seed.py").write_text(settings.pop("seed_source", SEED))
     (tmp_path / "data.txt").write_text("the quick brown fox jumps over the lazy dog. " * 4000)
     config = RunConfig.from_dict(
         {

@@ -34,6 +34,7 @@ _BINOPS: dict[type, Callable[[Scalar, Scalar], Scalar]] = {
     ast.Pow: operator.pow,
 }
 SIG_DIGITS = 3
+MAX_INT = 2**63  # a bigger integer is no hyperparameter (and no float can hold 10**400)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def _number(node: ast.expr) -> Scalar:
         raise _NotLiteral
     if type(value) not in (int, float) or (isinstance(value, float) and not math.isfinite(value)):
         raise _NotLiteral  # complex results, inf, nan
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise _NotLiteral  # left as written: mutating or reading it as a float would overflow
     return value
 
 
