@@ -130,6 +130,37 @@ def test_only_constant_editing_children_are_screened(tmp_path, monkeypatch, numb
     assert NumberedLine.calls == len(lines) + len(queued)  # each drawn once, never 8 times
 
 
+class Raises:
+    """An operator with a bug that a hostile parent triggers: it raises what no contract says."""
+
+    arity = 1
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def vary(self, parents: list[Parent], rng: random.Random) -> Child:
+        raise ZeroDivisionError("a literal the operator did not expect")
+
+
+def test_an_operator_that_raises_anything_is_a_failed_variation(tmp_path, monkeypatch) -> None:
+    register_operator("raises", Raises)
+    try:
+        path = run(
+            tmp_path,
+            monkeypatch,
+            known_surface(),
+            max_evals=30,
+            operators={"raises": 1.0, "hyper_mutate": 1.0},
+            cxpb=0.0,
+        )
+    finally:
+        unregister_operator("raises")
+    assert sum(r.operator == "hyper_mutate" for r in records(path)) >= 12
+    with RunArchive.open(path) as archive:
+        failed = sum(row.get("failed_proposals", 0) for row in archive.logbook())
+    assert failed > 0  # counted as failed variations, and the other operator carried on
+
+
 def test_screen_must_be_a_count_from_1_to_64() -> None:
     for bad in (0, 65, 2.5, "4", True):
         with pytest.raises(UserError, match="screen"):

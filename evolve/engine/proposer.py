@@ -92,7 +92,7 @@ class Proposer:
                 exploit=exploit,
             )
             try:
-                child = operator.vary(chosen, rng)
+                child = _vary(operator, chosen, rng)
                 screen = self.strategy.screen if self.strategy else None
                 if screen is not None and screen.applies(operator):
                     child = self._screened(child, operator, chosen, rng, screen)
@@ -125,7 +125,7 @@ class Proposer:
         children, digests = [], set()
         for k in range(screen.draws):
             try:
-                child = first if k == 0 else operator.vary(parents, rng)
+                child = first if k == 0 else _vary(operator, parents, rng)
                 digest = normalized_hash(child.source)
             except VariationError:
                 continue
@@ -162,6 +162,17 @@ class Proposer:
             return False
         with self.lock:
             return digest in self.seen
+
+
+def _vary(operator: Operator, parents: list[Parent], rng: random.Random) -> Child:
+    """`operator.vary`, where anything it raises is a failed variation: parents may be written
+    by an LLM, and an operator bug that one of them triggers must not stop the run."""
+    try:
+        return operator.vary(parents, rng)
+    except VariationError:
+        raise
+    except Exception as exc:
+        raise VariationError(f"{operator.name} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _available(operator: Operator) -> bool:
