@@ -231,17 +231,17 @@ def report(folder: Path, evals: int, surrogate: Surrogate | None) -> None:
     print(f"plot: {folder / 'search.png'}")
 
 
-def strategy_settings(pairs: list[str], strategies: list[str]) -> dict[str, dict[str, Any]]:
+def strategy_settings(pairs: list[str], labels: list[str]) -> dict[str, dict[str, Any]]:
     """`--config-for LABEL=TOML` pairs as {arm label: settings}."""
     from evolve.config import load_toml
 
     own: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         name, _, path = pair.partition("=")
-        if name not in strategies or not path:
+        if name not in labels or not path:
             raise SystemExit(
                 f"--config-for {pair!r}: want LABEL=TOML with LABEL one of the arms "
-                f"{', '.join(strategies)}"
+                f"{', '.join(labels)}"
             )
         own[name] = load_toml(path)
     return own

@@ -51,9 +51,8 @@ class Pruning:
         self.checkpoints = [float(c) * self.budget for c in config.prune_checkpoints]
         self._spread: list[float | None] | None = None  # per checkpoint, once final
         self._spread_final = False
-        self._shapes: dict[
-            str, tuple | None
-        ] = {}  # genome -> prune_shape values (sources are fixed)
+        # genome -> its prune_shape values (None: does not parse); a genome's source never changes
+        self._shapes: dict[str, tuple | None] = {}
 
     def plan(self, parents: list[str], child: str | None = None) -> PrunePlan | None:
         """The plan for `child` (a genome hash) of `parents`; None when pruning is off, no
@@ -72,10 +71,10 @@ class Pruning:
             source = "parent " + parents[0][:8] if len(parents) == 1 else "the worse parent"
         if not all(self.plausible(genome) for genome in references):
             return None  # a curve that claims more than the evaluator measured: not a reference
-        per_parent = [self._reference(genome) for genome in references]
-        if any(ref is None for ref in per_parent):
-            return None  # a parent without a curve: nothing to compare against
-        reference = [max(values) for values in zip(*per_parent, strict=True)]
+        curves = [self._reference(genome) for genome in references]
+        if any(curve is None for curve in curves):
+            return None  # a reference without a curve: nothing to compare against
+        reference = [max(values) for values in zip(*curves, strict=True)]
         spread = self.spread()
         margin = []
         for ref, std in zip(reference, spread, strict=True):

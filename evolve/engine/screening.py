@@ -24,6 +24,7 @@ orders candidates; every kept child is still trained and scored by the harness.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,7 +40,7 @@ RIDGE = 1.0  # shrinkage: with few genomes, a constant that moved once gets a sm
 class Screen:
     """The run's own response surface, fed every stored record (`observe`) in order."""
 
-    def __init__(self, draws: int, seed_source: str, source_of) -> None:
+    def __init__(self, draws: int, seed_source: str, source_of: Callable[[str], str]) -> None:
         """`draws`: children drawn per kept child; `source_of(genome)`: a genome's source."""
         self.draws = draws
         self.reference = constant_values(seed_source)
@@ -53,7 +54,8 @@ class Screen:
         self._lock = threading.Lock()
 
     def applies(self, operator: Operator) -> bool:
-        return self.draws > 1 and isinstance(operator, SCREENABLE)
+        """Whether `operator`'s children are screened: cheap ones that edit constants only."""
+        return isinstance(operator, SCREENABLE)
 
     def observe(self, record: Evaluation) -> None:
         """Take one stored record in (val evaluations only; the test split stays sealed)."""
