@@ -26,7 +26,7 @@ ray = pytest.importorskip("ray", reason="the Ray extra is not installed")
 from evolve.errors import UserError  # noqa: E402
 from evolve.executors import ray_worker  # noqa: E402
 from evolve.executors.base import EvalRequest  # noqa: E402
-from evolve.executors.ray import RayExecutor  # noqa: E402
+from evolve.executors.ray import CANCEL_WAIT, RayExecutor  # noqa: E402
 from evolve.harness.data import Dataset, prepare  # noqa: E402
 from evolve.record import EvalResult  # noqa: E402
 from evolve.runner import RunSettings, sandbox  # noqa: E402
@@ -227,7 +227,9 @@ def test_shutdown_cancels_a_running_task(
     executor.shutdown()
     result = future.result(timeout=0)
     assert result.status == "interrupted", result.reason
-    assert time.monotonic() - start < 20  # not the 60 s budget
+    # Not the 60 s budget: a graceful cancel takes seconds; when Ray misses it (seen once in
+    # CI, 30.3 s) the task is forced after CANCEL_WAIT, still well inside the budget.
+    assert time.monotonic() - start < CANCEL_WAIT + 10 < 60
     assert result.slot and result.hardware["class"] == executor.hardware_class
 
 
